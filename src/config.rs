@@ -1,0 +1,419 @@
+//! Settings, read from the environment with the gallery's own variable names,
+//! optionally completed from a gallery `.env` file.
+//!
+//! A bad or missing setting is an error naming the variable. Secrets live in
+//! `Secret` so they never reach a log line or an error message.
+
+use crate::model::Backend;
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The default listen address: loopback, so nothing is exposed by accident.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8385";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{var}: {message}")]
+    Invalid { var: &'static str, message: String },
+    #[error("{var} is required")]
+    Missing { var: &'static str },
+    #[error("cannot read env file {path}: {message}")]
+    EnvFile { path: String, message: String },
+}
+
+fn invalid(var: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        var,
+        message: message.into(),
+    }
+}
+
+/// A value that prints as `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Server-side encryption for uploaded objects (`S3_SSE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sse {
+    Aes256,
+    Kms { key_id: Option<String> },
+}
+
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    pub bucket: String,
+    pub region: String,
+    pub prefix: String,
+    pub endpoint: Option<String>,
+    pub force_path_style: bool,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<Secret>,
+    pub use_accelerate: bool,
+    pub sse: Option<Sse>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database_url: Secret,
+    /// Absolute, without a trailing slash.
+    pub media_location: String,
+    /// The backend the gallery sends new uploads to. Unset means disk, the
+    /// gallery's own default.
+    pub storage_backend: Backend,
+    pub s3: S3Config,
+    pub listen: SocketAddr,
+    pub api_token: Option<Secret>,
+    /// Re-read before each start so the backend check sees the gallery's
+    /// current setting, not the one from when the engine started.
+    pub env_file: Option<PathBuf>,
+}
+
+/// Where settings come from: looked up by name, empty values count as unset.
+pub struct Vars(HashMap<String, String>);
+
+impl Vars {
+    pub fn new(map: HashMap<String, String>) -> Vars {
+        Vars(map)
+    }
+
+    /// The process environment, completed (never overridden) by an env file.
+    pub fn from_env(env_file: Option<&Path>) -> Result<Vars, ConfigError> {
+        let mut map: HashMap<String, String> = std::env::vars().collect();
+        if let Some(path) = env_file {
+            for (key, value) in read_env_file(path)? {
+                map.entry(key).or_insert(value);
+            }
+        }
+        Ok(Vars(map))
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    fn first(&self, names: &[&'static str]) -> Option<(&'static str, &str)> {
+        names.iter().find_map(|n| self.get(n).map(|v| (*n, v)))
+    }
+}
+
+pub fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
+    let iter = dotenvy::from_path_iter(path).map_err(|e| ConfigError::EnvFile {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    iter.map(|item| {
+        item.map_err(|e| ConfigError::EnvFile {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
+    })
+    .collect()
+}
+
+fn parse_bool(var: &'static str, value: &str) -> Result<bool, ConfigError> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(invalid(var, format!("expected true or false, got {value:?}"))),
+    }
+}
+
+/// The backend named by `IMMICH_STORAGE_BACKEND` (or the older
+/// `IMMICH_STORAGE_ENGINE`); disk when neither is set.
+pub fn storage_backend(vars: &Vars) -> Result<Backend, ConfigError> {
+    match vars.first(&["IMMICH_STORAGE_BACKEND", "IMMICH_STORAGE_ENGINE"]) {
+        None => Ok(Backend::Disk),
+        Some((var, value)) => match value.to_ascii_lowercase().as_str() {
+            "disk" | "local" => Ok(Backend::Disk),
+            "s3" => Ok(Backend::S3),
+            _ => Err(invalid(var, format!("expected disk or s3, got {value:?}"))),
+        },
+    }
+}
+
+fn database_url(vars: &Vars) -> Result<Secret, ConfigError> {
+    if let Some(url) = vars.get("DB_URL") {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(invalid("DB_URL", "expected a postgres:// or postgresql:// URL"));
+        }
+        return Ok(Secret::new(url));
+    }
+    use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+    let host = vars.get("DB_HOSTNAME").unwrap_or("database");
+    let port = match vars.get("DB_PORT") {
+        None => 5432,
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| invalid("DB_PORT", format!("expected a port number, got {p:?}")))?,
+    };
+    let user = vars.get("DB_USERNAME").unwrap_or("postgres");
+    let password = vars.get("DB_PASSWORD").unwrap_or("postgres");
+    let name = vars.get("DB_DATABASE_NAME").unwrap_or("immich");
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    Ok(Secret::new(format!(
+        "postgres://{}:{}@{}:{}/{}",
+        utf8_percent_encode(user, NON_ALPHANUMERIC),
+        utf8_percent_encode(password, NON_ALPHANUMERIC),
+        host,
+        port,
+        utf8_percent_encode(name, NON_ALPHANUMERIC),
+    )))
+}
+
+fn media_location(vars: &Vars) -> Result<String, ConfigError> {
+    let value = match vars.get("IMMICH_MEDIA_LOCATION") {
+        Some(v) => v.to_string(),
+        None if Path::new("/data").is_dir() => "/data".to_string(),
+        None => "/usr/src/app/upload".to_string(),
+    };
+    if !value.starts_with('/') {
+        return Err(invalid("IMMICH_MEDIA_LOCATION", "must be an absolute path"));
+    }
+    if value.split('/').any(|s| s == "..") {
+        return Err(invalid("IMMICH_MEDIA_LOCATION", "must not contain .."));
+    }
+    let trimmed = value.trim_end_matches('/');
+    Ok(if trimmed.is_empty() { "/".into() } else { trimmed.into() })
+}
+
+fn s3_config(vars: &Vars) -> Result<S3Config, ConfigError> {
+    let bucket = vars
+        .first(&["S3_BUCKET", "IMMICH_S3_BUCKET"])
+        .map(|(_, v)| v.to_string())
+        .ok_or(ConfigError::Missing { var: "S3_BUCKET" })?;
+    if bucket.contains('/') || bucket.len() > 255 {
+        return Err(invalid("S3_BUCKET", "not a valid bucket name"));
+    }
+    let region = vars
+        .first(&["S3_REGION", "IMMICH_S3_REGION"])
+        .map(|(_, v)| v.to_string())
+        .unwrap_or_else(|| "us-east-1".into());
+    let prefix = vars.get("S3_PREFIX").unwrap_or("").trim_matches('/').to_string();
+    if crate::paths::check_relative(&prefix).is_err() && !prefix.is_empty() {
+        return Err(invalid("S3_PREFIX", "must be a plain key prefix without . or .. segments"));
+    }
+    let endpoint = match vars.first(&["S3_ENDPOINT", "IMMICH_S3_ENDPOINT"]) {
+        None => None,
+        Some((var, value)) => {
+            let url = url::Url::parse(value)
+                .map_err(|e| invalid(var, format!("not a URL ({e})")))?;
+            if url.scheme() != "http" && url.scheme() != "https" {
+                return Err(invalid(var, "expected an http:// or https:// URL"));
+            }
+            Some(value.trim_end_matches('/').to_string())
+        }
+    };
+    // Custom endpoints (MinIO, Garage, Ceph) nearly always need path-style
+    // addressing; AWS itself prefers virtual-hosted style.
+    let force_path_style = match vars.get("S3_FORCE_PATH_STYLE") {
+        Some(v) => parse_bool("S3_FORCE_PATH_STYLE", v)?,
+        None => endpoint.is_some(),
+    };
+    let access_key_id = vars
+        .first(&["S3_ACCESS_KEY_ID", "IMMICH_S3_ACCESS_KEY_ID"])
+        .map(|(_, v)| v.to_string());
+    let secret_access_key = vars
+        .first(&["S3_SECRET_ACCESS_KEY", "IMMICH_S3_SECRET_ACCESS_KEY"])
+        .map(|(_, v)| Secret::new(v));
+    match (&access_key_id, &secret_access_key) {
+        (Some(_), None) => return Err(ConfigError::Missing { var: "S3_SECRET_ACCESS_KEY" }),
+        (None, Some(_)) => return Err(ConfigError::Missing { var: "S3_ACCESS_KEY_ID" }),
+        _ => {}
+    }
+    let use_accelerate = match vars.get("S3_USE_ACCELERATE") {
+        Some(v) => parse_bool("S3_USE_ACCELERATE", v)?,
+        None => false,
+    };
+    if use_accelerate && endpoint.is_some() {
+        return Err(invalid("S3_USE_ACCELERATE", "cannot be used with a custom S3_ENDPOINT"));
+    }
+    let kms_key = vars.get("S3_SSE_KMS_KEY_ID").map(str::to_string);
+    let sse = match vars.get("S3_SSE") {
+        None => None,
+        Some(v) if v.eq_ignore_ascii_case("AES256") => Some(Sse::Aes256),
+        Some(v) if v.eq_ignore_ascii_case("aws:kms") => Some(Sse::Kms { key_id: kms_key.clone() }),
+        Some(v) => return Err(invalid("S3_SSE", format!("expected AES256 or aws:kms, got {v:?}"))),
+    };
+    if kms_key.is_some() && !matches!(sse, Some(Sse::Kms { .. })) {
+        return Err(invalid("S3_SSE_KMS_KEY_ID", "is only used with S3_SSE=aws:kms"));
+    }
+    Ok(S3Config {
+        bucket,
+        region,
+        prefix,
+        endpoint,
+        force_path_style,
+        access_key_id,
+        secret_access_key,
+        use_accelerate,
+        sse,
+    })
+}
+
+impl Config {
+    /// Reads the process environment (and `env_file`, when given).
+    pub fn load(env_file: Option<&Path>) -> Result<Config, ConfigError> {
+        let vars = Vars::from_env(env_file)?;
+        let mut config = Config::from_vars(&vars)?;
+        config.env_file = env_file.map(Path::to_path_buf);
+        Ok(config)
+    }
+
+    pub fn from_vars(vars: &Vars) -> Result<Config, ConfigError> {
+        let listen_value = vars.get("NOODLE_MIGRATE_LISTEN").unwrap_or(DEFAULT_LISTEN);
+        let listen = listen_value.parse::<SocketAddr>().map_err(|_| {
+            invalid(
+                "NOODLE_MIGRATE_LISTEN",
+                format!("expected host:port such as {DEFAULT_LISTEN}, got {listen_value:?}"),
+            )
+        })?;
+        let api_token = match vars.get("NOODLE_MIGRATE_API_TOKEN") {
+            None => None,
+            Some(t) if t.len() < 16 => {
+                return Err(invalid("NOODLE_MIGRATE_API_TOKEN", "must be at least 16 characters"))
+            }
+            Some(t) => Some(Secret::new(t)),
+        };
+        Ok(Config {
+            database_url: database_url(vars)?,
+            media_location: media_location(vars)?,
+            storage_backend: storage_backend(vars)?,
+            s3: s3_config(vars)?,
+            listen,
+            api_token,
+            env_file: None,
+        })
+    }
+
+    /// The gallery's backend as it is configured now: from the env file when
+    /// there is one (the gallery may have been switched since we started).
+    pub fn current_storage_backend(&self) -> Result<Backend, ConfigError> {
+        match &self.env_file {
+            None => Ok(self.storage_backend),
+            Some(path) => {
+                let mut map: HashMap<String, String> = HashMap::new();
+                for var in ["IMMICH_STORAGE_BACKEND", "IMMICH_STORAGE_ENGINE"] {
+                    if let Ok(v) = std::env::var(var) {
+                        map.insert(var.into(), v);
+                    }
+                }
+                for (k, v) in read_env_file(path)? {
+                    map.entry(k).or_insert(v);
+                }
+                storage_backend(&Vars::new(map))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vars {
+        let mut map: HashMap<String, String> = [("S3_BUCKET", "photos")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        for (k, v) in pairs {
+            map.insert(k.to_string(), v.to_string());
+        }
+        Vars::new(map)
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::from_vars(&vars(&[("IMMICH_MEDIA_LOCATION", "/srv/media/")])).unwrap();
+        assert_eq!(c.media_location, "/srv/media");
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.storage_backend, Backend::Disk);
+        assert_eq!(c.s3.region, "us-east-1");
+        assert!(!c.s3.force_path_style);
+        assert_eq!(c.database_url.expose(), "postgres://postgres:postgres@database:5432/immich");
+    }
+
+    #[test]
+    fn database_parts_are_encoded() {
+        let c = Config::from_vars(&vars(&[
+            ("DB_HOSTNAME", "db"),
+            ("DB_PORT", "6543"),
+            ("DB_USERNAME", "gal"),
+            ("DB_PASSWORD", "p@ss/word"),
+            ("DB_DATABASE_NAME", "gallery"),
+        ]))
+        .unwrap();
+        assert_eq!(c.database_url.expose(), "postgres://gal:p%40ss%2Fword@db:6543/gallery");
+        assert!(!format!("{c:?}").contains("p@ss"));
+    }
+
+    #[test]
+    fn gallery_spellings_are_accepted() {
+        let mut map = HashMap::new();
+        map.insert("IMMICH_S3_BUCKET".to_string(), "b".to_string());
+        map.insert("IMMICH_S3_ENDPOINT".to_string(), "http://127.0.0.1:9000".to_string());
+        map.insert("IMMICH_S3_ACCESS_KEY_ID".to_string(), "k".to_string());
+        map.insert("IMMICH_S3_SECRET_ACCESS_KEY".to_string(), "s".to_string());
+        map.insert("IMMICH_STORAGE_ENGINE".to_string(), "s3".to_string());
+        let c = Config::from_vars(&Vars::new(map)).unwrap();
+        assert_eq!(c.s3.bucket, "b");
+        assert!(c.s3.force_path_style);
+        assert_eq!(c.storage_backend, Backend::S3);
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("DB_PORT", "abc")], "DB_PORT"),
+            (&[("DB_URL", "mysql://x")], "DB_URL"),
+            (&[("IMMICH_STORAGE_BACKEND", "tape")], "IMMICH_STORAGE_BACKEND"),
+            (&[("S3_FORCE_PATH_STYLE", "maybe")], "S3_FORCE_PATH_STYLE"),
+            (&[("S3_SSE", "rot13")], "S3_SSE"),
+            (&[("S3_ENDPOINT", "ftp://x")], "S3_ENDPOINT"),
+            (&[("S3_ACCESS_KEY_ID", "k")], "S3_SECRET_ACCESS_KEY"),
+            (&[("NOODLE_MIGRATE_LISTEN", "everywhere")], "NOODLE_MIGRATE_LISTEN"),
+            (&[("NOODLE_MIGRATE_API_TOKEN", "short")], "NOODLE_MIGRATE_API_TOKEN"),
+            (&[("IMMICH_MEDIA_LOCATION", "relative/dir")], "IMMICH_MEDIA_LOCATION"),
+            (&[("S3_BUCKET", "")], "S3_BUCKET"),
+        ];
+        for (pairs, var) in cases {
+            let err = Config::from_vars(&vars(pairs)).unwrap_err().to_string();
+            assert!(err.starts_with(var), "{err} should name {var}");
+        }
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let c = Config::from_vars(&vars(&[
+            ("S3_ACCESS_KEY_ID", "AKIA"),
+            ("S3_SECRET_ACCESS_KEY", "very-secret-key"),
+            ("NOODLE_MIGRATE_API_TOKEN", "token-token-token-1"),
+        ]))
+        .unwrap();
+        let printed = format!("{c:?}");
+        assert!(!printed.contains("very-secret-key"));
+        assert!(!printed.contains("token-token-token-1"));
+    }
+}

@@ -1,0 +1,171 @@
+//! Our batch table: one row per migration (a resumed run continues its
+//! batch), with its options, state and cumulative counters.
+
+use super::{timed, DbConn, DbError};
+use crate::model::Direction;
+use chrono::{DateTime, Utc};
+use diesel::sql_types::{BigInt, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::QueryableByName;
+use diesel_async::RunQueryDsl;
+use serde::Serialize;
+use uuid::Uuid;
+
+pub mod state {
+    pub const RUNNING: &str = "running";
+    pub const COMPLETED: &str = "completed";
+    pub const COMPLETED_WITH_FAILURES: &str = "completed_with_failures";
+    pub const FAILED: &str = "failed";
+    pub const INTERRUPTED: &str = "interrupted";
+    pub const ROLLED_BACK: &str = "rolled_back";
+}
+
+#[derive(Debug, Clone, QueryableByName, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchRow {
+    #[diesel(sql_type = SqlUuid)]
+    pub id: Uuid,
+    #[diesel(sql_type = Text)]
+    pub direction: String,
+    #[diesel(sql_type = Text)]
+    pub state: String,
+    #[diesel(sql_type = Jsonb)]
+    pub options: serde_json::Value,
+    #[diesel(sql_type = BigInt)]
+    pub total: i64,
+    #[diesel(sql_type = BigInt)]
+    pub completed: i64,
+    #[diesel(sql_type = BigInt)]
+    pub adopted: i64,
+    #[diesel(sql_type = BigInt)]
+    pub failed: i64,
+    #[diesel(sql_type = BigInt)]
+    pub skipped: i64,
+    #[diesel(sql_type = BigInt)]
+    pub bytes_moved: i64,
+    #[diesel(sql_type = Timestamptz)]
+    pub started_at: DateTime<Utc>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub finished_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub error: Option<String>,
+}
+
+const COLUMNS: &str = "id, direction, state, options, total, completed, adopted, failed, skipped,
+                       bytes_moved, started_at, finished_at, error";
+
+/// Batches left `running` by a process that died. Only call this while
+/// holding the migration lock, when no batch can really be running.
+pub async fn mark_stale_interrupted(conn: &mut DbConn) -> Result<usize, DbError> {
+    timed(
+        diesel::sql_query(
+            "UPDATE noodle_migrate_batch SET state = 'interrupted', finished_at = clock_timestamp()
+             WHERE state = 'running'",
+        )
+        .execute(conn),
+    )
+    .await
+}
+
+/// The most recent interrupted batch of this direction, to be resumed.
+pub async fn resumable(conn: &mut DbConn, direction: Direction) -> Result<Option<Uuid>, DbError> {
+    let rows: Vec<BatchRow> = timed(
+        diesel::sql_query(format!(
+            "SELECT {COLUMNS} FROM noodle_migrate_batch
+             WHERE direction = $1 AND state = 'interrupted'
+             ORDER BY started_at DESC LIMIT 1"
+        ))
+        .bind::<Text, _>(direction.as_str())
+        .load(conn),
+    )
+    .await?;
+    Ok(rows.into_iter().next().map(|r| r.id))
+}
+
+/// Creates a batch, or re-opens an interrupted one. Failures and skips of
+/// earlier attempts are cleared: those files are tried again.
+pub async fn open(
+    conn: &mut DbConn,
+    id: Uuid,
+    direction: Direction,
+    options: &serde_json::Value,
+    to_do: i64,
+) -> Result<(), DbError> {
+    timed(
+        diesel::sql_query("DELETE FROM noodle_migrate_failure WHERE batch_id = $1")
+            .bind::<SqlUuid, _>(id)
+            .execute(conn),
+    )
+    .await?;
+    timed(
+        diesel::sql_query(
+            "INSERT INTO noodle_migrate_batch (id, direction, state, options, total)
+             VALUES ($1, $2, 'running', $3, $4)
+             ON CONFLICT (id) DO UPDATE
+               SET state = 'running', options = EXCLUDED.options,
+                   total = noodle_migrate_batch.completed + EXCLUDED.total,
+                   failed = 0, skipped = 0, finished_at = NULL, error = NULL",
+        )
+        .bind::<SqlUuid, _>(id)
+        .bind::<Text, _>(direction.as_str())
+        .bind::<Jsonb, _>(options.clone())
+        .bind::<BigInt, _>(to_do)
+        .execute(conn),
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn finish(conn: &mut DbConn, id: Uuid, state: &str, error: Option<&str>) -> Result<(), DbError> {
+    timed(
+        diesel::sql_query(
+            "UPDATE noodle_migrate_batch SET state = $2, error = $3, finished_at = clock_timestamp()
+             WHERE id = $1",
+        )
+        .bind::<SqlUuid, _>(id)
+        .bind::<Text, _>(state)
+        .bind::<Nullable<Text>, _>(error)
+        .execute(conn),
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn get(conn: &mut DbConn, id: Uuid) -> Result<Option<BatchRow>, DbError> {
+    let rows: Vec<BatchRow> = timed(
+        diesel::sql_query(format!("SELECT {COLUMNS} FROM noodle_migrate_batch WHERE id = $1"))
+            .bind::<SqlUuid, _>(id)
+            .load(conn),
+    )
+    .await?;
+    Ok(rows.into_iter().next())
+}
+
+pub async fn latest(conn: &mut DbConn) -> Result<Option<BatchRow>, DbError> {
+    let rows: Vec<BatchRow> = timed(
+        diesel::sql_query(format!(
+            "SELECT {COLUMNS} FROM noodle_migrate_batch ORDER BY started_at DESC LIMIT 1"
+        ))
+        .load(conn),
+    )
+    .await?;
+    Ok(rows.into_iter().next())
+}
+
+/// Rows in the gallery's `move_history`: the gallery is moving files itself.
+pub async fn gallery_moves_in_flight(conn: &mut DbConn) -> Result<i64, DbError> {
+    #[derive(QueryableByName)]
+    struct N {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let exists: Vec<N> = timed(
+        diesel::sql_query("SELECT count(*) AS n FROM pg_tables WHERE schemaname = current_schema() AND tablename = 'move_history'")
+            .load(conn),
+    )
+    .await?;
+    if exists.iter().map(|r| r.n).next().unwrap_or(0) == 0 {
+        return Ok(0);
+    }
+    let rows: Vec<N> = timed(diesel::sql_query("SELECT count(*) AS n FROM move_history").load(conn)).await?;
+    Ok(rows.iter().map(|r| r.n).next().unwrap_or(0))
+}

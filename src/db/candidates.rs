@@ -1,0 +1,229 @@
+//! Which rows a migration has to move: keyset-paged reads per file kind,
+//! and the counts behind the estimate. One SQL shape per kind, shared by
+//! both, so the estimate can never drift from what a run selects.
+//!
+//! Toward S3 a row is a candidate while its path is absolute (`/…`);
+//! toward disk while it is not (a relative key or an `s3://` URL), and
+//! `''` is never a file. External-library originals and their sidecars are
+//! never candidates: the library scanner finds them by their disk path.
+
+use super::{timed, DbConn, DbError};
+use crate::model::{Direction, FileKind, PerKind};
+use diesel::sql_types::{BigInt, Bytea, Nullable, Text, Uuid as SqlUuid};
+use diesel::QueryableByName;
+use diesel_async::RunQueryDsl;
+use uuid::Uuid;
+
+pub const PAGE_SIZE: i64 = 1000;
+
+/// One file to move, as read from its row.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct Candidate {
+    /// The id of the row whose path column changes (keyset key).
+    #[diesel(sql_type = SqlUuid)]
+    pub row_id: Uuid,
+    /// The id written to the log's `entityId` (the asset, for encoded videos).
+    #[diesel(sql_type = SqlUuid)]
+    pub entity_id: Uuid,
+    #[diesel(sql_type = Text)]
+    pub path: String,
+    /// `asset.checksum`, for originals.
+    #[diesel(sql_type = Nullable<Bytea>)]
+    pub checksum: Option<Vec<u8>>,
+    /// `asset_exif."fileSizeInByte"`, for originals.
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub size_hint: Option<i64>,
+}
+
+/// The pieces of SQL that select one kind's rows.
+struct Source {
+    columns: &'static str,
+    from: String,
+    id: &'static str,
+    path: &'static str,
+}
+
+fn source(kind: FileKind) -> Source {
+    match kind {
+        FileKind::Originals => Source {
+            columns: r#"a.id AS row_id, a.id AS entity_id, a."originalPath" AS path,
+                        a.checksum AS checksum, e."fileSizeInByte" AS size_hint"#,
+            from: r#"asset a LEFT JOIN asset_exif e ON e."assetId" = a.id
+                     WHERE a."isExternal" = false AND a."libraryId" IS NULL"#
+                .into(),
+            id: "a.id",
+            path: r#"a."originalPath""#,
+        },
+        FileKind::PersonThumbnails => Source {
+            columns: r#"p.id AS row_id, p.id AS entity_id, p."thumbnailPath" AS path,
+                        NULL::bytea AS checksum, NULL::bigint AS size_hint"#,
+            from: "person p WHERE true".into(),
+            id: "p.id",
+            path: r#"p."thumbnailPath""#,
+        },
+        FileKind::ProfileImages => Source {
+            columns: r#"u.id AS row_id, u.id AS entity_id, u."profileImagePath" AS path,
+                        NULL::bytea AS checksum, NULL::bigint AS size_hint"#,
+            from: r#""user" u WHERE true"#.into(),
+            id: "u.id",
+            path: r#"u."profileImagePath""#,
+        },
+        asset_file_kind => {
+            let file_type = asset_file_kind.asset_file_type().unwrap_or_default();
+            let external = if asset_file_kind == FileKind::Sidecars {
+                r#" AND a."isExternal" = false AND a."libraryId" IS NULL"#
+            } else {
+                ""
+            };
+            Source {
+                columns: if asset_file_kind == FileKind::EncodedVideos {
+                    r#"f.id AS row_id, f."assetId" AS entity_id, f.path AS path,
+                       NULL::bytea AS checksum, NULL::bigint AS size_hint"#
+                } else {
+                    r#"f.id AS row_id, f.id AS entity_id, f.path AS path,
+                       NULL::bytea AS checksum, NULL::bigint AS size_hint"#
+                },
+                from: format!(
+                    r#"asset_file f JOIN asset a ON a.id = f."assetId"
+                       WHERE f."type" = '{file_type}'{external}"#
+                ),
+                id: "f.id",
+                path: "f.path",
+            }
+        }
+    }
+}
+
+fn direction_filter(direction: Direction, path: &str) -> String {
+    match direction {
+        Direction::ToS3 => format!("{path} LIKE '/%'"),
+        Direction::ToDisk => format!("{path} NOT LIKE '/%' AND {path} <> ''"),
+    }
+}
+
+/// The next page of candidates of one kind, after `after` in id order.
+pub async fn page(
+    conn: &mut DbConn,
+    kind: FileKind,
+    direction: Direction,
+    after: Uuid,
+    limit: i64,
+) -> Result<Vec<Candidate>, DbError> {
+    let s = source(kind);
+    let sql = format!(
+        "SELECT {cols} FROM {from} AND {dir} AND {id} > $1 ORDER BY {id} LIMIT $2",
+        cols = s.columns,
+        from = s.from,
+        dir = direction_filter(direction, s.path),
+        id = s.id,
+    );
+    timed(
+        diesel::sql_query(sql)
+            .bind::<SqlUuid, _>(after)
+            .bind::<BigInt, _>(limit)
+            .load::<Candidate>(conn),
+    )
+    .await
+}
+
+/// Counts for one kind: rows that will move, rows that will be refused
+/// (outside the media location), and for originals the known sizes.
+#[derive(Debug, Clone, Copy, Default, QueryableByName)]
+pub struct KindCount {
+    #[diesel(sql_type = BigInt)]
+    pub movable: i64,
+    #[diesel(sql_type = BigInt)]
+    pub unmovable: i64,
+    #[diesel(sql_type = BigInt)]
+    pub known_bytes: i64,
+    #[diesel(sql_type = BigInt)]
+    pub unknown_size: i64,
+}
+
+/// `media_root` is the media location with a trailing slash; toward S3 only
+/// the rows under it can move.
+pub async fn count(
+    conn: &mut DbConn,
+    kind: FileKind,
+    direction: Direction,
+    media_root: &str,
+) -> Result<KindCount, DbError> {
+    let s = source(kind);
+    let movable = match direction {
+        Direction::ToS3 => format!("starts_with({}, $1)", s.path),
+        Direction::ToDisk => "$1 IS NOT NULL".to_string(),
+    };
+    let (known, unknown) = if kind == FileKind::Originals {
+        (
+            format!(r#"sum(e."fileSizeInByte") FILTER (WHERE {movable})"#),
+            format!(r#"count(*) FILTER (WHERE {movable} AND e."fileSizeInByte" IS NULL)"#),
+        )
+    } else {
+        ("0".into(), "0".into())
+    };
+    let sql = format!(
+        "SELECT count(*) FILTER (WHERE {movable}) AS movable,
+                count(*) FILTER (WHERE NOT ({movable})) AS unmovable,
+                COALESCE({known}, 0)::bigint AS known_bytes,
+                ({unknown})::bigint AS unknown_size
+         FROM {from} AND {dir}",
+        from = s.from,
+        dir = direction_filter(direction, s.path),
+    );
+    timed(
+        diesel::sql_query(sql)
+            .bind::<Text, _>(media_root)
+            .get_result::<KindCount>(conn),
+    )
+    .await
+}
+
+/// A few movable rows of a kind, for size sampling. Toward S3 with
+/// originals, only those whose size the database does not know.
+pub async fn sample(
+    conn: &mut DbConn,
+    kind: FileKind,
+    direction: Direction,
+    media_root: &str,
+    limit: i64,
+) -> Result<Vec<Candidate>, DbError> {
+    let s = source(kind);
+    let mut filter = match direction {
+        Direction::ToS3 => format!("starts_with({}, $1)", s.path),
+        Direction::ToDisk => "$1 IS NOT NULL".to_string(),
+    };
+    if kind == FileKind::Originals {
+        filter.push_str(r#" AND e."fileSizeInByte" IS NULL"#);
+    }
+    let sql = format!(
+        "SELECT {cols} FROM {from} AND {dir} AND {filter} ORDER BY {id} LIMIT $2",
+        cols = s.columns,
+        from = s.from,
+        dir = direction_filter(direction, s.path),
+        id = s.id,
+    );
+    timed(
+        diesel::sql_query(sql)
+            .bind::<Text, _>(media_root)
+            .bind::<BigInt, _>(limit)
+            .load::<Candidate>(conn),
+    )
+    .await
+}
+
+/// Movable and unmovable totals for the selected kinds.
+pub async fn totals(
+    conn: &mut DbConn,
+    kinds: &[FileKind],
+    direction: Direction,
+    media_root: &str,
+) -> Result<(PerKind<i64>, i64), DbError> {
+    let mut movable = PerKind::default();
+    let mut unmovable = 0;
+    for &kind in kinds {
+        let c = count(conn, kind, direction, media_root).await?;
+        movable.set(kind, c.movable);
+        unmovable += c.unmovable;
+    }
+    Ok((movable, unmovable))
+}

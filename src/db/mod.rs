@@ -1,0 +1,97 @@
+//! The gallery's PostgreSQL database: the pool, our own migrations, and
+//! every statement the engine runs, one module per concern.
+//!
+//! Every query runs under a timeout. No transaction is ever held open
+//! across a network copy: transactions live only inside `ledger::commit`
+//! and `rollback`.
+
+pub mod batches;
+pub mod candidates;
+pub mod ledger;
+pub mod lock;
+pub mod rollback;
+
+use diesel_async::pooled_connection::deadpool::{Object, Pool};
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::AsyncPgConnection;
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use std::future::Future;
+use std::time::Duration;
+
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// How long any single statement may take before we give up on it.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub type DbPool = Pool<AsyncPgConnection>;
+pub type DbConn = Object<AsyncPgConnection>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("cannot reach the database: {0}")]
+    Unavailable(String),
+    #[error("database query failed: {0}")]
+    Query(#[from] diesel::result::Error),
+    #[error("database query timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("cannot apply noodle-migrate's database migrations: {0}")]
+    Migration(String),
+}
+
+impl DbError {
+    /// True when the database itself is away (as opposed to a bad query).
+    pub fn is_unavailable(&self) -> bool {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match self {
+            DbError::Unavailable(_) | DbError::Timeout(_) => true,
+            DbError::Query(Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _)) => true,
+            DbError::Query(Error::BrokenTransactionManager) => true,
+            _ => false,
+        }
+    }
+}
+
+pub fn pool(database_url: &str, max_size: usize) -> Result<DbPool, DbError> {
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(database_url);
+    Pool::builder(manager)
+        .max_size(max_size)
+        .runtime(deadpool::Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(30)))
+        .create_timeout(Some(Duration::from_secs(10)))
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .build()
+        .map_err(|e| DbError::Unavailable(e.to_string()))
+}
+
+pub async fn conn(pool: &DbPool) -> Result<DbConn, DbError> {
+    pool.get().await.map_err(|e| DbError::Unavailable(e.to_string()))
+}
+
+/// Runs `fut` under the query timeout.
+pub async fn timed<T>(fut: impl Future<Output = Result<T, diesel::result::Error>>) -> Result<T, DbError> {
+    match tokio::time::timeout(QUERY_TIMEOUT, fut).await {
+        Ok(result) => result.map_err(DbError::from),
+        Err(_) => Err(DbError::Timeout(QUERY_TIMEOUT)),
+    }
+}
+
+/// Applies our migrations. Diesel's harness is synchronous, so it runs on a
+/// thread of its own with its own connection.
+pub async fn migrate(database_url: &str) -> Result<(), DbError> {
+    use diesel::Connection;
+    use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+    let url = database_url.to_string();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let result = (|| {
+            let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url)
+                .map_err(|e| DbError::Unavailable(e.to_string()))?;
+            conn.run_pending_migrations(MIGRATIONS)
+                .map(|_| ())
+                .map_err(|e| DbError::Migration(e.to_string()))
+        })();
+        let _ = tx.send(result);
+    });
+    rx.await
+        .map_err(|_| DbError::Migration("the migration thread stopped".into()))?
+}

@@ -1,0 +1,151 @@
+//! Reverting a batch's path changes, as the gallery's own rollback does:
+//! `SET path = oldPath WHERE id = … AND path = newPath`, never moving a file.
+//! A row already back at its old path counts as reverted, so a rollback
+//! that was partly refused can be run again once the cause is fixed.
+//! The batch's log rows are deleted only when every row reverted.
+
+use super::{timed, DbConn, DbError};
+use diesel::sql_types::{Array, BigInt, Nullable, Text, Uuid as SqlUuid};
+use diesel::QueryableByName;
+use diesel_async::RunQueryDsl;
+use serde::Serialize;
+use uuid::Uuid;
+
+const PAGE: i64 = 1000;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackReport {
+    pub rolled_back: i64,
+    pub failed: i64,
+    pub total: i64,
+}
+
+#[derive(Debug, QueryableByName)]
+struct LogRow {
+    #[diesel(sql_type = SqlUuid)]
+    id: Uuid,
+    #[diesel(sql_type = Text)]
+    entity_type: String,
+    #[diesel(sql_type = SqlUuid)]
+    entity_id: Uuid,
+    #[diesel(sql_type = Nullable<Text>)]
+    file_type: Option<String>,
+    #[diesel(sql_type = Text)]
+    old_path: String,
+    #[diesel(sql_type = Text)]
+    new_path: String,
+}
+
+#[derive(QueryableByName)]
+struct LogId {
+    #[diesel(sql_type = SqlUuid)]
+    log_id: Uuid,
+}
+
+/// Where a log row's path lives: table, column, and how the row is found.
+fn target(row: &LogRow) -> Option<(&'static str, &'static str, &'static str)> {
+    match (row.entity_type.as_str(), row.file_type.as_deref()) {
+        ("asset", Some("original")) => Some(("asset", r#""originalPath""#, "t.id = v.id")),
+        ("asset", Some("encodedVideo")) => Some((
+            "asset_file",
+            "path",
+            r#"t."assetId" = v.id AND t."type" = 'encoded_video'"#,
+        )),
+        ("assetFile", Some(_)) => Some(("asset_file", "path", "t.id = v.id")),
+        ("person", _) => Some(("person", r#""thumbnailPath""#, "t.id = v.id")),
+        ("user", _) => Some((r#""user""#, r#""profileImagePath""#, "t.id = v.id")),
+        _ => None,
+    }
+}
+
+pub async fn log_count(conn: &mut DbConn, batch_id: Uuid) -> Result<i64, DbError> {
+    #[derive(QueryableByName)]
+    struct N {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let row: N = timed(
+        diesel::sql_query(r#"SELECT count(*) AS n FROM storage_migration_log WHERE "batchId" = $1"#)
+            .bind::<SqlUuid, _>(batch_id)
+            .get_result(conn),
+    )
+    .await?;
+    Ok(row.n)
+}
+
+pub async fn rollback(conn: &mut DbConn, batch_id: Uuid) -> Result<RollbackReport, DbError> {
+    let mut report = RollbackReport::default();
+    let mut after = Uuid::nil();
+    loop {
+        let rows: Vec<LogRow> = timed(
+            diesel::sql_query(
+                r#"SELECT id, "entityType" AS entity_type, "entityId" AS entity_id,
+                          "fileType" AS file_type, "oldPath" AS old_path, "newPath" AS new_path
+                   FROM storage_migration_log WHERE "batchId" = $1 AND id > $2
+                   ORDER BY id LIMIT $3"#,
+            )
+            .bind::<SqlUuid, _>(batch_id)
+            .bind::<SqlUuid, _>(after)
+            .bind::<BigInt, _>(PAGE)
+            .load(conn),
+        )
+        .await?;
+        let Some(last) = rows.last() else { break };
+        after = last.id;
+        report.total += rows.len() as i64;
+
+        let mut groups: Vec<((&str, &str, &str), Vec<&LogRow>)> = Vec::new();
+        for row in &rows {
+            match target(row) {
+                None => report.failed += 1,
+                Some(t) => match groups.iter_mut().find(|(k, _)| *k == t) {
+                    Some((_, list)) => list.push(row),
+                    None => groups.push((t, vec![row])),
+                },
+            }
+        }
+        for ((table, column, matches), list) in groups {
+            let sql = format!(
+                "WITH v AS (SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[])
+                              AS v(log_id, id, old_path, new_path)),
+                 reverted AS (UPDATE {table} t SET {column} = v.old_path FROM v
+                              WHERE {matches} AND t.{column} = v.new_path RETURNING v.log_id)
+                 SELECT log_id FROM reverted
+                 UNION
+                 SELECT v.log_id FROM v JOIN {table} t ON {matches} AND t.{column} = v.old_path"
+            );
+            let ok: Vec<LogId> = timed(
+                diesel::sql_query(sql)
+                    .bind::<Array<SqlUuid>, _>(list.iter().map(|r| r.id).collect::<Vec<_>>())
+                    .bind::<Array<SqlUuid>, _>(list.iter().map(|r| r.entity_id).collect::<Vec<_>>())
+                    .bind::<Array<Text>, _>(list.iter().map(|r| r.old_path.clone()).collect::<Vec<_>>())
+                    .bind::<Array<Text>, _>(list.iter().map(|r| r.new_path.clone()).collect::<Vec<_>>())
+                    .load(conn),
+            )
+            .await?;
+            let ok = ok.iter().map(|r| r.log_id).collect::<std::collections::HashSet<_>>().len() as i64;
+            report.rolled_back += ok;
+            report.failed += list.len() as i64 - ok;
+        }
+    }
+    if report.failed == 0 && report.total > 0 {
+        timed(
+            diesel::sql_query(r#"DELETE FROM storage_migration_log WHERE "batchId" = $1"#)
+                .bind::<SqlUuid, _>(batch_id)
+                .execute(conn),
+        )
+        .await?;
+    }
+    if report.failed == 0 {
+        timed(
+            diesel::sql_query(
+                "UPDATE noodle_migrate_batch SET state = 'rolled_back' WHERE id = $1 AND state <> 'running'",
+            )
+            .bind::<SqlUuid, _>(batch_id)
+            .execute(conn),
+        )
+        .await?;
+    }
+    Ok(report)
+}

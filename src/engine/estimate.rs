@@ -1,0 +1,102 @@
+//! The pre-migration estimate: exact counts from SQL (the same predicates a
+//! run uses), and sizes: originals from `asset_exif."fileSizeInByte"`
+//! (statting the files whose size the database does not know), the other
+//! kinds from a sample of their files, scaled up.
+
+use super::{EngineError, Shared};
+use crate::db::{self, candidates};
+use crate::model::{Direction, FileKind, PerKind};
+use crate::paths::Location;
+use futures_util::stream::{self, StreamExt};
+use serde_json::json;
+
+/// Files statted per kind to estimate sizes the database does not hold.
+const SAMPLE: i64 = 50;
+
+#[derive(Debug, Clone)]
+pub struct Estimate {
+    pub direction: Direction,
+    pub counts: PerKind<i64>,
+    pub sizes: PerKind<i64>,
+    /// Per kind: `exact` (from the database), `sampled`, or `mixed`.
+    pub size_sources: Vec<(FileKind, &'static str)>,
+    /// Candidate rows that a run will refuse (outside the media location).
+    pub unmovable: i64,
+}
+
+impl Estimate {
+    pub fn to_json(&self) -> serde_json::Value {
+        let sources: serde_json::Map<String, serde_json::Value> = self
+            .size_sources
+            .iter()
+            .map(|(k, s)| (k.api_key().to_string(), (*s).into()))
+            .collect();
+        json!({
+            "direction": self.direction,
+            "fileCounts": self.counts.to_json(),
+            "estimatedSizeBytes": self.sizes.total(),
+            "estimatedSizeBytesByKind": self.sizes.to_json(),
+            "sizeSource": sources,
+            "countsAreExact": true,
+            "unmovable": self.unmovable,
+        })
+    }
+}
+
+pub async fn estimate(shared: &Shared, direction: Direction) -> Result<Estimate, EngineError> {
+    let mut conn = db::conn(&shared.pool).await?;
+    let root = shared.layout.media_root();
+    let mut counts = PerKind::default();
+    let mut sizes = PerKind::default();
+    let mut size_sources = Vec::new();
+    let mut unmovable = 0;
+    for kind in FileKind::ALL {
+        let count = candidates::count(&mut conn, kind, direction, &root).await?;
+        counts.set(kind, count.movable);
+        unmovable += count.unmovable;
+        let (unknown, known_bytes) = if kind == FileKind::Originals {
+            (count.unknown_size, count.known_bytes)
+        } else {
+            (count.movable, 0)
+        };
+        let mut bytes = known_bytes;
+        if unknown > 0 {
+            let sample = candidates::sample(&mut conn, kind, direction, &root, SAMPLE).await?;
+            let sizes_seen = sample_sizes(shared, direction, &sample).await;
+            if !sizes_seen.is_empty() {
+                let average = sizes_seen.iter().sum::<u64>() as f64 / sizes_seen.len() as f64;
+                bytes += (average * unknown as f64).round() as i64;
+            }
+        }
+        sizes.set(kind, bytes);
+        let source = match (unknown, count.movable) {
+            (_, 0) | (0, _) => "exact",
+            (u, m) if u == m => "sampled",
+            _ => "mixed",
+        };
+        size_sources.push((kind, source));
+    }
+    Ok(Estimate {
+        direction,
+        counts,
+        sizes,
+        size_sources,
+        unmovable,
+    })
+}
+
+/// Sizes of the sampled files that exist (missing ones are left out).
+async fn sample_sizes(shared: &Shared, direction: Direction, sample: &[candidates::Candidate]) -> Vec<u64> {
+    stream::iter(sample.iter())
+        .map(|c| async move {
+            let plan = shared.layout.plan(direction, &c.path).ok()?;
+            match plan.source {
+                Location::Disk(path) => shared.disk.stat(&path).await.ok().flatten(),
+                Location::Object(key) => shared.s3.head(&key).await.ok().flatten().map(|m| m.size),
+            }
+        })
+        .buffer_unordered(8)
+        .filter_map(|size| async move { size })
+        .collect()
+        .await
+}

@@ -1,0 +1,141 @@
+//! The ledger actor: every database write of a run goes through it, so
+//! writes never interleave, and they are grouped: records that arrive
+//! within a few milliseconds of each other commit in one transaction
+//! (path updates, log rows, failure records, batch counters).
+//!
+//! A mover waits for its record to be committed before it deletes a
+//! source, so a source is never deleted before the database stops
+//! needing it.
+
+use super::messages::Record;
+use super::EngineError;
+use crate::db::ledger::{commit, PathChange, Unmoved};
+use crate::db::{self, DbPool};
+use crate::model::Direction;
+use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, ResponseFuture, WrapFuture};
+use std::time::Duration;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+/// How long the ledger waits for more records before committing a group.
+const GROUP_WINDOW: Duration = Duration::from_millis(3);
+/// The most records in one transaction.
+const MAX_GROUP: usize = 500;
+/// Attempts at a group commit when the database is briefly away.
+const COMMIT_ATTEMPTS: u32 = 4;
+
+struct Pending {
+    record: Record,
+    reply: oneshot::Sender<Result<bool, EngineError>>,
+}
+
+pub struct Ledger {
+    pool: DbPool,
+    batch_id: Uuid,
+    direction: Direction,
+    pending: Vec<Pending>,
+    flush_scheduled: bool,
+}
+
+impl Ledger {
+    pub fn new(pool: DbPool, batch_id: Uuid, direction: Direction) -> Ledger {
+        Ledger {
+            pool,
+            batch_id,
+            direction,
+            pending: Vec::new(),
+            flush_scheduled: false,
+        }
+    }
+
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        self.flush_scheduled = false;
+        if self.pending.is_empty() {
+            return;
+        }
+        let group = std::mem::take(&mut self.pending);
+        let pool = self.pool.clone();
+        let (batch_id, direction) = (self.batch_id, self.direction);
+        // `wait` holds the mailbox until the commit is done: the next group
+        // collects meanwhile, and two commits can never overlap.
+        ctx.wait(
+            async move {
+                let mut changes: Vec<PathChange> = Vec::new();
+                let mut unmoved: Vec<Unmoved> = Vec::new();
+                for p in &group {
+                    match &p.record {
+                        Record::Change(c) => changes.push(c.clone()),
+                        Record::Unmoved(u) => unmoved.push(u.clone()),
+                    }
+                }
+                let result = commit_with_retry(&pool, batch_id, direction, &changes, &unmoved).await;
+                (group, result)
+            }
+            .into_actor(self)
+            .map(|(group, result), _, _| {
+                let mut done = match &result {
+                    Ok(done) => done.clone().into_iter(),
+                    Err(_) => Vec::new().into_iter(),
+                };
+                for p in group {
+                    let answer = match (&result, &p.record) {
+                        (Err(e), _) => Err(EngineError::Ledger(e.to_string())),
+                        (Ok(_), Record::Change(_)) => Ok(done.next().unwrap_or(false)),
+                        (Ok(_), Record::Unmoved(_)) => Ok(true),
+                    };
+                    let _ = p.reply.send(answer);
+                }
+            }),
+        );
+    }
+}
+
+async fn commit_with_retry(
+    pool: &DbPool,
+    batch_id: Uuid,
+    direction: Direction,
+    changes: &[PathChange],
+    unmoved: &[Unmoved],
+) -> Result<Vec<bool>, db::DbError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let result = async {
+            let mut conn = db::conn(pool).await?;
+            commit(&mut conn, batch_id, direction, changes, unmoved).await
+        }
+        .await;
+        match result {
+            Err(e) if e.is_unavailable() && attempt < COMMIT_ATTEMPTS => {
+                tracing::warn!(error = %e, attempt, "Ledger commit failed, retrying");
+                let backoff = 200u64 * 2u64.pow(attempt) + rand::random_range(0..200);
+                tokio::time::sleep(Duration::from_millis(backoff)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+impl Actor for Ledger {
+    type Context = Context<Self>;
+}
+
+impl Handler<Record> for Ledger {
+    type Result = ResponseFuture<Result<bool, EngineError>>;
+
+    fn handle(&mut self, record: Record, ctx: &mut Context<Self>) -> Self::Result {
+        let (reply, answer) = oneshot::channel();
+        self.pending.push(Pending { record, reply });
+        if self.pending.len() >= MAX_GROUP {
+            self.flush(ctx);
+        } else if !self.flush_scheduled {
+            self.flush_scheduled = true;
+            ctx.run_later(GROUP_WINDOW, |act, ctx| act.flush(ctx));
+        }
+        Box::pin(async move {
+            answer
+                .await
+                .unwrap_or_else(|_| Err(EngineError::Ledger("the ledger stopped".into())))
+        })
+    }
+}

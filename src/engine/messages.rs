@@ -1,0 +1,88 @@
+//! The messages the actors exchange, in one place so the protocol reads
+//! top to bottom: orchestrator → mover → ledger, and everyone → stats.
+
+use super::{EngineError, StartOptions};
+use crate::db::candidates::Candidate;
+use crate::db::ledger::{PathChange, Unmoved};
+use crate::model::{Direction, FileKind};
+use actix::Message;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+/// HTTP → orchestrator: begin (or resume) a migration.
+#[derive(Message)]
+#[rtype(result = "Result<StartReply, EngineError>")]
+pub struct Start(pub StartOptions);
+
+#[derive(Debug, Clone, Copy)]
+pub struct StartReply {
+    pub batch_id: Uuid,
+    pub resumed: bool,
+}
+
+/// Run task → orchestrator: the run is over, a new one may start.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RunEnded;
+
+/// Anyone → orchestrator: is a run in progress in this process?
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct IsRunning;
+
+/// Orchestrator → mover: move one file. The mover answers when the file
+/// has reached its final outcome.
+#[derive(Message)]
+#[rtype(result = "Outcome")]
+pub struct MoveFile {
+    pub kind: FileKind,
+    pub candidate: Candidate,
+}
+
+/// How one file ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Copied (or adopted) and its row now points at the copy.
+    Completed { adopted: bool, bytes: u64 },
+    /// Could not move: reported with a reason, retried on the next run.
+    Failed { reason: String },
+    /// Deliberately not moved (refused path, row changed meanwhile).
+    Skipped { reason: String },
+}
+
+/// Mover → ledger: write this down. The answer for a path change is
+/// whether its row was updated (false: the gallery changed it meanwhile).
+#[derive(Message)]
+#[rtype(result = "Result<bool, EngineError>")]
+pub enum Record {
+    Change(PathChange),
+    Unmoved(Unmoved),
+}
+
+/// Events for the stats actor (fire-and-forget: they are tiny and there is
+/// at most a handful per file in flight).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub enum StatsEvent {
+    RunStarted {
+        batch_id: Uuid,
+        direction: Direction,
+        resumed: bool,
+        total: i64,
+        started_at: DateTime<Utc>,
+    },
+    FileStarted,
+    FileDone {
+        kind: FileKind,
+        outcome: Outcome,
+    },
+    RunFinished {
+        state: &'static str,
+        error: Option<String>,
+    },
+}
+
+/// HTTP → stats: the current (or last) run in this process.
+#[derive(Message)]
+#[rtype(result = "Option<super::stats::StatusView>")]
+pub struct GetStatus;

@@ -1,0 +1,213 @@
+//! The migration engine: four kinds of actor and the operations the API
+//! offers on top of them.
+//!
+//! - [`orchestrator`]: pre-flight checks, keyset paging, dispatch with
+//!   back-pressure, closing the batch.
+//! - [`mover`]: one file at a time through the six steps.
+//! - [`ledger`]: every database write of a run, group-committed.
+//! - [`stats`]: the live view behind the status endpoint.
+//! - [`estimate`] and [`Engine::rollback`] work directly on the database.
+
+pub mod estimate;
+pub mod ledger;
+pub mod messages;
+pub mod mover;
+pub mod orchestrator;
+pub mod stats;
+
+use crate::config::{Config, ConfigError};
+use crate::db::{self, batches, rollback::RollbackReport, DbError, DbPool};
+use crate::model::{Direction, FileKind};
+use crate::paths::Layout;
+use crate::store::{DiskStore, S3Store, StoreError};
+use actix::{Actor, Addr};
+use messages::{GetStatus, IsRunning, Start, StartReply};
+use orchestrator::Orchestrator;
+use stats::{Stats, StatusView};
+use std::sync::Arc;
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("a migration is already running in this engine")]
+    AlreadyRunning,
+    #[error("a migration or rollback is already running on this database (held by another noodle-migrate process)")]
+    LockedElsewhere,
+    #[error(
+        "the gallery's storage backend is {backend} but a {direction} migration needs {}: set IMMICH_STORAGE_BACKEND={} and restart the gallery first, so that new uploads go to the new backend",
+        direction.target_backend().as_str(),
+        direction.target_backend().as_str()
+    )]
+    BackendMismatch { backend: &'static str, direction: Direction },
+    #[error("nothing to migrate {direction}: no selected file is on the source side{}", if *unmovable > 0 { format!(" ({unmovable} rows cannot be moved; see the estimate)") } else { String::new() })]
+    NothingToMigrate { direction: Direction, unmovable: i64 },
+    #[error("the gallery is moving files itself ({0} rows in move_history); wait for its storage template job to finish")]
+    GalleryMovingFiles(i64),
+    #[error("no batch {0}")]
+    BatchNotFound(Uuid),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("ledger: {0}")]
+    Ledger(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<actix::MailboxError> for EngineError {
+    fn from(e: actix::MailboxError) -> EngineError {
+        EngineError::Internal(e.to_string())
+    }
+}
+
+/// Options of one migration, validated by the caller.
+#[derive(Debug, Clone)]
+pub struct StartOptions {
+    pub direction: Direction,
+    pub delete_source: bool,
+    /// 1–20.
+    pub concurrency: u8,
+    /// The selected kinds, in walking order, never empty.
+    pub kinds: Vec<FileKind>,
+    /// Check originals against `asset.checksum` before committing them.
+    pub verify: bool,
+}
+
+impl StartOptions {
+    pub fn to_json(&self) -> serde_json::Value {
+        let file_types: serde_json::Map<String, serde_json::Value> = FileKind::ALL
+            .iter()
+            .map(|k| (k.api_key().to_string(), self.kinds.contains(k).into()))
+            .collect();
+        serde_json::json!({
+            "direction": self.direction,
+            "deleteSource": self.delete_source,
+            "concurrency": self.concurrency,
+            "fileTypes": file_types,
+            "verify": self.verify,
+        })
+    }
+}
+
+/// What every part of the engine shares for the life of the process.
+pub struct Shared {
+    pub config: Config,
+    pub layout: Layout,
+    pub pool: DbPool,
+    pub disk: DiskStore,
+    pub s3: S3Store,
+}
+
+/// What the movers of one run share.
+pub struct RunContext {
+    pub shared: Arc<Shared>,
+    pub layout: Layout,
+    pub batch_id: Uuid,
+    pub direction: Direction,
+    pub delete_source: bool,
+    pub verify: bool,
+}
+
+/// The handle the HTTP layer (and the CLI) use.
+#[derive(Clone)]
+pub struct Engine {
+    shared: Arc<Shared>,
+    orchestrator: Addr<Orchestrator>,
+    stats: Addr<Stats>,
+}
+
+impl Engine {
+    /// Connects to the database and S3, applies our migrations, and starts
+    /// the long-lived actors. Must run inside an actix system.
+    pub async fn start(config: Config) -> Result<Engine, EngineError> {
+        db::migrate(config.database_url.expose()).await?;
+        let pool = db::pool(config.database_url.expose(), 8)?;
+        let s3 = S3Store::connect(&config.s3).await;
+        let layout = Layout::new(&config.media_location, &config.s3.bucket, &config.s3.prefix);
+        let shared = Arc::new(Shared {
+            config,
+            layout,
+            pool,
+            disk: DiskStore,
+            s3,
+        });
+        let stats = Stats::default().start();
+        let orchestrator = Orchestrator::new(shared.clone(), stats.clone()).start();
+        Ok(Engine {
+            shared,
+            orchestrator,
+            stats,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    pub async fn estimate(&self, direction: Direction) -> Result<estimate::Estimate, EngineError> {
+        estimate::estimate(&self.shared, direction).await
+    }
+
+    pub async fn start_migration(&self, options: StartOptions) -> Result<StartReply, EngineError> {
+        self.orchestrator.send(Start(options)).await?
+    }
+
+    /// The run in progress or the last one: from memory when this process
+    /// ran it, else from the batch table.
+    pub async fn status(&self) -> Result<StatusView, EngineError> {
+        if let Some(view) = self.stats.send(GetStatus).await? {
+            return Ok(view);
+        }
+        let mut conn = db::conn(&self.shared.pool).await?;
+        let Some(batch) = batches::latest(&mut conn).await? else {
+            return Ok(StatusView::idle());
+        };
+        let mut view = StatusView::idle();
+        view.batch_id = Some(batch.id);
+        view.direction = Direction::parse(&batch.direction);
+        // A batch marked running that this process is not running belongs
+        // to another engine process (or to one that died).
+        view.is_active = batch.state == batches::state::RUNNING;
+        view.state = Some(batch.state);
+        view.total = batch.total;
+        view.completed = batch.completed;
+        view.adopted = batch.adopted;
+        view.failed = batch.failed;
+        view.skipped = batch.skipped;
+        view.bytes_moved = batch.bytes_moved;
+        view.waiting = (batch.total - batch.completed - batch.failed - batch.skipped).max(0);
+        view.started_at = Some(batch.started_at);
+        view.finished_at = batch.finished_at;
+        view.error = batch.error;
+        Ok(view)
+    }
+
+    /// Reverts a batch's database paths; never moves a file.
+    pub async fn rollback(&self, batch_id: Uuid) -> Result<RollbackReport, EngineError> {
+        if self.orchestrator.send(IsRunning).await? {
+            return Err(EngineError::AlreadyRunning);
+        }
+        let lock = db::lock::MigrationLock::try_acquire(self.shared.config.database_url.expose())
+            .await?
+            .ok_or(EngineError::LockedElsewhere)?;
+        let result = async {
+            let mut conn = db::conn(&self.shared.pool).await?;
+            let known = batches::get(&mut conn, batch_id).await?.is_some();
+            if !known && db::rollback::log_count(&mut conn, batch_id).await? == 0 {
+                return Err(EngineError::BatchNotFound(batch_id));
+            }
+            let report = db::rollback::rollback(&mut conn, batch_id).await?;
+            Ok(report)
+        }
+        .await;
+        lock.release().await;
+        match &result {
+            Ok(r) => tracing::info!(batch_id = %batch_id, rolled_back = r.rolled_back, failed = r.failed, total = r.total, "Rollback finished"),
+            Err(e) => tracing::warn!(batch_id = %batch_id, error = %e, "Rollback refused"),
+        }
+        result
+    }
+}

@@ -1,0 +1,275 @@
+//! The orchestrator: accepts a start, runs the pre-flight checks, then
+//! pages the candidates of each selected kind (keyset pages of 1000) and
+//! hands them one by one to a pool of movers, waiting for an idle mover
+//! before handing out the next file. That wait is the back-pressure: at
+//! most one page and `concurrency` files are in memory, whatever the size
+//! of the library.
+
+use super::ledger::Ledger;
+use super::messages::{IsRunning, MoveFile, Outcome, RunEnded, Start, StartReply, StatsEvent};
+use super::mover::Mover;
+use super::stats::Stats;
+use super::{EngineError, RunContext, Shared, StartOptions};
+use crate::db::batches::{self, state};
+use crate::db::candidates::{self, PAGE_SIZE};
+use crate::db::lock::MigrationLock;
+use crate::db::{self};
+use actix::{Actor, ActorFutureExt, Addr, AsyncContext, AtomicResponse, Context, Handler, WrapFuture};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use std::sync::Arc;
+use tracing::Instrument;
+use uuid::Uuid;
+
+pub struct Orchestrator {
+    shared: Arc<Shared>,
+    stats: Addr<Stats>,
+    running: bool,
+}
+
+impl Orchestrator {
+    pub fn new(shared: Arc<Shared>, stats: Addr<Stats>) -> Orchestrator {
+        Orchestrator {
+            shared,
+            stats,
+            running: false,
+        }
+    }
+}
+
+impl Actor for Orchestrator {
+    type Context = Context<Self>;
+}
+
+impl Handler<IsRunning> for Orchestrator {
+    type Result = bool;
+    fn handle(&mut self, _: IsRunning, _: &mut Context<Self>) -> bool {
+        self.running
+    }
+}
+
+impl Handler<RunEnded> for Orchestrator {
+    type Result = ();
+    fn handle(&mut self, _: RunEnded, _: &mut Context<Self>) {
+        self.running = false;
+    }
+}
+
+/// What the pre-flight hands to the run.
+struct Prepared {
+    lock: MigrationLock,
+    batch_id: Uuid,
+    resumed: bool,
+    total: i64,
+}
+
+impl Handler<Start> for Orchestrator {
+    // Atomic: two starts are checked one after the other, never interleaved.
+    type Result = AtomicResponse<Self, Result<StartReply, EngineError>>;
+
+    fn handle(&mut self, Start(options): Start, _: &mut Context<Self>) -> Self::Result {
+        if self.running {
+            return AtomicResponse::new(Box::pin(actix::fut::ready(Err(EngineError::AlreadyRunning))));
+        }
+        let shared = self.shared.clone();
+        let opts = options.clone();
+        AtomicResponse::new(Box::pin(
+            async move { prepare(&shared, &opts).await }
+                .into_actor(self)
+                .map(move |prepared, act, ctx| {
+                    let prepared = prepared?;
+                    act.running = true;
+                    let reply = StartReply {
+                        batch_id: prepared.batch_id,
+                        resumed: prepared.resumed,
+                    };
+                    let run = Arc::new(RunContext {
+                        shared: act.shared.clone(),
+                        layout: act.shared.layout.clone(),
+                        batch_id: prepared.batch_id,
+                        direction: options.direction,
+                        delete_source: options.delete_source,
+                        verify: options.verify,
+                    });
+                    act.stats.do_send(StatsEvent::RunStarted {
+                        batch_id: prepared.batch_id,
+                        direction: options.direction,
+                        resumed: prepared.resumed,
+                        total: prepared.total,
+                        started_at: chrono::Utc::now(),
+                    });
+                    let span = tracing::info_span!("batch", batch_id = %prepared.batch_id);
+                    let me = ctx.address();
+                    let stats = act.stats.clone();
+                    actix::spawn(
+                        async move {
+                            execute(run, options, prepared.lock, stats).await;
+                            me.do_send(RunEnded);
+                        }
+                        .instrument(span),
+                    );
+                    Ok(reply)
+                }),
+        ))
+    }
+}
+
+/// Pre-flight: everything that can refuse a start, in the order a user
+/// would want to hear about it.
+async fn prepare(shared: &Shared, options: &StartOptions) -> Result<Prepared, EngineError> {
+    let backend = shared.config.current_storage_backend()?;
+    if backend != options.direction.target_backend() {
+        return Err(EngineError::BackendMismatch {
+            backend: backend.as_str(),
+            direction: options.direction,
+        });
+    }
+    shared.s3.check_bucket().await?;
+    let lock = MigrationLock::try_acquire(shared.config.database_url.expose())
+        .await?
+        .ok_or(EngineError::LockedElsewhere)?;
+    match prepare_locked(shared, options).await {
+        Ok((batch_id, resumed, total)) => Ok(Prepared {
+            lock,
+            batch_id,
+            resumed,
+            total,
+        }),
+        Err(e) => {
+            lock.release().await;
+            Err(e)
+        }
+    }
+}
+
+async fn prepare_locked(shared: &Shared, options: &StartOptions) -> Result<(Uuid, bool, i64), EngineError> {
+    let mut conn = db::conn(&shared.pool).await?;
+    let in_flight = batches::gallery_moves_in_flight(&mut conn).await?;
+    if in_flight > 0 {
+        return Err(EngineError::GalleryMovingFiles(in_flight));
+    }
+    let stale = batches::mark_stale_interrupted(&mut conn).await?;
+    if stale > 0 {
+        tracing::warn!(batches = stale, "Found batches left running by a stopped engine; marked interrupted");
+    }
+    let (movable, unmovable) =
+        candidates::totals(&mut conn, &options.kinds, options.direction, &shared.layout.media_root()).await?;
+    if movable.total() == 0 {
+        return Err(EngineError::NothingToMigrate {
+            direction: options.direction,
+            unmovable,
+        });
+    }
+    let resume = batches::resumable(&mut conn, options.direction).await?;
+    let batch_id = resume.unwrap_or_else(Uuid::now_v7);
+    let total = movable.total() + unmovable;
+    batches::open(&mut conn, batch_id, options.direction, &options.to_json(), total).await?;
+    tracing::info!(
+        batch_id = %batch_id,
+        direction = %options.direction,
+        files = total,
+        resumed = resume.is_some(),
+        concurrency = options.concurrency,
+        delete_source = options.delete_source,
+        "Migration started"
+    );
+    Ok((batch_id, resume.is_some(), total))
+}
+
+/// The run itself: page, dispatch, drain, close the batch.
+async fn execute(run: Arc<RunContext>, options: StartOptions, lock: MigrationLock, stats: Addr<Stats>) {
+    let ledger = Ledger::new(run.shared.pool.clone(), run.batch_id, run.direction).start();
+    let movers: Vec<Addr<Mover>> = (0..options.concurrency)
+        .map(|_| Mover::new(run.clone(), ledger.clone(), stats.clone()).start())
+        .collect();
+
+    let result = dispatch_all(&run, &options, movers).await;
+    let (final_state, error) = match result {
+        Ok(failed) if failed == 0 => (state::COMPLETED, None),
+        Ok(_) => (state::COMPLETED_WITH_FAILURES, None),
+        Err(e) => (state::FAILED, Some(e.to_string())),
+    };
+    match &error {
+        None => tracing::info!(state = final_state, "Migration finished"),
+        Some(e) => tracing::error!(error = %e, "Migration stopped"),
+    }
+    let closed = async {
+        let mut conn = db::conn(&run.shared.pool).await?;
+        batches::finish(&mut conn, run.batch_id, final_state, error.as_deref()).await
+    }
+    .await;
+    if let Err(e) = closed {
+        tracing::error!(error = %e, "Cannot record the end of the batch; the next start will resume it");
+    }
+    lock.release().await;
+    stats.do_send(StatsEvent::RunFinished {
+        state: final_state,
+        error,
+    });
+}
+
+/// Feeds every candidate to the movers; returns how many files failed.
+async fn dispatch_all(
+    run: &RunContext,
+    options: &StartOptions,
+    movers: Vec<Addr<Mover>>,
+) -> Result<i64, EngineError> {
+    let mut idle = movers;
+    let mut in_flight = FuturesUnordered::new();
+    let mut failed = 0i64;
+    let mut count = |outcome: &Outcome| {
+        if matches!(outcome, Outcome::Failed { .. }) {
+            failed += 1;
+        }
+    };
+    let mut page_error = None;
+    'kinds: for &kind in &options.kinds {
+        let mut after = Uuid::nil();
+        loop {
+            let page = async {
+                let mut conn = db::conn(&run.shared.pool).await?;
+                candidates::page(&mut conn, kind, run.direction, after, PAGE_SIZE).await
+            }
+            .await;
+            let page = match page {
+                Ok(page) => page,
+                Err(e) => {
+                    page_error = Some(EngineError::from(e));
+                    break 'kinds;
+                }
+            };
+            let Some(last) = page.last() else { break };
+            after = last.row_id;
+            let full = page.len() as i64 == PAGE_SIZE;
+            for candidate in page {
+                let mover = match idle.pop() {
+                    Some(m) => m,
+                    None => {
+                        // Back-pressure: wait for a mover to come free.
+                        let (mover, outcome) = in_flight.next().await.expect("a mover is busy");
+                        count(&outcome);
+                        mover
+                    }
+                };
+                in_flight.push(async move {
+                    let outcome = mover
+                        .send(MoveFile { kind, candidate })
+                        .await
+                        .unwrap_or(Outcome::Failed {
+                            reason: "internal".into(),
+                        });
+                    (mover, outcome)
+                });
+            }
+            if !full {
+                break;
+            }
+        }
+    }
+    while let Some((_, outcome)) = in_flight.next().await {
+        count(&outcome);
+    }
+    match page_error {
+        Some(e) => Err(e),
+        None => Ok(failed),
+    }
+}

@@ -1,0 +1,205 @@
+//! The stats actor: the single place that knows how the current run is
+//! going. The status endpoint reads it; it never touches the database.
+
+use super::messages::{GetStatus, Outcome, StatsEvent};
+use crate::model::{Direction, PerKind};
+use actix::{Actor, Context, Handler};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Instant;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusView {
+    pub is_active: bool,
+    pub batch_id: Option<Uuid>,
+    pub direction: Option<Direction>,
+    pub state: Option<String>,
+    pub resumed: bool,
+    pub total: i64,
+    pub waiting: i64,
+    pub active: i64,
+    pub completed: i64,
+    pub adopted: i64,
+    pub failed: i64,
+    pub skipped: i64,
+    pub bytes_moved: i64,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub files_per_second: f64,
+    pub bytes_per_second: f64,
+    pub eta_seconds: Option<f64>,
+    pub failure_reasons: BTreeMap<String, i64>,
+    pub completed_by_kind: serde_json::Value,
+    pub error: Option<String>,
+}
+
+impl StatusView {
+    /// What status says before any migration ever ran.
+    pub fn idle() -> StatusView {
+        StatusView {
+            is_active: false,
+            batch_id: None,
+            direction: None,
+            state: None,
+            resumed: false,
+            total: 0,
+            waiting: 0,
+            active: 0,
+            completed: 0,
+            adopted: 0,
+            failed: 0,
+            skipped: 0,
+            bytes_moved: 0,
+            started_at: None,
+            finished_at: None,
+            files_per_second: 0.0,
+            bytes_per_second: 0.0,
+            eta_seconds: None,
+            failure_reasons: BTreeMap::new(),
+            completed_by_kind: PerKind::<i64>::default().to_json(),
+            error: None,
+        }
+    }
+}
+
+struct Run {
+    batch_id: Uuid,
+    direction: Direction,
+    resumed: bool,
+    total: i64,
+    active: i64,
+    completed: i64,
+    adopted: i64,
+    failed: i64,
+    skipped: i64,
+    bytes_moved: i64,
+    completed_by_kind: PerKind<i64>,
+    reasons: BTreeMap<String, i64>,
+    started_at: DateTime<Utc>,
+    clock: Instant,
+    finished: Option<(DateTime<Utc>, f64, &'static str, Option<String>)>,
+}
+
+#[derive(Default)]
+pub struct Stats {
+    run: Option<Run>,
+}
+
+impl Actor for Stats {
+    type Context = Context<Self>;
+}
+
+impl Handler<StatsEvent> for Stats {
+    type Result = ();
+
+    fn handle(&mut self, event: StatsEvent, _: &mut Context<Self>) {
+        if let StatsEvent::RunStarted {
+            batch_id,
+            direction,
+            resumed,
+            total,
+            started_at,
+        } = event
+        {
+            self.run = Some(Run {
+                batch_id,
+                direction,
+                resumed,
+                total,
+                active: 0,
+                completed: 0,
+                adopted: 0,
+                failed: 0,
+                skipped: 0,
+                bytes_moved: 0,
+                completed_by_kind: PerKind::default(),
+                reasons: BTreeMap::new(),
+                started_at,
+                clock: Instant::now(),
+                finished: None,
+            });
+            return;
+        }
+        let Some(run) = self.run.as_mut() else { return };
+        match event {
+            StatsEvent::RunStarted { .. } => {}
+            StatsEvent::FileStarted => run.active += 1,
+            StatsEvent::FileDone { kind, outcome } => {
+                run.active -= 1;
+                match outcome {
+                    Outcome::Completed { adopted, bytes } => {
+                        run.completed += 1;
+                        run.completed_by_kind.add(kind, 1);
+                        if adopted {
+                            run.adopted += 1;
+                        } else {
+                            run.bytes_moved += bytes as i64;
+                        }
+                    }
+                    Outcome::Failed { reason } => {
+                        run.failed += 1;
+                        *run.reasons.entry(reason).or_default() += 1;
+                    }
+                    Outcome::Skipped { reason } => {
+                        run.skipped += 1;
+                        *run.reasons.entry(reason).or_default() += 1;
+                    }
+                }
+            }
+            StatsEvent::RunFinished { state, error } => {
+                run.finished = Some((Utc::now(), run.clock.elapsed().as_secs_f64(), state, error));
+            }
+        }
+    }
+}
+
+impl Handler<GetStatus> for Stats {
+    type Result = Option<StatusView>;
+
+    fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Option<StatusView> {
+        let run = self.run.as_ref()?;
+        let done = run.completed + run.failed + run.skipped;
+        let elapsed = match &run.finished {
+            Some((_, secs, _, _)) => *secs,
+            None => run.clock.elapsed().as_secs_f64(),
+        }
+        .max(0.001);
+        let files_per_second = done as f64 / elapsed;
+        let waiting = (run.total - done - run.active).max(0);
+        let eta_seconds = match (&run.finished, files_per_second > 0.0) {
+            (None, true) => Some((waiting + run.active) as f64 / files_per_second),
+            (Some(_), _) => Some(0.0),
+            _ => None,
+        };
+        Some(StatusView {
+            is_active: run.finished.is_none(),
+            batch_id: Some(run.batch_id),
+            direction: Some(run.direction),
+            state: Some(match &run.finished {
+                Some((_, _, state, _)) => state.to_string(),
+                None => "running".into(),
+            }),
+            resumed: run.resumed,
+            total: run.total,
+            waiting,
+            active: run.active,
+            completed: run.completed,
+            adopted: run.adopted,
+            failed: run.failed,
+            skipped: run.skipped,
+            bytes_moved: run.bytes_moved,
+            started_at: Some(run.started_at),
+            finished_at: run.finished.as_ref().map(|f| f.0),
+            files_per_second,
+            bytes_per_second: run.bytes_moved as f64 / elapsed,
+            eta_seconds,
+            failure_reasons: run.reasons.clone(),
+            completed_by_kind: run.completed_by_kind.to_json(),
+            error: run.finished.as_ref().and_then(|f| f.3.clone()),
+        })
+    }
+}
+

@@ -1,0 +1,88 @@
+//! Errors at the HTTP edge: every failure becomes JSON
+//! `{"error": <stable code>, "message": …}` with the right status, here and
+//! nowhere else. The full cause goes to the log; secrets never appear in
+//! either (they live in `config::Secret`).
+
+use crate::engine::EngineError;
+use crate::store::StoreError;
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    #[error("no such endpoint")]
+    NotFound,
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl ApiError {
+    pub fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest { code, .. } => code,
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::NotFound => "not_found",
+            ApiError::Engine(e) => match e {
+                EngineError::AlreadyRunning | EngineError::LockedElsewhere => "migration_running",
+                EngineError::BackendMismatch { .. } => "backend_mismatch",
+                EngineError::NothingToMigrate { .. } => "nothing_to_migrate",
+                EngineError::GalleryMovingFiles(_) => "gallery_moving_files",
+                EngineError::BatchNotFound(_) => "batch_not_found",
+                EngineError::Store(StoreError::Bucket { .. }) => "bucket_unavailable",
+                EngineError::Store(_) => "storage_error",
+                EngineError::Db(e) if e.is_unavailable() => "database_unavailable",
+                EngineError::Db(_) => "database_error",
+                EngineError::Config(_) => "configuration_error",
+                EngineError::Ledger(_) | EngineError::Internal(_) => "internal_error",
+            },
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Engine(e) => match e {
+                EngineError::AlreadyRunning
+                | EngineError::LockedElsewhere
+                | EngineError::BackendMismatch { .. }
+                | EngineError::NothingToMigrate { .. }
+                | EngineError::GalleryMovingFiles(_) => StatusCode::CONFLICT,
+                EngineError::BatchNotFound(_) => StatusCode::NOT_FOUND,
+                EngineError::Store(StoreError::Bucket { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+                EngineError::Store(_) => StatusCode::BAD_GATEWAY,
+                EngineError::Db(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        if status.is_server_error() {
+            tracing::error!(error = %self, code = self.code(), "Request failed");
+        } else {
+            tracing::info!(error = %self, code = self.code(), "Request refused");
+        }
+        let mut response = HttpResponse::build(status);
+        if matches!(self, ApiError::Unauthorized) {
+            response.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        response.json(json!({ "error": self.code(), "message": self.to_string() }))
+    }
+}

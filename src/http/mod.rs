@@ -1,0 +1,132 @@
+//! The HTTP edge: the gallery's four storage-migration endpoints plus
+//! `/healthz`, bearer-token authentication, and the server itself.
+
+pub mod error;
+pub mod routes;
+
+use crate::config::Config;
+use crate::engine::{Engine, EngineError};
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, App, HttpServer};
+use error::ApiError;
+use std::net::TcpListener;
+
+/// Request bodies are tiny JSON documents; anything larger is refused.
+const MAX_BODY: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A built server, bound and ready to run.
+pub struct Application {
+    port: u16,
+    server: Server,
+    engine: Engine,
+}
+
+impl Application {
+    /// Starts the engine and binds the listener (port 0 picks a free port).
+    pub async fn build(config: Config) -> Result<Application, StartupError> {
+        let listen = config.listen;
+        let listener = TcpListener::bind(listen).map_err(|source| StartupError::Bind {
+            addr: listen.to_string(),
+            source,
+        })?;
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(listen.port());
+        if !listen.ip().is_loopback() && config.api_token.is_none() {
+            tracing::warn!(
+                listen = %listen,
+                "Listening beyond loopback WITHOUT an API token: anyone who can reach this port can move or roll back the library. Set NOODLE_MIGRATE_API_TOKEN."
+            );
+        }
+        let engine = Engine::start(config).await?;
+        let data = web::Data::new(engine.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .app_data(web::PayloadConfig::new(MAX_BODY))
+                .wrap(from_fn(require_token))
+                .service(routes::healthz)
+                .service(routes::estimate)
+                .service(routes::start)
+                .service(routes::status)
+                .service(routes::rollback)
+                .default_service(web::to(routes::not_found))
+        })
+        .workers(2)
+        .disable_signals()
+        .listen(listener)
+        .map_err(|source| StartupError::Bind {
+            addr: listen.to_string(),
+            source,
+        })?
+        .run();
+        tracing::info!(address = %format!("{}:{}", listen.ip(), port), "Listening");
+        Ok(Application { port, server, engine })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn require_token(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let token = req
+        .app_data::<web::Data<Engine>>()
+        .and_then(|e| e.config().api_token.clone());
+    if let Some(token) = token {
+        if req.path() != "/healthz" {
+            let given = req
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            if !same_secret(given.trim().as_bytes(), token.expose().as_bytes()) {
+                return Err(ApiError::Unauthorized.into());
+            }
+        }
+    }
+    next.call(req).await
+}
+
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn secret_compare() {
+        assert!(super::same_secret(b"abc", b"abc"));
+        assert!(!super::same_secret(b"abc", b"abd"));
+        assert!(!super::same_secret(b"abc", b"abcd"));
+    }
+}

@@ -1,0 +1,199 @@
+//! The API handlers: parse and validate input (400 with a clear message for
+//! anything odd), call the engine, return the gallery's JSON shapes.
+
+use super::error::ApiError;
+use crate::engine::{Engine, StartOptions};
+use crate::model::{Direction, FileKind};
+use actix_web::{get, post, web, HttpResponse};
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use uuid::Uuid;
+
+const START_FIELDS: [&str; 5] = ["direction", "deleteSource", "concurrency", "fileTypes", "verify"];
+
+#[get("/healthz")]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+fn parse_direction(value: Option<&Value>) -> Result<Direction, ApiError> {
+    match value {
+        None | Some(Value::Null) => Err(ApiError::bad(
+            "invalid_direction",
+            "direction is required: toS3 or toDisk",
+        )),
+        Some(Value::String(s)) => Direction::parse(s).ok_or_else(|| {
+            ApiError::bad("invalid_direction", format!("unknown direction {s:?}: expected toS3 or toDisk"))
+        }),
+        Some(other) => Err(ApiError::bad(
+            "invalid_direction",
+            format!("direction must be the string toS3 or toDisk, got {other}"),
+        )),
+    }
+}
+
+#[get("/storage-migration/estimate")]
+pub async fn estimate(
+    engine: web::Data<Engine>,
+    query: web::Query<HashMap<String, String>>,
+) -> Result<HttpResponse, ApiError> {
+    let direction = parse_direction(query.get("direction").map(|d| Value::String(d.clone())).as_ref())?;
+    let estimate = engine.estimate(direction).await?;
+    Ok(HttpResponse::Ok().json(estimate.to_json()))
+}
+
+fn parse_bool(obj: &Map<String, Value>, field: &str, default: bool) -> Result<bool, ApiError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(default),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(other) => Err(ApiError::bad("invalid_field", format!("{field} must be true or false, got {other}"))),
+    }
+}
+
+/// Parses the start body strictly: unknown fields and wrong types are
+/// refused rather than silently ignored.
+pub fn parse_start(body: &[u8]) -> Result<StartOptions, ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad("malformed_json", format!("the request body is not valid JSON: {e}")))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| ApiError::bad("invalid_body", "the request body must be a JSON object"))?;
+    if let Some(unknown) = obj.keys().find(|k| !START_FIELDS.contains(&k.as_str())) {
+        return Err(ApiError::bad(
+            "unknown_field",
+            format!("unknown field {unknown:?}; expected {}", START_FIELDS.join(", ")),
+        ));
+    }
+    let direction = parse_direction(obj.get("direction"))?;
+    let delete_source = parse_bool(obj, "deleteSource", false)?;
+    let verify = parse_bool(obj, "verify", false)?;
+    let concurrency = match obj.get("concurrency") {
+        None | Some(Value::Null) => 5,
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(c @ 1..=20) => c as u8,
+            _ => {
+                return Err(ApiError::bad(
+                    "invalid_concurrency",
+                    format!("concurrency must be a whole number from 1 to 20, got {n}"),
+                ))
+            }
+        },
+        Some(other) => {
+            return Err(ApiError::bad(
+                "invalid_concurrency",
+                format!("concurrency must be a number from 1 to 20, got {other}"),
+            ))
+        }
+    };
+    let mut kinds: Vec<FileKind> = FileKind::ALL.to_vec();
+    match obj.get("fileTypes") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(types)) => {
+            for (key, value) in types {
+                let kind = FileKind::from_api_key(key).ok_or_else(|| {
+                    let known: Vec<&str> = FileKind::ALL.iter().map(|k| k.api_key()).collect();
+                    ApiError::bad(
+                        "unknown_file_type",
+                        format!("unknown file type {key:?}; expected {}", known.join(", ")),
+                    )
+                })?;
+                match value {
+                    Value::Bool(true) | Value::Null => {}
+                    Value::Bool(false) => kinds.retain(|k| *k != kind),
+                    other => {
+                        return Err(ApiError::bad(
+                            "invalid_field",
+                            format!("fileTypes.{key} must be true or false, got {other}"),
+                        ))
+                    }
+                }
+            }
+        }
+        Some(other) => {
+            return Err(ApiError::bad(
+                "invalid_field",
+                format!("fileTypes must be an object of booleans, got {other}"),
+            ))
+        }
+    }
+    if kinds.is_empty() {
+        return Err(ApiError::bad("no_file_types", "select at least one file type"));
+    }
+    Ok(StartOptions {
+        direction,
+        delete_source,
+        concurrency,
+        kinds,
+        verify,
+    })
+}
+
+#[post("/storage-migration/start")]
+pub async fn start(engine: web::Data<Engine>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    let options = parse_start(&body)?;
+    let reply = engine.start_migration(options).await?;
+    Ok(HttpResponse::Created().json(json!({ "batchId": reply.batch_id, "resumed": reply.resumed })))
+}
+
+#[get("/storage-migration/status")]
+pub async fn status(engine: web::Data<Engine>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(engine.status().await?))
+}
+
+#[post("/storage-migration/rollback/{batch_id}")]
+pub async fn rollback(engine: web::Data<Engine>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let raw = path.into_inner();
+    let batch_id = Uuid::parse_str(&raw)
+        .map_err(|_| ApiError::bad("invalid_batch_id", format!("batch id {raw:?} is not a UUID")))?;
+    let report = engine.rollback(batch_id).await?;
+    Ok(HttpResponse::Ok().json(report))
+}
+
+pub async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(body: &str) -> String {
+        match parse_start(body.as_bytes()) {
+            Err(ApiError::BadRequest { code, .. }) => code.to_string(),
+            Err(other) => format!("other: {other}"),
+            Ok(_) => "ok".into(),
+        }
+    }
+
+    #[test]
+    fn defaults_follow_the_seed() {
+        let o = parse_start(br#"{"direction":"toS3"}"#).unwrap();
+        assert_eq!(o.concurrency, 5);
+        assert!(!o.delete_source);
+        assert_eq!(o.kinds.len(), 8);
+        let o = parse_start(br#"{"direction":"toDisk","fileTypes":{"originals":false}}"#).unwrap();
+        assert_eq!(o.kinds.len(), 7);
+        assert!(!o.kinds.contains(&FileKind::Originals));
+    }
+
+    #[test]
+    fn bad_bodies_are_refused_with_codes() {
+        assert_eq!(code("{"), "malformed_json");
+        assert_eq!(code("[]"), "invalid_body");
+        assert_eq!(code(r#"{"direction":"sideways"}"#), "invalid_direction");
+        assert_eq!(code(r#"{}"#), "invalid_direction");
+        assert_eq!(code(r#"{"direction":"toS3","concurrency":0}"#), "invalid_concurrency");
+        assert_eq!(code(r#"{"direction":"toS3","concurrency":21}"#), "invalid_concurrency");
+        assert_eq!(code(r#"{"direction":"toS3","concurrency":2.5}"#), "invalid_concurrency");
+        assert_eq!(code(r#"{"direction":"toS3","concurrency":"5"}"#), "invalid_concurrency");
+        assert_eq!(code(r#"{"direction":"toS3","deleteSource":"yes"}"#), "invalid_field");
+        assert_eq!(code(r#"{"direction":"toS3","colour":"red"}"#), "unknown_field");
+        assert_eq!(code(r#"{"direction":"toS3","fileTypes":{"photos":true}}"#), "unknown_file_type");
+        let none = FileKind::ALL
+            .iter()
+            .map(|k| format!("\"{}\":false", k.api_key()))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert_eq!(code(&format!(r#"{{"direction":"toS3","fileTypes":{{{none}}}}}"#)), "no_file_types");
+    }
+}

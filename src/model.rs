@@ -1,0 +1,222 @@
+//! The vocabulary shared by every layer: migration directions and the eight
+//! file kinds, with the exact strings the gallery uses for them in its API
+//! and in `storage_migration_log`.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Which way files travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Direction {
+    #[serde(rename = "toS3")]
+    ToS3,
+    #[serde(rename = "toDisk")]
+    ToDisk,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::ToS3 => "toS3",
+            Direction::ToDisk => "toDisk",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Direction> {
+        match value {
+            "toS3" => Some(Direction::ToS3),
+            "toDisk" => Some(Direction::ToDisk),
+            _ => None,
+        }
+    }
+
+    /// The storage backend new uploads must go to while this migration runs.
+    pub fn target_backend(self) -> Backend {
+        match self {
+            Direction::ToS3 => Backend::S3,
+            Direction::ToDisk => Backend::Disk,
+        }
+    }
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The gallery's storage backend for new uploads (`IMMICH_STORAGE_BACKEND`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Disk,
+    S3,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Disk => "disk",
+            Backend::S3 => "s3",
+        }
+    }
+}
+
+/// One of the eight kinds of file a gallery keeps. The order of `ALL` is the
+/// order in which a migration walks them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FileKind {
+    Originals,
+    Thumbnails,
+    Previews,
+    Fullsize,
+    Sidecars,
+    EncodedVideos,
+    PersonThumbnails,
+    ProfileImages,
+}
+
+impl FileKind {
+    pub const ALL: [FileKind; 8] = [
+        FileKind::Originals,
+        FileKind::Thumbnails,
+        FileKind::Previews,
+        FileKind::Fullsize,
+        FileKind::Sidecars,
+        FileKind::EncodedVideos,
+        FileKind::PersonThumbnails,
+        FileKind::ProfileImages,
+    ];
+
+    /// The key used in the API's `fileTypes` and `fileCounts` objects.
+    pub fn api_key(self) -> &'static str {
+        match self {
+            FileKind::Originals => "originals",
+            FileKind::Thumbnails => "thumbnails",
+            FileKind::Previews => "previews",
+            FileKind::Fullsize => "fullsize",
+            FileKind::Sidecars => "sidecars",
+            FileKind::EncodedVideos => "encodedVideos",
+            FileKind::PersonThumbnails => "personThumbnails",
+            FileKind::ProfileImages => "profileImages",
+        }
+    }
+
+    pub fn from_api_key(key: &str) -> Option<FileKind> {
+        FileKind::ALL.into_iter().find(|k| k.api_key() == key)
+    }
+
+    /// `asset_file."type"` for the kinds stored in that table.
+    pub fn asset_file_type(self) -> Option<&'static str> {
+        match self {
+            FileKind::Thumbnails => Some("thumbnail"),
+            FileKind::Previews => Some("preview"),
+            FileKind::Fullsize => Some("fullsize"),
+            FileKind::Sidecars => Some("sidecar"),
+            FileKind::EncodedVideos => Some("encoded_video"),
+            _ => None,
+        }
+    }
+
+    /// `storage_migration_log."entityType"`, as the gallery writes it.
+    pub fn log_entity_type(self) -> &'static str {
+        match self {
+            FileKind::Originals | FileKind::EncodedVideos => "asset",
+            FileKind::Thumbnails | FileKind::Previews | FileKind::Fullsize | FileKind::Sidecars => {
+                "assetFile"
+            }
+            FileKind::PersonThumbnails => "person",
+            FileKind::ProfileImages => "user",
+        }
+    }
+
+    /// `storage_migration_log."fileType"`, as the gallery writes it.
+    pub fn log_file_type(self) -> Option<&'static str> {
+        match self {
+            FileKind::Originals => Some("original"),
+            FileKind::Thumbnails => Some("thumbnail"),
+            FileKind::Previews => Some("preview"),
+            FileKind::Fullsize => Some("fullsize"),
+            FileKind::Sidecars => Some("sidecar"),
+            FileKind::EncodedVideos => Some("encodedVideo"),
+            FileKind::PersonThumbnails | FileKind::ProfileImages => None,
+        }
+    }
+}
+
+impl fmt::Display for FileKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.api_key())
+    }
+}
+
+/// A value per file kind, serialised with the API's keys plus a `total`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PerKind<T> {
+    values: [T; 8],
+}
+
+impl<T: Copy + Default> PerKind<T> {
+    pub fn get(&self, kind: FileKind) -> T {
+        self.values[kind as usize]
+    }
+
+    pub fn set(&mut self, kind: FileKind, value: T) {
+        self.values[kind as usize] = value;
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (FileKind, T)> + '_ {
+        FileKind::ALL.into_iter().map(|k| (k, self.get(k)))
+    }
+}
+
+impl PerKind<i64> {
+    pub fn add(&mut self, kind: FileKind, value: i64) {
+        self.values[kind as usize] += value;
+    }
+
+    pub fn total(&self) -> i64 {
+        self.values.iter().sum()
+    }
+
+    /// The JSON object the API returns: one key per kind, then `total`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut map = serde_json::Map::new();
+        for (kind, value) in self.iter() {
+            map.insert(kind.api_key().to_string(), value.into());
+        }
+        map.insert("total".to_string(), self.total().into());
+        serde_json::Value::Object(map)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_keys_round_trip() {
+        for kind in FileKind::ALL {
+            assert_eq!(FileKind::from_api_key(kind.api_key()), Some(kind));
+        }
+        assert_eq!(FileKind::from_api_key("photos"), None);
+    }
+
+    #[test]
+    fn log_values_match_the_gallery() {
+        assert_eq!(FileKind::EncodedVideos.log_entity_type(), "asset");
+        assert_eq!(FileKind::EncodedVideos.log_file_type(), Some("encodedVideo"));
+        assert_eq!(FileKind::Sidecars.log_entity_type(), "assetFile");
+        assert_eq!(FileKind::ProfileImages.log_file_type(), None);
+    }
+
+    #[test]
+    fn per_kind_json_has_total() {
+        let mut counts = PerKind::<i64>::default();
+        counts.add(FileKind::Originals, 3);
+        counts.add(FileKind::ProfileImages, 2);
+        let json = counts.to_json();
+        assert_eq!(json["originals"], 3);
+        assert_eq!(json["profileImages"], 2);
+        assert_eq!(json["total"], 5);
+    }
+}

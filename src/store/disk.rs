@@ -1,0 +1,208 @@
+//! The local side: files under the media location.
+//!
+//! Writes go to a temporary file in the target folder, are fsynced, then
+//! renamed over the final name, and the folder is fsynced: a crash leaves
+//! either no file or a whole one at the final path, never a partial one.
+
+use super::hash::{Digest, Hasher};
+use super::StoreError;
+use bytes::BytesMut;
+use std::path::{Path, PathBuf};
+use tokio::fs;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Size of the read buffer used when hashing or uploading from disk.
+const READ_CHUNK: usize = 1024 * 1024;
+
+/// Marks our temporary files, so that leftovers of a crash are recognisable.
+pub const TEMP_MARKER: &str = ".noodle-tmp-";
+
+#[derive(Debug, Clone, Default)]
+pub struct DiskStore;
+
+impl DiskStore {
+    /// The size of a regular file, or `None` when nothing is there.
+    pub async fn stat(&self, path: &Path) -> Result<Option<u64>, StoreError> {
+        match fs::metadata(path).await {
+            Ok(meta) if meta.is_file() => Ok(Some(meta.len())),
+            Ok(_) => Err(StoreError::io(
+                "not a regular file:",
+                path,
+                std::io::Error::other("expected a file"),
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io("cannot stat", path, e)),
+        }
+    }
+
+    pub async fn open(&self, path: &Path) -> Result<fs::File, StoreError> {
+        fs::File::open(path)
+            .await
+            .map_err(|e| StoreError::io("cannot open", path, e))
+    }
+
+    /// Reads one chunk of at most `READ_CHUNK` bytes; empty at the end.
+    pub async fn read_chunk(&self, file: &mut fs::File, path: &Path) -> Result<bytes::Bytes, StoreError> {
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        while buf.len() < READ_CHUNK {
+            let n = file
+                .read_buf(&mut buf)
+                .await
+                .map_err(|e| StoreError::io("cannot read", path, e))?;
+            if n == 0 {
+                break;
+            }
+        }
+        Ok(buf.freeze())
+    }
+
+    /// Hashes a whole file, streaming.
+    pub async fn hash_file(&self, path: &Path) -> Result<Digest, StoreError> {
+        let mut file = self.open(path).await?;
+        let mut hasher = Hasher::new();
+        loop {
+            let chunk = self.read_chunk(&mut file, path).await?;
+            if chunk.is_empty() {
+                return Ok(hasher.finish());
+            }
+            hasher.update(chunk).await;
+        }
+    }
+
+    /// Reads a small file whole.
+    pub async fn read_all(&self, path: &Path) -> Result<Vec<u8>, StoreError> {
+        fs::read(path).await.map_err(|e| StoreError::io("cannot read", path, e))
+    }
+
+    /// Starts an atomic write of `target`.
+    pub async fn create_temp(&self, target: &Path) -> Result<TempFile, StoreError> {
+        let dir = target
+            .parent()
+            .ok_or_else(|| StoreError::io("no parent folder for", target, std::io::Error::other("root")))?;
+        fs::create_dir_all(dir)
+            .await
+            .map_err(|e| StoreError::io("cannot create folder", dir, e))?;
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let temp = dir.join(format!(".{name}{TEMP_MARKER}{}", uuid::Uuid::new_v4().simple()));
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .await
+            .map_err(|e| StoreError::io("cannot create", &temp, e))?;
+        Ok(TempFile {
+            file: Some(file),
+            temp,
+            target: target.to_path_buf(),
+        })
+    }
+
+    /// Removes a file; a file already gone is not an error.
+    pub async fn delete(&self, path: &Path) -> Result<(), StoreError> {
+        match fs::remove_file(path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::io("cannot delete", path, e)),
+        }
+    }
+}
+
+/// A file being written next to its final name. Dropping it without
+/// `commit` leaves a temporary file behind; call `discard` on failure.
+pub struct TempFile {
+    file: Option<fs::File>,
+    temp: PathBuf,
+    target: PathBuf,
+}
+
+impl TempFile {
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        let Some(file) = self.file.as_mut() else {
+            return Err(self.closed());
+        };
+        file.write_all(data)
+            .await
+            .map_err(|e| StoreError::io("cannot write", &self.temp, e))
+    }
+
+    fn closed(&self) -> StoreError {
+        StoreError::io("already closed:", &self.temp, std::io::Error::other("closed"))
+    }
+
+    /// Flushes to stable storage and moves the file to its final name.
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        let mut file = self.file.take().ok_or_else(|| self.closed())?;
+        let result = async {
+            file.flush()
+                .await
+                .map_err(|e| StoreError::io("cannot flush", &self.temp, e))?;
+            file.sync_all()
+                .await
+                .map_err(|e| StoreError::io("cannot fsync", &self.temp, e))?;
+            drop(file);
+            fs::rename(&self.temp, &self.target)
+                .await
+                .map_err(|e| StoreError::io("cannot rename into", &self.target, e))?;
+            if let Some(dir) = self.target.parent() {
+                // The rename is durable only once the folder entry is.
+                if let Ok(d) = fs::File::open(dir).await {
+                    let _ = d.sync_all().await;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            let _ = fs::remove_file(&self.temp).await;
+        }
+        result
+    }
+
+    pub async fn discard(mut self) {
+        self.file.take();
+        let _ = fs::remove_file(&self.temp).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn atomic_write_creates_folders_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("a/b/c.jpg");
+        let store = DiskStore;
+        let mut temp = store.create_temp(&target).await.unwrap();
+        temp.write(b"hello").await.unwrap();
+        assert_eq!(store.stat(&target).await.unwrap(), None, "nothing at the final path yet");
+        temp.commit().await.unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"hello");
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("a/b")).unwrap().collect();
+        assert_eq!(names.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn discard_removes_the_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("x.bin");
+        let mut temp = DiskStore.create_temp(&target).await.unwrap();
+        temp.write(b"partial").await.unwrap();
+        temp.discard().await;
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn hash_and_stat() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"abc").unwrap();
+        assert_eq!(DiskStore.stat(&path).await.unwrap(), Some(3));
+        assert_eq!(DiskStore.stat(&dir.path().join("missing")).await.unwrap(), None);
+        let d = DiskStore.hash_file(&path).await.unwrap();
+        assert_eq!(hex::encode(d.sha1), "a9993e364706816aba3e25717850c26c9cd0d89d");
+    }
+}

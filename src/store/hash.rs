@@ -1,0 +1,96 @@
+//! Content fingerprints: MD5 (what S3 puts in a plain ETag and checks in
+//! Content-MD5) and SHA-1 (what the gallery stores in `asset.checksum`),
+//! computed together in one pass over the bytes.
+
+use bytes::Bytes;
+use md5::Digest as _;
+
+/// Chunks at least this large are hashed off the async thread.
+const BLOCKING_HASH_THRESHOLD: usize = 512 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Digest {
+    pub size: u64,
+    pub md5: [u8; 16],
+    pub sha1: [u8; 20],
+}
+
+#[derive(Clone, Default)]
+pub struct Hasher {
+    md5: md5::Md5,
+    sha1: sha1::Sha1,
+    size: u64,
+}
+
+impl Hasher {
+    pub fn new() -> Hasher {
+        Hasher::default()
+    }
+
+    pub fn update_sync(&mut self, data: &[u8]) {
+        self.md5.update(data);
+        self.sha1.update(data);
+        self.size += data.len() as u64;
+    }
+
+    /// Hashes a chunk without blocking the actor thread on large chunks.
+    pub async fn update(&mut self, data: Bytes) {
+        if data.len() < BLOCKING_HASH_THRESHOLD {
+            self.update_sync(&data);
+            return;
+        }
+        let mut hasher = std::mem::take(self);
+        *self = match tokio::task::spawn_blocking(move || {
+            hasher.update_sync(&data);
+            hasher
+        })
+        .await
+        {
+            Ok(h) => h,
+            // Hashing cannot panic on bytes; a join error means shutdown.
+            Err(_) => Hasher::default(),
+        };
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn finish(self) -> Digest {
+        Digest {
+            size: self.size,
+            md5: self.md5.finalize().into(),
+            sha1: self.sha1.finalize().into(),
+        }
+    }
+}
+
+/// Hashes a whole byte slice (small files, already in memory).
+pub fn digest_of(data: &[u8]) -> Digest {
+    let mut h = Hasher::new();
+    h.update_sync(data);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_values() {
+        let d = digest_of(b"abc");
+        assert_eq!(hex::encode(d.md5), "900150983cd24fb0d6963f7d28e17f72");
+        assert_eq!(hex::encode(d.sha1), "a9993e364706816aba3e25717850c26c9cd0d89d");
+        assert_eq!(d.size, 3);
+    }
+
+    #[tokio::test]
+    async fn chunked_equals_whole() {
+        let data: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
+        let mut h = Hasher::new();
+        for chunk in data.chunks(700_000) {
+            h.update(Bytes::copy_from_slice(chunk)).await;
+        }
+        assert_eq!(h.finish(), digest_of(&data));
+    }
+}
