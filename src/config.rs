@@ -131,7 +131,10 @@ fn parse_bool(var: &'static str, value: &str) -> Result<bool, ConfigError> {
     match value.to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Ok(true),
         "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(invalid(var, format!("expected true or false, got {value:?}"))),
+        _ => Err(invalid(
+            var,
+            format!("expected true or false, got {value:?}"),
+        )),
     }
 }
 
@@ -151,7 +154,10 @@ pub fn storage_backend(vars: &Vars) -> Result<Backend, ConfigError> {
 fn database_url(vars: &Vars) -> Result<Secret, ConfigError> {
     if let Some(url) = vars.get("DB_URL") {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            return Err(invalid("DB_URL", "expected a postgres:// or postgresql:// URL"));
+            return Err(invalid(
+                "DB_URL",
+                "expected a postgres:// or postgresql:// URL",
+            ));
         }
         return Ok(Secret::new(url));
     }
@@ -196,7 +202,11 @@ fn media_location(vars: &Vars) -> Result<String, ConfigError> {
         return Err(invalid("IMMICH_MEDIA_LOCATION", "must not contain .."));
     }
     let trimmed = value.trim_end_matches('/');
-    Ok(if trimmed.is_empty() { "/".into() } else { trimmed.into() })
+    Ok(if trimmed.is_empty() {
+        "/".into()
+    } else {
+        trimmed.into()
+    })
 }
 
 fn s3_config(vars: &Vars) -> Result<S3Config, ConfigError> {
@@ -211,15 +221,22 @@ fn s3_config(vars: &Vars) -> Result<S3Config, ConfigError> {
         .first(&["S3_REGION", "IMMICH_S3_REGION"])
         .map(|(_, v)| v.to_string())
         .unwrap_or_else(|| "us-east-1".into());
-    let prefix = vars.get("S3_PREFIX").unwrap_or("").trim_matches('/').to_string();
+    let prefix = vars
+        .get("S3_PREFIX")
+        .unwrap_or("")
+        .trim_matches('/')
+        .to_string();
     if crate::paths::check_relative(&prefix).is_err() && !prefix.is_empty() {
-        return Err(invalid("S3_PREFIX", "must be a plain key prefix without . or .. segments"));
+        return Err(invalid(
+            "S3_PREFIX",
+            "must be a plain key prefix without . or .. segments",
+        ));
     }
     let endpoint = match vars.first(&["S3_ENDPOINT", "IMMICH_S3_ENDPOINT"]) {
         None => None,
         Some((var, value)) => {
-            let url = url::Url::parse(value)
-                .map_err(|e| invalid(var, format!("not a URL ({e})")))?;
+            let url =
+                url::Url::parse(value).map_err(|e| invalid(var, format!("not a URL ({e})")))?;
             if url.scheme() != "http" && url.scheme() != "https" {
                 return Err(invalid(var, "expected an http:// or https:// URL"));
             }
@@ -239,8 +256,16 @@ fn s3_config(vars: &Vars) -> Result<S3Config, ConfigError> {
         .first(&["S3_SECRET_ACCESS_KEY", "IMMICH_S3_SECRET_ACCESS_KEY"])
         .map(|(_, v)| Secret::new(v));
     match (&access_key_id, &secret_access_key) {
-        (Some(_), None) => return Err(ConfigError::Missing { var: "S3_SECRET_ACCESS_KEY" }),
-        (None, Some(_)) => return Err(ConfigError::Missing { var: "S3_ACCESS_KEY_ID" }),
+        (Some(_), None) => {
+            return Err(ConfigError::Missing {
+                var: "S3_SECRET_ACCESS_KEY",
+            })
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::Missing {
+                var: "S3_ACCESS_KEY_ID",
+            })
+        }
         _ => {}
     }
     let use_accelerate = match vars.get("S3_USE_ACCELERATE") {
@@ -248,17 +273,30 @@ fn s3_config(vars: &Vars) -> Result<S3Config, ConfigError> {
         None => false,
     };
     if use_accelerate && endpoint.is_some() {
-        return Err(invalid("S3_USE_ACCELERATE", "cannot be used with a custom S3_ENDPOINT"));
+        return Err(invalid(
+            "S3_USE_ACCELERATE",
+            "cannot be used with a custom S3_ENDPOINT",
+        ));
     }
     let kms_key = vars.get("S3_SSE_KMS_KEY_ID").map(str::to_string);
     let sse = match vars.get("S3_SSE") {
         None => None,
         Some(v) if v.eq_ignore_ascii_case("AES256") => Some(Sse::Aes256),
-        Some(v) if v.eq_ignore_ascii_case("aws:kms") => Some(Sse::Kms { key_id: kms_key.clone() }),
-        Some(v) => return Err(invalid("S3_SSE", format!("expected AES256 or aws:kms, got {v:?}"))),
+        Some(v) if v.eq_ignore_ascii_case("aws:kms") => Some(Sse::Kms {
+            key_id: kms_key.clone(),
+        }),
+        Some(v) => {
+            return Err(invalid(
+                "S3_SSE",
+                format!("expected AES256 or aws:kms, got {v:?}"),
+            ))
+        }
     };
     if kms_key.is_some() && !matches!(sse, Some(Sse::Kms { .. })) {
-        return Err(invalid("S3_SSE_KMS_KEY_ID", "is only used with S3_SSE=aws:kms"));
+        return Err(invalid(
+            "S3_SSE_KMS_KEY_ID",
+            "is only used with S3_SSE=aws:kms",
+        ));
     }
     Ok(S3Config {
         bucket,
@@ -293,7 +331,10 @@ impl Config {
         let api_token = match vars.get("NOODLE_MIGRATE_API_TOKEN") {
             None => None,
             Some(t) if t.len() < 16 => {
-                return Err(invalid("NOODLE_MIGRATE_API_TOKEN", "must be at least 16 characters"))
+                return Err(invalid(
+                    "NOODLE_MIGRATE_API_TOKEN",
+                    "must be at least 16 characters",
+                ))
             }
             Some(t) => Some(Secret::new(t)),
         };
@@ -352,7 +393,10 @@ mod tests {
         assert_eq!(c.storage_backend, Backend::Disk);
         assert_eq!(c.s3.region, "us-east-1");
         assert!(!c.s3.force_path_style);
-        assert_eq!(c.database_url.expose(), "postgres://postgres:postgres@database:5432/immich");
+        assert_eq!(
+            c.database_url.expose(),
+            "postgres://postgres:postgres@database:5432/immich"
+        );
     }
 
     #[test]
@@ -365,7 +409,10 @@ mod tests {
             ("DB_DATABASE_NAME", "gallery"),
         ]))
         .unwrap();
-        assert_eq!(c.database_url.expose(), "postgres://gal:p%40ss%2Fword@db:6543/gallery");
+        assert_eq!(
+            c.database_url.expose(),
+            "postgres://gal:p%40ss%2Fword@db:6543/gallery"
+        );
         assert!(!format!("{c:?}").contains("p@ss"));
     }
 
@@ -373,7 +420,10 @@ mod tests {
     fn gallery_spellings_are_accepted() {
         let mut map = HashMap::new();
         map.insert("IMMICH_S3_BUCKET".to_string(), "b".to_string());
-        map.insert("IMMICH_S3_ENDPOINT".to_string(), "http://127.0.0.1:9000".to_string());
+        map.insert(
+            "IMMICH_S3_ENDPOINT".to_string(),
+            "http://127.0.0.1:9000".to_string(),
+        );
         map.insert("IMMICH_S3_ACCESS_KEY_ID".to_string(), "k".to_string());
         map.insert("IMMICH_S3_SECRET_ACCESS_KEY".to_string(), "s".to_string());
         map.insert("IMMICH_STORAGE_ENGINE".to_string(), "s3".to_string());
@@ -388,14 +438,26 @@ mod tests {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[("DB_PORT", "abc")], "DB_PORT"),
             (&[("DB_URL", "mysql://x")], "DB_URL"),
-            (&[("IMMICH_STORAGE_BACKEND", "tape")], "IMMICH_STORAGE_BACKEND"),
+            (
+                &[("IMMICH_STORAGE_BACKEND", "tape")],
+                "IMMICH_STORAGE_BACKEND",
+            ),
             (&[("S3_FORCE_PATH_STYLE", "maybe")], "S3_FORCE_PATH_STYLE"),
             (&[("S3_SSE", "rot13")], "S3_SSE"),
             (&[("S3_ENDPOINT", "ftp://x")], "S3_ENDPOINT"),
             (&[("S3_ACCESS_KEY_ID", "k")], "S3_SECRET_ACCESS_KEY"),
-            (&[("NOODLE_MIGRATE_LISTEN", "everywhere")], "NOODLE_MIGRATE_LISTEN"),
-            (&[("NOODLE_MIGRATE_API_TOKEN", "short")], "NOODLE_MIGRATE_API_TOKEN"),
-            (&[("IMMICH_MEDIA_LOCATION", "relative/dir")], "IMMICH_MEDIA_LOCATION"),
+            (
+                &[("NOODLE_MIGRATE_LISTEN", "everywhere")],
+                "NOODLE_MIGRATE_LISTEN",
+            ),
+            (
+                &[("NOODLE_MIGRATE_API_TOKEN", "short")],
+                "NOODLE_MIGRATE_API_TOKEN",
+            ),
+            (
+                &[("IMMICH_MEDIA_LOCATION", "relative/dir")],
+                "IMMICH_MEDIA_LOCATION",
+            ),
             (&[("S3_BUCKET", "")], "S3_BUCKET"),
         ];
         for (pairs, var) in cases {

@@ -8,7 +8,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "noodle-migrate", version, about = "Move a Noodle Gallery library between disk and S3")]
+#[command(
+    name = "noodle-migrate",
+    version,
+    about = "Move a Noodle Gallery library between disk and S3"
+)]
 struct Cli {
     /// Read settings from a gallery `.env` file (the environment wins).
     #[arg(long, global = true, value_name = "PATH")]
@@ -41,7 +45,9 @@ fn main() -> ExitCode {
 fn serve(config: Config) -> ExitCode {
     let system = actix_rt::System::new();
     let result = system.block_on(async move {
-        let app = Application::build(config).await.map_err(|e| e.to_string())?;
+        let app = Application::build(config)
+            .await
+            .map_err(|e| e.to_string())?;
         let server = app.run_until_stopped();
         tokio::select! {
             r = server => r.map_err(|e| e.to_string()),

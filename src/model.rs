@@ -204,7 +204,10 @@ mod tests {
     #[test]
     fn log_values_match_the_gallery() {
         assert_eq!(FileKind::EncodedVideos.log_entity_type(), "asset");
-        assert_eq!(FileKind::EncodedVideos.log_file_type(), Some("encodedVideo"));
+        assert_eq!(
+            FileKind::EncodedVideos.log_file_type(),
+            Some("encodedVideo")
+        );
         assert_eq!(FileKind::Sidecars.log_entity_type(), "assetFile");
         assert_eq!(FileKind::ProfileImages.log_file_type(), None);
     }

@@ -71,7 +71,11 @@ impl Layout {
     pub fn new(media_location: &str, bucket: &str, prefix: &str) -> Layout {
         let media = media_location.trim_end_matches('/');
         Layout {
-            media_location: if media.is_empty() { "/".into() } else { media.into() },
+            media_location: if media.is_empty() {
+                "/".into()
+            } else {
+                media.into()
+            },
             bucket: bucket.to_string(),
             prefix: prefix.trim_matches('/').to_string(),
         }
@@ -129,7 +133,9 @@ impl Layout {
     /// For a stored S3 path, the object key and the gallery-relative path.
     fn key_of_stored_object(&self, stored: &str) -> Result<(String, String), Refusal> {
         if stored.starts_with('/') {
-            return Err(Refusal::Unsafe("absolute path where an object key was expected"));
+            return Err(Refusal::Unsafe(
+                "absolute path where an object key was expected",
+            ));
         }
         let Some(url_rest) = stored.strip_prefix("s3://") else {
             return Ok((self.object_key(stored), stored.to_string()));
@@ -185,55 +191,87 @@ mod tests {
 
     #[test]
     fn to_s3_strips_the_media_location() {
-        let plan = layout("").plan(Direction::ToS3, "/data/upload/u/ab/cd/x.jpg").unwrap();
+        let plan = layout("")
+            .plan(Direction::ToS3, "/data/upload/u/ab/cd/x.jpg")
+            .unwrap();
         assert_eq!(plan.new_path, "upload/u/ab/cd/x.jpg");
         assert_eq!(plan.target, Location::Object("upload/u/ab/cd/x.jpg".into()));
-        assert_eq!(plan.source, Location::Disk("/data/upload/u/ab/cd/x.jpg".into()));
+        assert_eq!(
+            plan.source,
+            Location::Disk("/data/upload/u/ab/cd/x.jpg".into())
+        );
     }
 
     #[test]
     fn prefix_goes_into_the_key_not_the_database() {
-        let plan = layout("/gallery/").plan(Direction::ToS3, "/data/thumbs/a.webp").unwrap();
+        let plan = layout("/gallery/")
+            .plan(Direction::ToS3, "/data/thumbs/a.webp")
+            .unwrap();
         assert_eq!(plan.new_path, "thumbs/a.webp");
-        assert_eq!(plan.target, Location::Object("gallery/thumbs/a.webp".into()));
+        assert_eq!(
+            plan.target,
+            Location::Object("gallery/thumbs/a.webp".into())
+        );
     }
 
     #[test]
     fn to_disk_prepends_the_media_location() {
-        let plan = layout("p").plan(Direction::ToDisk, "library/x/2024/a.jpg").unwrap();
-        assert_eq!(plan.source, Location::Object("p/library/x/2024/a.jpg".into()));
+        let plan = layout("p")
+            .plan(Direction::ToDisk, "library/x/2024/a.jpg")
+            .unwrap();
+        assert_eq!(
+            plan.source,
+            Location::Object("p/library/x/2024/a.jpg".into())
+        );
         assert_eq!(plan.new_path, "/data/library/x/2024/a.jpg");
     }
 
     #[test]
     fn s3_urls_are_objects() {
-        let plan = layout("p").plan(Direction::ToDisk, "s3://photos/p/upload/a.jpg").unwrap();
+        let plan = layout("p")
+            .plan(Direction::ToDisk, "s3://photos/p/upload/a.jpg")
+            .unwrap();
         assert_eq!(plan.source, Location::Object("p/upload/a.jpg".into()));
         assert_eq!(plan.new_path, "/data/upload/a.jpg");
-        let plan = layout("").plan(Direction::ToDisk, "s3://photos/upload/a.jpg").unwrap();
+        let plan = layout("")
+            .plan(Direction::ToDisk, "s3://photos/upload/a.jpg")
+            .unwrap();
         assert_eq!(plan.source, Location::Object("upload/a.jpg".into()));
     }
 
     #[test]
     fn s3_urls_of_other_buckets_or_prefixes_are_refused() {
-        let err = layout("").plan(Direction::ToDisk, "s3://other/upload/a.jpg").unwrap_err();
+        let err = layout("")
+            .plan(Direction::ToDisk, "s3://other/upload/a.jpg")
+            .unwrap_err();
         assert_eq!(err.code(), "other_bucket");
-        let err = layout("p").plan(Direction::ToDisk, "s3://photos/q/a.jpg").unwrap_err();
+        let err = layout("p")
+            .plan(Direction::ToDisk, "s3://photos/q/a.jpg")
+            .unwrap_err();
         assert_eq!(err.code(), "outside_prefix");
     }
 
     #[test]
     fn paths_outside_the_media_location_are_refused() {
-        let err = layout("").plan(Direction::ToS3, "/mnt/external/a.jpg").unwrap_err();
+        let err = layout("")
+            .plan(Direction::ToS3, "/mnt/external/a.jpg")
+            .unwrap_err();
         assert_eq!(err.code(), "outside_media_location");
         // A sibling folder that merely shares the prefix is outside too.
-        let err = layout("").plan(Direction::ToS3, "/data2/a.jpg").unwrap_err();
+        let err = layout("")
+            .plan(Direction::ToS3, "/data2/a.jpg")
+            .unwrap_err();
         assert_eq!(err.code(), "outside_media_location");
     }
 
     #[test]
     fn climbing_paths_are_refused() {
-        for bad in ["/data/../etc/passwd", "/data/upload//a", "/data/a/./b", "/data/a\0b"] {
+        for bad in [
+            "/data/../etc/passwd",
+            "/data/upload//a",
+            "/data/a/./b",
+            "/data/a\0b",
+        ] {
             let err = layout("").plan(Direction::ToS3, bad).unwrap_err();
             assert_eq!(err.code(), "unsafe_path", "{bad}");
         }

@@ -115,7 +115,12 @@ pub async fn open(
     Ok(())
 }
 
-pub async fn finish(conn: &mut DbConn, id: Uuid, state: &str, error: Option<&str>) -> Result<(), DbError> {
+pub async fn finish(
+    conn: &mut DbConn,
+    id: Uuid,
+    state: &str,
+    error: Option<&str>,
+) -> Result<(), DbError> {
     timed(
         diesel::sql_query(
             "UPDATE noodle_migrate_batch SET state = $2, error = $3, finished_at = clock_timestamp()
@@ -132,9 +137,11 @@ pub async fn finish(conn: &mut DbConn, id: Uuid, state: &str, error: Option<&str
 
 pub async fn get(conn: &mut DbConn, id: Uuid) -> Result<Option<BatchRow>, DbError> {
     let rows: Vec<BatchRow> = timed(
-        diesel::sql_query(format!("SELECT {COLUMNS} FROM noodle_migrate_batch WHERE id = $1"))
-            .bind::<SqlUuid, _>(id)
-            .load(conn),
+        diesel::sql_query(format!(
+            "SELECT {COLUMNS} FROM noodle_migrate_batch WHERE id = $1"
+        ))
+        .bind::<SqlUuid, _>(id)
+        .load(conn),
     )
     .await?;
     Ok(rows.into_iter().next())
@@ -166,6 +173,7 @@ pub async fn gallery_moves_in_flight(conn: &mut DbConn) -> Result<i64, DbError> 
     if exists.iter().map(|r| r.n).next().unwrap_or(0) == 0 {
         return Ok(0);
     }
-    let rows: Vec<N> = timed(diesel::sql_query("SELECT count(*) AS n FROM move_history").load(conn)).await?;
+    let rows: Vec<N> =
+        timed(diesel::sql_query("SELECT count(*) AS n FROM move_history").load(conn)).await?;
     Ok(rows.iter().map(|r| r.n).next().unwrap_or(0))
 }

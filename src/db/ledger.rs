@@ -187,4 +187,3 @@ pub async fn commit(
         Err(_) => Err(DbError::Timeout(super::QUERY_TIMEOUT)),
     }
 }
-

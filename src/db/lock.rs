@@ -24,10 +24,13 @@ struct Locked {
 impl MigrationLock {
     /// Takes the lock, or returns `None` when another session holds it.
     pub async fn try_acquire(database_url: &str) -> Result<Option<MigrationLock>, DbError> {
-        let mut conn = tokio::time::timeout(super::QUERY_TIMEOUT, AsyncPgConnection::establish(database_url))
-            .await
-            .map_err(|_| DbError::Timeout(super::QUERY_TIMEOUT))?
-            .map_err(|e| DbError::Unavailable(e.to_string()))?;
+        let mut conn = tokio::time::timeout(
+            super::QUERY_TIMEOUT,
+            AsyncPgConnection::establish(database_url),
+        )
+        .await
+        .map_err(|_| DbError::Timeout(super::QUERY_TIMEOUT))?
+        .map_err(|e| DbError::Unavailable(e.to_string()))?;
         let row: Locked = super::timed(
             diesel::sql_query("SELECT pg_try_advisory_lock($1) AS locked")
                 .bind::<BigInt, _>(LOCK_KEY)

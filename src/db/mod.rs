@@ -64,11 +64,15 @@ pub fn pool(database_url: &str, max_size: usize) -> Result<DbPool, DbError> {
 }
 
 pub async fn conn(pool: &DbPool) -> Result<DbConn, DbError> {
-    pool.get().await.map_err(|e| DbError::Unavailable(e.to_string()))
+    pool.get()
+        .await
+        .map_err(|e| DbError::Unavailable(e.to_string()))
 }
 
 /// Runs `fut` under the query timeout.
-pub async fn timed<T>(fut: impl Future<Output = Result<T, diesel::result::Error>>) -> Result<T, DbError> {
+pub async fn timed<T>(
+    fut: impl Future<Output = Result<T, diesel::result::Error>>,
+) -> Result<T, DbError> {
     match tokio::time::timeout(QUERY_TIMEOUT, fut).await {
         Ok(result) => result.map_err(DbError::from),
         Err(_) => Err(DbError::Timeout(QUERY_TIMEOUT)),

@@ -66,9 +66,11 @@ pub async fn log_count(conn: &mut DbConn, batch_id: Uuid) -> Result<i64, DbError
         n: i64,
     }
     let row: N = timed(
-        diesel::sql_query(r#"SELECT count(*) AS n FROM storage_migration_log WHERE "batchId" = $1"#)
-            .bind::<SqlUuid, _>(batch_id)
-            .get_result(conn),
+        diesel::sql_query(
+            r#"SELECT count(*) AS n FROM storage_migration_log WHERE "batchId" = $1"#,
+        )
+        .bind::<SqlUuid, _>(batch_id)
+        .get_result(conn),
     )
     .await?;
     Ok(row.n)
@@ -119,12 +121,20 @@ pub async fn rollback(conn: &mut DbConn, batch_id: Uuid) -> Result<RollbackRepor
                 diesel::sql_query(sql)
                     .bind::<Array<SqlUuid>, _>(list.iter().map(|r| r.id).collect::<Vec<_>>())
                     .bind::<Array<SqlUuid>, _>(list.iter().map(|r| r.entity_id).collect::<Vec<_>>())
-                    .bind::<Array<Text>, _>(list.iter().map(|r| r.old_path.clone()).collect::<Vec<_>>())
-                    .bind::<Array<Text>, _>(list.iter().map(|r| r.new_path.clone()).collect::<Vec<_>>())
+                    .bind::<Array<Text>, _>(
+                        list.iter().map(|r| r.old_path.clone()).collect::<Vec<_>>(),
+                    )
+                    .bind::<Array<Text>, _>(
+                        list.iter().map(|r| r.new_path.clone()).collect::<Vec<_>>(),
+                    )
                     .load(conn),
             )
             .await?;
-            let ok = ok.iter().map(|r| r.log_id).collect::<std::collections::HashSet<_>>().len() as i64;
+            let ok = ok
+                .iter()
+                .map(|r| r.log_id)
+                .collect::<std::collections::HashSet<_>>()
+                .len() as i64;
             report.rolled_back += ok;
             report.failed += list.len() as i64 - ok;
         }

@@ -86,7 +86,11 @@ pub async fn estimate(shared: &Shared, direction: Direction) -> Result<Estimate,
 }
 
 /// Sizes of the sampled files that exist (missing ones are left out).
-async fn sample_sizes(shared: &Shared, direction: Direction, sample: &[candidates::Candidate]) -> Vec<u64> {
+async fn sample_sizes(
+    shared: &Shared,
+    direction: Direction,
+    sample: &[candidates::Candidate],
+) -> Vec<u64> {
     stream::iter(sample.iter())
         .map(|c| async move {
             let plan = shared.layout.plan(direction, &c.path).ok()?;

@@ -35,16 +35,20 @@ pub struct Ledger {
     direction: Direction,
     pending: Vec<Pending>,
     flush_scheduled: bool,
+    /// Movers wait for their record, so once this many are pending every
+    /// mover is waiting and there is no point in waiting for more.
+    group_size: usize,
 }
 
 impl Ledger {
-    pub fn new(pool: DbPool, batch_id: Uuid, direction: Direction) -> Ledger {
+    pub fn new(pool: DbPool, batch_id: Uuid, direction: Direction, movers: usize) -> Ledger {
         Ledger {
             pool,
             batch_id,
             direction,
             pending: Vec::new(),
             flush_scheduled: false,
+            group_size: movers.clamp(1, MAX_GROUP),
         }
     }
 
@@ -68,7 +72,8 @@ impl Ledger {
                         Record::Unmoved(u) => unmoved.push(u.clone()),
                     }
                 }
-                let result = commit_with_retry(&pool, batch_id, direction, &changes, &unmoved).await;
+                let result =
+                    commit_with_retry(&pool, batch_id, direction, &changes, &unmoved).await;
                 (group, result)
             }
             .into_actor(self)
@@ -126,7 +131,7 @@ impl Handler<Record> for Ledger {
     fn handle(&mut self, record: Record, ctx: &mut Context<Self>) -> Self::Result {
         let (reply, answer) = oneshot::channel();
         self.pending.push(Pending { record, reply });
-        if self.pending.len() >= MAX_GROUP {
+        if self.pending.len() >= self.group_size {
             self.flush(ctx);
         } else if !self.flush_scheduled {
             self.flush_scheduled = true;

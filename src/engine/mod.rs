@@ -38,9 +38,15 @@ pub enum EngineError {
         direction.target_backend().as_str(),
         direction.target_backend().as_str()
     )]
-    BackendMismatch { backend: &'static str, direction: Direction },
+    BackendMismatch {
+        backend: &'static str,
+        direction: Direction,
+    },
     #[error("nothing to migrate {direction}: no selected file is on the source side{}", if *unmovable > 0 { format!(" ({unmovable} rows cannot be moved; see the estimate)") } else { String::new() })]
-    NothingToMigrate { direction: Direction, unmovable: i64 },
+    NothingToMigrate {
+        direction: Direction,
+        unmovable: i64,
+    },
     #[error("the gallery is moving files itself ({0} rows in move_history); wait for its storage template job to finish")]
     GalleryMovingFiles(i64),
     #[error("no batch {0}")]
@@ -205,7 +211,9 @@ impl Engine {
         .await;
         lock.release().await;
         match &result {
-            Ok(r) => tracing::info!(batch_id = %batch_id, rolled_back = r.rolled_back, failed = r.failed, total = r.total, "Rollback finished"),
+            Ok(r) => {
+                tracing::info!(batch_id = %batch_id, rolled_back = r.rolled_back, failed = r.failed, total = r.total, "Rollback finished")
+            }
             Err(e) => tracing::warn!(batch_id = %batch_id, error = %e, "Rollback refused"),
         }
         result

@@ -99,7 +99,12 @@ struct Copied {
     created: bool,
 }
 
-async fn move_file(run: &RunContext, ledger: &Addr<Ledger>, kind: FileKind, item: Candidate) -> Outcome {
+async fn move_file(
+    run: &RunContext,
+    ledger: &Addr<Ledger>,
+    kind: FileKind,
+    item: Candidate,
+) -> Outcome {
     let plan = match run.layout.plan(run.direction, &item.path) {
         Ok(plan) => plan,
         Err(refusal) => {
@@ -161,7 +166,12 @@ async fn move_file(run: &RunContext, ledger: &Addr<Ledger>, kind: FileKind, item
     }
 }
 
-async fn settle_unmoved(ledger: &Addr<Ledger>, kind: FileKind, item: &Candidate, stop: Stop) -> Outcome {
+async fn settle_unmoved(
+    ledger: &Addr<Ledger>,
+    kind: FileKind,
+    item: &Candidate,
+    stop: Stop,
+) -> Outcome {
     if stop.failed {
         tracing::warn!(path = %item.path, reason = %stop.reason, message = %stop.message, "File failed");
     } else {
@@ -175,13 +185,21 @@ async fn settle_unmoved(ledger: &Addr<Ledger>, kind: FileKind, item: &Candidate,
         reason: stop.reason.clone(),
         message: stop.message,
     });
-    if let Ok(Err(e)) | Err(e) = ledger.send(record).await.map_err(|e| super::EngineError::Internal(e.to_string())) {
+    if let Ok(Err(e)) | Err(e) = ledger
+        .send(record)
+        .await
+        .map_err(|e| super::EngineError::Internal(e.to_string()))
+    {
         tracing::warn!(error = %e, "Cannot record the failure");
     }
     if stop.failed {
-        Outcome::Failed { reason: stop.reason }
+        Outcome::Failed {
+            reason: stop.reason,
+        }
     } else {
-        Outcome::Skipped { reason: stop.reason }
+        Outcome::Skipped {
+            reason: stop.reason,
+        }
     }
 }
 
@@ -193,11 +211,25 @@ async fn delete(run: &RunContext, location: &Location) -> Result<(), StoreError>
 }
 
 /// Steps 1–4 for one file.
-async fn copy(run: &RunContext, kind: FileKind, item: &Candidate, plan: &Plan) -> Result<Copied, Stop> {
+async fn copy(
+    run: &RunContext,
+    kind: FileKind,
+    item: &Candidate,
+    plan: &Plan,
+) -> Result<Copied, Stop> {
     let copied = match (&plan.source, &plan.target, run.direction) {
-        (Location::Disk(src), Location::Object(key), Direction::ToS3) => to_s3(run, src, key).await?,
-        (Location::Object(key), Location::Disk(dst), Direction::ToDisk) => to_disk(run, key, dst).await?,
-        _ => return Err(Stop::failed("internal", "path plan does not match the direction")),
+        (Location::Disk(src), Location::Object(key), Direction::ToS3) => {
+            to_s3(run, src, key).await?
+        }
+        (Location::Object(key), Location::Disk(dst), Direction::ToDisk) => {
+            to_disk(run, key, dst).await?
+        }
+        _ => {
+            return Err(Stop::failed(
+                "internal",
+                "path plan does not match the direction",
+            ))
+        }
     };
     if run.verify && kind == FileKind::Originals {
         if let Some(expected) = &item.checksum {
@@ -221,10 +253,12 @@ async fn copy(run: &RunContext, kind: FileKind, item: &Candidate, plan: &Plan) -
 
 async fn to_s3(run: &RunContext, src: &Path, key: &str) -> Result<Copied, Stop> {
     let (disk, s3) = (&run.shared.disk, &run.shared.s3);
-    let size = disk
-        .stat(src)
-        .await?
-        .ok_or_else(|| Stop::failed("source_missing", format!("{} does not exist", src.display())))?;
+    let size = disk.stat(src).await?.ok_or_else(|| {
+        Stop::failed(
+            "source_missing",
+            format!("{} does not exist", src.display()),
+        )
+    })?;
     if let Some(existing) = s3.head(key).await? {
         if existing.size != size {
             return Err(target_differs(key, existing.size, size));
@@ -247,7 +281,10 @@ async fn to_s3(run: &RunContext, src: &Path, key: &str) -> Result<Copied, Stop> 
         });
     }
     let digest = s3.put_file(disk, src, key, size).await?;
-    Ok(Copied { digest, created: true })
+    Ok(Copied {
+        digest,
+        created: true,
+    })
 }
 
 async fn to_disk(run: &RunContext, key: &str, dst: &Path) -> Result<Copied, Stop> {
@@ -258,7 +295,11 @@ async fn to_disk(run: &RunContext, key: &str, dst: &Path) -> Result<Copied, Stop
         .ok_or_else(|| Stop::failed("source_missing", format!("object {key} does not exist")))?;
     if let Some(size) = disk.stat(dst).await? {
         if size != source.size {
-            return Err(target_differs(&dst.display().to_string(), size, source.size));
+            return Err(target_differs(
+                &dst.display().to_string(),
+                size,
+                source.size,
+            ));
         }
         let local = disk.hash_file(dst).await?;
         let same = match (source.sha1, source.md5) {
@@ -269,7 +310,10 @@ async fn to_disk(run: &RunContext, key: &str, dst: &Path) -> Result<Copied, Stop
         if !same {
             return Err(Stop::failed(
                 "target_differs",
-                format!("{} exists with the same size but different content", dst.display()),
+                format!(
+                    "{} exists with the same size but different content",
+                    dst.display()
+                ),
             ));
         }
         return Ok(Copied {
@@ -296,7 +340,10 @@ async fn to_disk(run: &RunContext, key: &str, dst: &Path) -> Result<Copied, Stop
     let digest = hasher.finish();
     let meta = &download.meta;
     let problem = if digest.size != meta.size {
-        Some(format!("received {} bytes, expected {}", digest.size, meta.size))
+        Some(format!(
+            "received {} bytes, expected {}",
+            digest.size, meta.size
+        ))
     } else if meta.md5.is_some_and(|m| m != digest.md5) {
         Some("MD5 of the data received does not match the ETag".to_string())
     } else if meta.sha1.is_some_and(|s| s != digest.sha1) {
@@ -306,10 +353,16 @@ async fn to_disk(run: &RunContext, key: &str, dst: &Path) -> Result<Copied, Stop
     };
     if let Some(problem) = problem {
         temp.discard().await;
-        return Err(Stop::failed("verification_failed", format!("object {key}: {problem}")));
+        return Err(Stop::failed(
+            "verification_failed",
+            format!("object {key}: {problem}"),
+        ));
     }
     temp.commit().await?;
-    Ok(Copied { digest, created: true })
+    Ok(Copied {
+        digest,
+        created: true,
+    })
 }
 
 fn target_differs(target: &str, target_size: u64, source_size: u64) -> Stop {

@@ -14,7 +14,9 @@ use crate::db::batches::{self, state};
 use crate::db::candidates::{self, PAGE_SIZE};
 use crate::db::lock::MigrationLock;
 use crate::db::{self};
-use actix::{Actor, ActorFutureExt, Addr, AsyncContext, AtomicResponse, Context, Handler, WrapFuture};
+use actix::{
+    Actor, ActorFutureExt, Addr, AsyncContext, AtomicResponse, Context, Handler, WrapFuture,
+};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::sync::Arc;
 use tracing::Instrument;
@@ -68,7 +70,9 @@ impl Handler<Start> for Orchestrator {
 
     fn handle(&mut self, Start(options): Start, _: &mut Context<Self>) -> Self::Result {
         if self.running {
-            return AtomicResponse::new(Box::pin(actix::fut::ready(Err(EngineError::AlreadyRunning))));
+            return AtomicResponse::new(Box::pin(actix::fut::ready(Err(
+                EngineError::AlreadyRunning,
+            ))));
         }
         let shared = self.shared.clone();
         let opts = options.clone();
@@ -141,7 +145,10 @@ async fn prepare(shared: &Shared, options: &StartOptions) -> Result<Prepared, En
     }
 }
 
-async fn prepare_locked(shared: &Shared, options: &StartOptions) -> Result<(Uuid, bool, i64), EngineError> {
+async fn prepare_locked(
+    shared: &Shared,
+    options: &StartOptions,
+) -> Result<(Uuid, bool, i64), EngineError> {
     let mut conn = db::conn(&shared.pool).await?;
     let in_flight = batches::gallery_moves_in_flight(&mut conn).await?;
     if in_flight > 0 {
@@ -149,10 +156,18 @@ async fn prepare_locked(shared: &Shared, options: &StartOptions) -> Result<(Uuid
     }
     let stale = batches::mark_stale_interrupted(&mut conn).await?;
     if stale > 0 {
-        tracing::warn!(batches = stale, "Found batches left running by a stopped engine; marked interrupted");
+        tracing::warn!(
+            batches = stale,
+            "Found batches left running by a stopped engine; marked interrupted"
+        );
     }
-    let (movable, unmovable) =
-        candidates::totals(&mut conn, &options.kinds, options.direction, &shared.layout.media_root()).await?;
+    let (movable, unmovable) = candidates::totals(
+        &mut conn,
+        &options.kinds,
+        options.direction,
+        &shared.layout.media_root(),
+    )
+    .await?;
     if movable.total() == 0 {
         return Err(EngineError::NothingToMigrate {
             direction: options.direction,
@@ -162,7 +177,14 @@ async fn prepare_locked(shared: &Shared, options: &StartOptions) -> Result<(Uuid
     let resume = batches::resumable(&mut conn, options.direction).await?;
     let batch_id = resume.unwrap_or_else(Uuid::now_v7);
     let total = movable.total() + unmovable;
-    batches::open(&mut conn, batch_id, options.direction, &options.to_json(), total).await?;
+    batches::open(
+        &mut conn,
+        batch_id,
+        options.direction,
+        &options.to_json(),
+        total,
+    )
+    .await?;
     tracing::info!(
         batch_id = %batch_id,
         direction = %options.direction,
@@ -176,8 +198,19 @@ async fn prepare_locked(shared: &Shared, options: &StartOptions) -> Result<(Uuid
 }
 
 /// The run itself: page, dispatch, drain, close the batch.
-async fn execute(run: Arc<RunContext>, options: StartOptions, lock: MigrationLock, stats: Addr<Stats>) {
-    let ledger = Ledger::new(run.shared.pool.clone(), run.batch_id, run.direction).start();
+async fn execute(
+    run: Arc<RunContext>,
+    options: StartOptions,
+    lock: MigrationLock,
+    stats: Addr<Stats>,
+) {
+    let ledger = Ledger::new(
+        run.shared.pool.clone(),
+        run.batch_id,
+        run.direction,
+        options.concurrency as usize,
+    )
+    .start();
     let movers: Vec<Addr<Mover>> = (0..options.concurrency)
         .map(|_| Mover::new(run.clone(), ledger.clone(), stats.clone()).start())
         .collect();
@@ -251,12 +284,13 @@ async fn dispatch_all(
                     }
                 };
                 in_flight.push(async move {
-                    let outcome = mover
-                        .send(MoveFile { kind, candidate })
-                        .await
-                        .unwrap_or(Outcome::Failed {
-                            reason: "internal".into(),
-                        });
+                    let outcome =
+                        mover
+                            .send(MoveFile { kind, candidate })
+                            .await
+                            .unwrap_or(Outcome::Failed {
+                                reason: "internal".into(),
+                            });
                     (mover, outcome)
                 });
             }

@@ -202,4 +202,3 @@ impl Handler<GetStatus> for Stats {
         })
     }
 }
-

@@ -43,7 +43,10 @@ impl Application {
             addr: listen.to_string(),
             source,
         })?;
-        let port = listener.local_addr().map(|a| a.port()).unwrap_or(listen.port());
+        let port = listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or(listen.port());
         if !listen.ip().is_loopback() && config.api_token.is_none() {
             tracing::warn!(
                 listen = %listen,
@@ -73,7 +76,11 @@ impl Application {
         })?
         .run();
         tracing::info!(address = %format!("{}:{}", listen.ip(), port), "Listening");
-        Ok(Application { port, server, engine })
+        Ok(Application {
+            port,
+            server,
+            engine,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -119,7 +126,6 @@ async fn require_token(
     }
     next.call(req).await
 }
-
 
 #[cfg(test)]
 mod tests {

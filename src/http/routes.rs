@@ -9,7 +9,13 @@ use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use uuid::Uuid;
 
-const START_FIELDS: [&str; 5] = ["direction", "deleteSource", "concurrency", "fileTypes", "verify"];
+const START_FIELDS: [&str; 5] = [
+    "direction",
+    "deleteSource",
+    "concurrency",
+    "fileTypes",
+    "verify",
+];
 
 #[get("/healthz")]
 pub async fn healthz() -> HttpResponse {
@@ -23,7 +29,10 @@ fn parse_direction(value: Option<&Value>) -> Result<Direction, ApiError> {
             "direction is required: toS3 or toDisk",
         )),
         Some(Value::String(s)) => Direction::parse(s).ok_or_else(|| {
-            ApiError::bad("invalid_direction", format!("unknown direction {s:?}: expected toS3 or toDisk"))
+            ApiError::bad(
+                "invalid_direction",
+                format!("unknown direction {s:?}: expected toS3 or toDisk"),
+            )
         }),
         Some(other) => Err(ApiError::bad(
             "invalid_direction",
@@ -37,7 +46,12 @@ pub async fn estimate(
     engine: web::Data<Engine>,
     query: web::Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, ApiError> {
-    let direction = parse_direction(query.get("direction").map(|d| Value::String(d.clone())).as_ref())?;
+    let direction = parse_direction(
+        query
+            .get("direction")
+            .map(|d| Value::String(d.clone()))
+            .as_ref(),
+    )?;
     let estimate = engine.estimate(direction).await?;
     Ok(HttpResponse::Ok().json(estimate.to_json()))
 }
@@ -46,22 +60,32 @@ fn parse_bool(obj: &Map<String, Value>, field: &str, default: bool) -> Result<bo
     match obj.get(field) {
         None | Some(Value::Null) => Ok(default),
         Some(Value::Bool(b)) => Ok(*b),
-        Some(other) => Err(ApiError::bad("invalid_field", format!("{field} must be true or false, got {other}"))),
+        Some(other) => Err(ApiError::bad(
+            "invalid_field",
+            format!("{field} must be true or false, got {other}"),
+        )),
     }
 }
 
 /// Parses the start body strictly: unknown fields and wrong types are
 /// refused rather than silently ignored.
 pub fn parse_start(body: &[u8]) -> Result<StartOptions, ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad("malformed_json", format!("the request body is not valid JSON: {e}")))?;
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad(
+            "malformed_json",
+            format!("the request body is not valid JSON: {e}"),
+        )
+    })?;
     let obj = value
         .as_object()
         .ok_or_else(|| ApiError::bad("invalid_body", "the request body must be a JSON object"))?;
     if let Some(unknown) = obj.keys().find(|k| !START_FIELDS.contains(&k.as_str())) {
         return Err(ApiError::bad(
             "unknown_field",
-            format!("unknown field {unknown:?}; expected {}", START_FIELDS.join(", ")),
+            format!(
+                "unknown field {unknown:?}; expected {}",
+                START_FIELDS.join(", ")
+            ),
         ));
     }
     let direction = parse_direction(obj.get("direction"))?;
@@ -117,7 +141,10 @@ pub fn parse_start(body: &[u8]) -> Result<StartOptions, ApiError> {
         }
     }
     if kinds.is_empty() {
-        return Err(ApiError::bad("no_file_types", "select at least one file type"));
+        return Err(ApiError::bad(
+            "no_file_types",
+            "select at least one file type",
+        ));
     }
     Ok(StartOptions {
         direction,
@@ -132,7 +159,10 @@ pub fn parse_start(body: &[u8]) -> Result<StartOptions, ApiError> {
 pub async fn start(engine: web::Data<Engine>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     let options = parse_start(&body)?;
     let reply = engine.start_migration(options).await?;
-    Ok(HttpResponse::Created().json(json!({ "batchId": reply.batch_id, "resumed": reply.resumed })))
+    Ok(
+        HttpResponse::Created()
+            .json(json!({ "batchId": reply.batch_id, "resumed": reply.resumed })),
+    )
 }
 
 #[get("/storage-migration/status")]
@@ -141,10 +171,17 @@ pub async fn status(engine: web::Data<Engine>) -> Result<HttpResponse, ApiError>
 }
 
 #[post("/storage-migration/rollback/{batch_id}")]
-pub async fn rollback(engine: web::Data<Engine>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn rollback(
+    engine: web::Data<Engine>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let raw = path.into_inner();
-    let batch_id = Uuid::parse_str(&raw)
-        .map_err(|_| ApiError::bad("invalid_batch_id", format!("batch id {raw:?} is not a UUID")))?;
+    let batch_id = Uuid::parse_str(&raw).map_err(|_| {
+        ApiError::bad(
+            "invalid_batch_id",
+            format!("batch id {raw:?} is not a UUID"),
+        )
+    })?;
     let report = engine.rollback(batch_id).await?;
     Ok(HttpResponse::Ok().json(report))
 }
@@ -182,18 +219,42 @@ mod tests {
         assert_eq!(code("[]"), "invalid_body");
         assert_eq!(code(r#"{"direction":"sideways"}"#), "invalid_direction");
         assert_eq!(code(r#"{}"#), "invalid_direction");
-        assert_eq!(code(r#"{"direction":"toS3","concurrency":0}"#), "invalid_concurrency");
-        assert_eq!(code(r#"{"direction":"toS3","concurrency":21}"#), "invalid_concurrency");
-        assert_eq!(code(r#"{"direction":"toS3","concurrency":2.5}"#), "invalid_concurrency");
-        assert_eq!(code(r#"{"direction":"toS3","concurrency":"5"}"#), "invalid_concurrency");
-        assert_eq!(code(r#"{"direction":"toS3","deleteSource":"yes"}"#), "invalid_field");
-        assert_eq!(code(r#"{"direction":"toS3","colour":"red"}"#), "unknown_field");
-        assert_eq!(code(r#"{"direction":"toS3","fileTypes":{"photos":true}}"#), "unknown_file_type");
+        assert_eq!(
+            code(r#"{"direction":"toS3","concurrency":0}"#),
+            "invalid_concurrency"
+        );
+        assert_eq!(
+            code(r#"{"direction":"toS3","concurrency":21}"#),
+            "invalid_concurrency"
+        );
+        assert_eq!(
+            code(r#"{"direction":"toS3","concurrency":2.5}"#),
+            "invalid_concurrency"
+        );
+        assert_eq!(
+            code(r#"{"direction":"toS3","concurrency":"5"}"#),
+            "invalid_concurrency"
+        );
+        assert_eq!(
+            code(r#"{"direction":"toS3","deleteSource":"yes"}"#),
+            "invalid_field"
+        );
+        assert_eq!(
+            code(r#"{"direction":"toS3","colour":"red"}"#),
+            "unknown_field"
+        );
+        assert_eq!(
+            code(r#"{"direction":"toS3","fileTypes":{"photos":true}}"#),
+            "unknown_file_type"
+        );
         let none = FileKind::ALL
             .iter()
             .map(|k| format!("\"{}\":false", k.api_key()))
             .collect::<Vec<_>>()
             .join(",");
-        assert_eq!(code(&format!(r#"{{"direction":"toS3","fileTypes":{{{none}}}}}"#)), "no_file_types");
+        assert_eq!(
+            code(&format!(r#"{{"direction":"toS3","fileTypes":{{{none}}}}}"#)),
+            "no_file_types"
+        );
     }
 }

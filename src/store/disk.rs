@@ -42,7 +42,11 @@ impl DiskStore {
     }
 
     /// Reads one chunk of at most `READ_CHUNK` bytes; empty at the end.
-    pub async fn read_chunk(&self, file: &mut fs::File, path: &Path) -> Result<bytes::Bytes, StoreError> {
+    pub async fn read_chunk(
+        &self,
+        file: &mut fs::File,
+        path: &Path,
+    ) -> Result<bytes::Bytes, StoreError> {
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
         while buf.len() < READ_CHUNK {
             let n = file
@@ -71,14 +75,20 @@ impl DiskStore {
 
     /// Reads a small file whole.
     pub async fn read_all(&self, path: &Path) -> Result<Vec<u8>, StoreError> {
-        fs::read(path).await.map_err(|e| StoreError::io("cannot read", path, e))
+        fs::read(path)
+            .await
+            .map_err(|e| StoreError::io("cannot read", path, e))
     }
 
     /// Starts an atomic write of `target`.
     pub async fn create_temp(&self, target: &Path) -> Result<TempFile, StoreError> {
-        let dir = target
-            .parent()
-            .ok_or_else(|| StoreError::io("no parent folder for", target, std::io::Error::other("root")))?;
+        let dir = target.parent().ok_or_else(|| {
+            StoreError::io(
+                "no parent folder for",
+                target,
+                std::io::Error::other("root"),
+            )
+        })?;
         fs::create_dir_all(dir)
             .await
             .map_err(|e| StoreError::io("cannot create folder", dir, e))?;
@@ -86,7 +96,10 @@ impl DiskStore {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let temp = dir.join(format!(".{name}{TEMP_MARKER}{}", uuid::Uuid::new_v4().simple()));
+        let temp = dir.join(format!(
+            ".{name}{TEMP_MARKER}{}",
+            uuid::Uuid::new_v4().simple()
+        ));
         let file = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -129,7 +142,11 @@ impl TempFile {
     }
 
     fn closed(&self) -> StoreError {
-        StoreError::io("already closed:", &self.temp, std::io::Error::other("closed"))
+        StoreError::io(
+            "already closed:",
+            &self.temp,
+            std::io::Error::other("closed"),
+        )
     }
 
     /// Flushes to stable storage and moves the file to its final name.
@@ -178,7 +195,11 @@ mod tests {
         let store = DiskStore;
         let mut temp = store.create_temp(&target).await.unwrap();
         temp.write(b"hello").await.unwrap();
-        assert_eq!(store.stat(&target).await.unwrap(), None, "nothing at the final path yet");
+        assert_eq!(
+            store.stat(&target).await.unwrap(),
+            None,
+            "nothing at the final path yet"
+        );
         temp.commit().await.unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), b"hello");
         let names: Vec<_> = std::fs::read_dir(dir.path().join("a/b")).unwrap().collect();
@@ -201,8 +222,14 @@ mod tests {
         let path = dir.path().join("f");
         std::fs::write(&path, b"abc").unwrap();
         assert_eq!(DiskStore.stat(&path).await.unwrap(), Some(3));
-        assert_eq!(DiskStore.stat(&dir.path().join("missing")).await.unwrap(), None);
+        assert_eq!(
+            DiskStore.stat(&dir.path().join("missing")).await.unwrap(),
+            None
+        );
         let d = DiskStore.hash_file(&path).await.unwrap();
-        assert_eq!(hex::encode(d.sha1), "a9993e364706816aba3e25717850c26c9cd0d89d");
+        assert_eq!(
+            hex::encode(d.sha1),
+            "a9993e364706816aba3e25717850c26c9cd0d89d"
+        );
     }
 }

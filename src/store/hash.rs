@@ -80,7 +80,10 @@ mod tests {
     fn known_values() {
         let d = digest_of(b"abc");
         assert_eq!(hex::encode(d.md5), "900150983cd24fb0d6963f7d28e17f72");
-        assert_eq!(hex::encode(d.sha1), "a9993e364706816aba3e25717850c26c9cd0d89d");
+        assert_eq!(
+            hex::encode(d.sha1),
+            "a9993e364706816aba3e25717850c26c9cd0d89d"
+        );
         assert_eq!(d.size, 3);
     }
 

@@ -31,7 +31,10 @@ pub enum StoreError {
     #[error("the source changed while it was being read ({0})")]
     SourceChanged(String),
     #[error("bucket {bucket}: {problem}")]
-    Bucket { bucket: String, problem: BucketProblem },
+    Bucket {
+        bucket: String,
+        problem: BucketProblem,
+    },
 }
 
 /// Why the bucket health check failed, in words a user can act on.

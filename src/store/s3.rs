@@ -48,7 +48,9 @@ pub struct S3Store {
 
 impl std::fmt::Debug for S3Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("S3Store").field("bucket", &self.bucket).finish()
+        f.debug_struct("S3Store")
+            .field("bucket", &self.bucket)
+            .finish()
     }
 }
 
@@ -69,7 +71,10 @@ impl HasStatus for aws_sdk_s3::config::http::HttpResponse {
     }
 }
 
-fn s3_error<E>(operation: &'static str, err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> StoreError
+fn s3_error<E>(
+    operation: &'static str,
+    err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> StoreError
 where
     E: std::error::Error + 'static,
 {
@@ -164,7 +169,14 @@ impl S3Store {
 
     /// HEAD object; `None` when there is no such object.
     pub async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
-        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(out) => Ok(Some(ObjectMeta {
                 size: out.content_length().unwrap_or(0).max(0) as u64,
                 md5: self.etag_md5(out.e_tag()),
@@ -381,7 +393,11 @@ impl S3Store {
             .bucket(&self.bucket)
             .key(key)
             .upload_id(upload_id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
             .send()
             .await
             .map_err(|e| s3_error("CompleteMultipartUpload", e))?;

@@ -1,1 +1,8 @@
+//! Integration tests: real PostgreSQL, a real S3 server on loopback, real
+//! files, through the HTTP API. One binary, one module per area.
 
+mod api;
+mod helpers;
+mod migration;
+mod rollback;
+mod seed;
