@@ -4,5 +4,6 @@
 mod api;
 mod helpers;
 mod migration;
+mod resume;
 mod rollback;
 mod seed;

@@ -1,0 +1,204 @@
+//! The real binary, killed mid-run and started again: the batch resumes and
+//! every file ends up moved exactly once. Also large files (multipart).
+
+use crate::helpers::{EnvOptions, TestApp, TestEnv};
+use crate::seed::SeedSpec;
+use noodle_migrate::model::FileKind;
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use uuid::Uuid;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+async fn spawn_binary(vars: &HashMap<String, String>, port: u16) -> (Child, TestApp) {
+    let child = Command::new(env!("CARGO_BIN_EXE_noodle-migrate"))
+        .arg("serve")
+        .env_clear()
+        .envs(vars)
+        .env("NOODLE_MIGRATE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(if std::env::var("TEST_LOG").is_ok() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .spawn()
+        .expect("start noodle-migrate");
+    let app = TestApp {
+        base: format!("http://127.0.0.1:{port}"),
+        http: reqwest::Client::new(),
+        token: None,
+    };
+    for _ in 0..300 {
+        if app
+            .http
+            .get(format!("{}/healthz", app.base))
+            .send()
+            .await
+            .is_ok()
+        {
+            return (child, app);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("noodle-migrate did not come up");
+}
+
+#[actix_rt::test]
+async fn a_killed_engine_resumes_its_batch() {
+    let env = TestEnv::new(EnvOptions {
+        spec: SeedSpec {
+            users: 1,
+            assets_per_user: 200,
+            max_size: 3000,
+        },
+        ..Default::default()
+    })
+    .await;
+    let vars = env.vars("s3", "");
+    let port = free_port();
+    let (mut child, app) = spawn_binary(&vars, port).await;
+    let batch = app.start(r#"{"direction":"toS3","concurrency":2}"#).await;
+    for _ in 0..600 {
+        let (_, s) = app.get("/storage-migration/status").await;
+        if s["completed"].as_i64().unwrap_or(0) >= 40 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    let moved: i64 = env
+        .count(&format!(
+            r#"SELECT count(*) FROM storage_migration_log WHERE "batchId" = '{batch}'"#
+        ))
+        .await;
+    assert!(
+        moved > 0 && moved < env.seeded.files.len() as i64,
+        "killed mid-run ({moved} moved)"
+    );
+
+    let (mut child, app) = spawn_binary(&vars, free_port()).await;
+    let (code, json) = app
+        .post(
+            "/storage-migration/start",
+            r#"{"direction":"toS3","concurrency":5}"#,
+        )
+        .await;
+    assert_eq!(code, 201, "{json}");
+    assert_eq!(
+        json["batchId"],
+        batch.to_string(),
+        "the interrupted batch continues"
+    );
+    assert_eq!(json["resumed"], true);
+    let status = app.wait_idle().await;
+    assert_eq!(status["failed"], 0, "{status}");
+    child.kill().ok();
+    child.wait().ok();
+
+    for file in &env.seeded.files {
+        let relative = file.relative(env.media_path());
+        assert_eq!(env.current_path(file.kind, file.row_id).await, relative);
+        assert_eq!(
+            env.object(&relative).await.as_deref(),
+            Some(file.content.as_slice())
+        );
+    }
+    let logged = env
+        .count(&format!(r#"SELECT count(DISTINCT ("entityId", "newPath")) FROM storage_migration_log WHERE "batchId" = '{batch}'"#))
+        .await;
+    let rows = env
+        .count(&format!(
+            r#"SELECT count(*) FROM storage_migration_log WHERE "batchId" = '{batch}'"#
+        ))
+        .await;
+    assert_eq!(rows, env.seeded.files.len() as i64, "one log row per file");
+    assert_eq!(logged, rows);
+    let state: String = env
+        .db
+        .query_one(
+            "SELECT state FROM noodle_migrate_batch WHERE id = $1",
+            &[&batch],
+        )
+        .await
+        .expect("batch")
+        .get(0);
+    assert_eq!(state, "completed");
+}
+
+#[actix_rt::test]
+async fn large_files_go_up_in_parts_and_come_back_whole() {
+    let env = TestEnv::new(EnvOptions {
+        spec: SeedSpec {
+            users: 1,
+            assets_per_user: 2,
+            max_size: 2000,
+        },
+        ..Default::default()
+    })
+    .await;
+    let owner = env.seeded.users[0];
+    let asset_id = Uuid::now_v7();
+    let path = format!(
+        "{}/upload/{owner}/bi/g0/{asset_id}.mov",
+        env.media_path().display()
+    );
+    let data = crate::seed::content(99, 37 * 1024 * 1024 + 123);
+    std::fs::create_dir_all(std::path::Path::new(&path).parent().expect("dir")).expect("mkdir");
+    std::fs::write(&path, &data).expect("write");
+    use sha1::Digest as _;
+    let checksum = sha1::Sha1::digest(&data).to_vec();
+    env.db
+        .execute(
+            r#"INSERT INTO asset ("id", "deviceAssetId", "ownerId", "deviceId", "type", "originalPath",
+                 "fileCreatedAt", "fileModifiedAt", "localDateTime", "checksum", "originalFileName")
+               VALUES ($1, 'big', $2, 'seed', 'VIDEO', $3, now(), now(), now(), $4, 'big.mov')"#,
+            &[&asset_id, &owner, &path, &checksum],
+        )
+        .await
+        .expect("asset");
+
+    let app = env.app("s3", "").await;
+    let (_, status) = app
+        .migrate(r#"{"direction":"toS3","verify":true,"deleteSource":true}"#)
+        .await;
+    assert_eq!(status["failed"], 0, "{status}");
+    let relative = format!("upload/{owner}/bi/g0/{asset_id}.mov");
+    assert_eq!(
+        env.current_path(FileKind::Originals, asset_id).await,
+        relative
+    );
+    let head = env
+        .s3
+        .head_object()
+        .bucket(&env.bucket)
+        .key(&relative)
+        .send()
+        .await
+        .expect("head");
+    assert!(
+        head.e_tag().is_some_and(|e| e.contains('-')),
+        "a multipart ETag: {:?}",
+        head.e_tag()
+    );
+    assert_eq!(head.content_type(), Some("video/quicktime"));
+    assert!(!std::path::Path::new(&path).exists());
+
+    let app = env.app("disk", "").await;
+    let (_, status) = app
+        .migrate(r#"{"direction":"toDisk","verify":true,"deleteSource":true}"#)
+        .await;
+    assert_eq!(status["failed"], 0, "{status}");
+    assert_eq!(std::fs::read(&path).expect("back").len(), data.len());
+    assert!(std::fs::read(&path).expect("back") == data);
+    assert_eq!(env.current_path(FileKind::Originals, asset_id).await, path);
+    assert!(env.keys().await.is_empty());
+}
