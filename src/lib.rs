@@ -12,7 +12,7 @@
 //! - [`engine`]: the actors (orchestrator, movers, ledger, stats), the
 //!   estimate and the rollback.
 //! - [`http`]: the API, its errors and authentication.
-//! - [`telemetry`]: logging.
+//! - [`telemetry`]: how the engine logs (tracing, text or JSON).
 
 pub mod config;
 pub mod db;

@@ -42,12 +42,13 @@ impl DbError {
     /// True when the database itself is away (as opposed to a bad query).
     pub fn is_unavailable(&self) -> bool {
         use diesel::result::{DatabaseErrorKind, Error};
-        match self {
-            DbError::Unavailable(_) | DbError::Timeout(_) => true,
-            DbError::Query(Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _)) => true,
-            DbError::Query(Error::BrokenTransactionManager) => true,
-            _ => false,
-        }
+        matches!(
+            self,
+            DbError::Unavailable(_)
+                | DbError::Timeout(_)
+                | DbError::Query(Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _))
+                | DbError::Query(Error::BrokenTransactionManager)
+        )
     }
 }
 

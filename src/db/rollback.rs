@@ -44,7 +44,9 @@ struct LogId {
 }
 
 /// Where a log row's path lives: table, column, and how the row is found.
-fn target(row: &LogRow) -> Option<(&'static str, &'static str, &'static str)> {
+type Target = (&'static str, &'static str, &'static str);
+
+fn target(row: &LogRow) -> Option<Target> {
     match (row.entity_type.as_str(), row.file_type.as_deref()) {
         ("asset", Some("original")) => Some(("asset", r#""originalPath""#, "t.id = v.id")),
         ("asset", Some("encodedVideo")) => Some((
@@ -97,7 +99,7 @@ pub async fn rollback(conn: &mut DbConn, batch_id: Uuid) -> Result<RollbackRepor
         after = last.id;
         report.total += rows.len() as i64;
 
-        let mut groups: Vec<((&str, &str, &str), Vec<&LogRow>)> = Vec::new();
+        let mut groups: Vec<(Target, Vec<&LogRow>)> = Vec::new();
         for row in &rows {
             match target(row) {
                 None => report.failed += 1,

@@ -217,7 +217,7 @@ async fn execute(
 
     let result = dispatch_all(&run, &options, movers).await;
     let (final_state, error) = match result {
-        Ok(failed) if failed == 0 => (state::COMPLETED, None),
+        Ok(0) => (state::COMPLETED, None),
         Ok(_) => (state::COMPLETED_WITH_FAILURES, None),
         Err(e) => (state::FAILED, Some(e.to_string())),
     };

@@ -17,7 +17,7 @@ fn free_port() -> u16 {
 }
 
 async fn spawn_binary(vars: &HashMap<String, String>, port: u16) -> (Child, TestApp) {
-    let child = Command::new(env!("CARGO_BIN_EXE_noodle-migrate"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_noodle-migrate"))
         .arg("serve")
         .env_clear()
         .envs(vars)
@@ -48,6 +48,8 @@ async fn spawn_binary(vars: &HashMap<String, String>, port: u16) -> (Child, Test
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    child.kill().ok();
+    child.wait().ok();
     panic!("noodle-migrate did not come up");
 }
 

@@ -1,0 +1,42 @@
+# noodle-migrate: `make demo` runs the engine on a seeded demo gallery,
+# `make test` runs every check. Both bring up what they need (PostgreSQL,
+# the loopback S3 server) on a fresh Debian machine.
+
+SHELL := /bin/bash
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+export RUN_DIR ?= $(CURDIR)/.run
+export S3_PORT ?= 8014
+export TEST_DATABASE_URL ?= postgres://postgres:postgres@127.0.0.1:5432/postgres
+export TEST_S3_ENDPOINT ?= http://127.0.0.1:$(S3_PORT)
+export TEST_S3_ACCESS_KEY ?= nmtest
+export TEST_S3_SECRET_KEY ?= nmtestsecret
+
+.PHONY: all build services postgres s3 test lint unit demo clean-test-dbs
+
+all: build
+
+build:
+	cargo build --bins --examples
+
+services: postgres s3
+
+postgres:
+	@scripts/ensure-postgres.sh
+
+s3:
+	@scripts/ensure-s3.sh
+
+lint:
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+
+# Databases left by interrupted test runs.
+clean-test-dbs: postgres
+	@psql "$(TEST_DATABASE_URL)" -qtAc "SELECT datname FROM pg_database WHERE datname LIKE 'nm\_test\_%'" \
+	  | while read -r db; do psql "$(TEST_DATABASE_URL)" -qc "DROP DATABASE IF EXISTS \"$$db\" WITH (FORCE)"; done
+
+test: services lint clean-test-dbs
+	cargo test --all-targets
+
+demo: services build
+	@scripts/demo.sh
