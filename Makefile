@@ -36,7 +36,7 @@ clean-test-dbs: postgres
 	  | while read -r db; do psql "$(TEST_DATABASE_URL)" -qc "DROP DATABASE IF EXISTS \"$$db\" WITH (FORCE)"; done
 
 test: services lint clean-test-dbs
-	cargo test --all-targets
+	cargo test --tests
 
 demo: services build
 	@scripts/demo.sh

@@ -7,14 +7,18 @@
 //! source, so a source is never deleted before the database stops
 //! needing it.
 
-use super::messages::Record;
+use super::messages::{Record, StatsEvent};
+use super::stats::Stats;
 use super::EngineError;
 use crate::db::ledger::{commit, PathChange, Unmoved};
 use crate::db::{self, DbPool};
 use crate::model::Direction;
-use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, ResponseFuture, WrapFuture};
+use actix::{
+    Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, ResponseFuture, WrapFuture,
+};
 use std::time::Duration;
 use tokio::sync::oneshot;
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// How long the ledger waits for more records before committing a group.
@@ -38,10 +42,17 @@ pub struct Ledger {
     /// Movers wait for their record, so once this many are pending every
     /// mover is waiting and there is no point in waiting for more.
     group_size: usize,
+    stats: Addr<Stats>,
 }
 
 impl Ledger {
-    pub fn new(pool: DbPool, batch_id: Uuid, direction: Direction, movers: usize) -> Ledger {
+    pub fn new(
+        pool: DbPool,
+        batch_id: Uuid,
+        direction: Direction,
+        movers: usize,
+        stats: Addr<Stats>,
+    ) -> Ledger {
         Ledger {
             pool,
             batch_id,
@@ -49,6 +60,7 @@ impl Ledger {
             pending: Vec::new(),
             flush_scheduled: false,
             group_size: movers.clamp(1, MAX_GROUP),
+            stats,
         }
     }
 
@@ -60,6 +72,8 @@ impl Ledger {
         let group = std::mem::take(&mut self.pending);
         let pool = self.pool.clone();
         let (batch_id, direction) = (self.batch_id, self.direction);
+        let stats = self.stats.clone();
+        let span = tracing::info_span!("ledger", batch_id = %batch_id);
         // `wait` holds the mailbox until the commit is done: the next group
         // collects meanwhile, and two commits can never overlap.
         ctx.wait(
@@ -72,10 +86,16 @@ impl Ledger {
                         Record::Unmoved(u) => unmoved.push(u.clone()),
                     }
                 }
+                let clock = std::time::Instant::now();
                 let result =
                     commit_with_retry(&pool, batch_id, direction, &changes, &unmoved).await;
+                stats.do_send(StatsEvent::CommitDone {
+                    seconds: clock.elapsed().as_secs_f64(),
+                    files: group.len(),
+                });
                 (group, result)
             }
+            .instrument(span)
             .into_actor(self)
             .map(|(group, result), _, _| {
                 let mut done = match &result {

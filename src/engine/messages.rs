@@ -4,7 +4,7 @@
 use super::{EngineError, StartOptions};
 use crate::db::candidates::Candidate;
 use crate::db::ledger::{PathChange, Unmoved};
-use crate::model::{Direction, FileKind};
+use crate::model::{Direction, FileKind, PerKind};
 use actix::Message;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -69,16 +69,27 @@ pub enum StatsEvent {
         direction: Direction,
         resumed: bool,
         total: i64,
+        planned: PerKind<i64>,
         started_at: DateTime<Utc>,
     },
     FileStarted,
     FileDone {
         kind: FileKind,
         outcome: Outcome,
+        /// Time spent checking, copying and verifying (before the commit).
+        copy_seconds: f64,
     },
     RunFinished {
         state: &'static str,
         error: Option<String>,
+    },
+    /// A ledger transaction committed (or failed) after `seconds`.
+    CommitDone {
+        seconds: f64,
+        files: usize,
+    },
+    RollbackDone {
+        outcome: &'static str,
     },
 }
 

@@ -20,6 +20,7 @@ use crate::db::{self, batches, rollback::RollbackReport, DbError, DbPool};
 use crate::model::{Direction, FileKind};
 use crate::paths::Layout;
 use crate::store::{DiskStore, S3Store, StoreError};
+use crate::telemetry::Metrics;
 use actix::{Actor, Addr};
 use messages::{GetStatus, IsRunning, Start, StartReply};
 use orchestrator::Orchestrator;
@@ -105,6 +106,7 @@ pub struct Shared {
     pub pool: DbPool,
     pub disk: DiskStore,
     pub s3: S3Store,
+    pub metrics: Arc<Metrics>,
 }
 
 /// What the movers of one run share.
@@ -131,7 +133,9 @@ impl Engine {
     pub async fn start(config: Config) -> Result<Engine, EngineError> {
         db::migrate(config.database_url.expose()).await?;
         let pool = db::pool(config.database_url.expose(), 8)?;
-        let s3 = S3Store::connect(&config.s3).await;
+        let metrics =
+            Arc::new(Metrics::new().map_err(|e| EngineError::Internal(format!("metrics: {e}")))?);
+        let s3 = S3Store::connect(&config.s3, metrics.clone()).await;
         let layout = Layout::new(&config.media_location, &config.s3.bucket, &config.s3.prefix);
         let shared = Arc::new(Shared {
             config,
@@ -139,8 +143,9 @@ impl Engine {
             pool,
             disk: DiskStore,
             s3,
+            metrics: metrics.clone(),
         });
-        let stats = Stats::default().start();
+        let stats = Stats::new(metrics).start();
         let orchestrator = Orchestrator::new(shared.clone(), stats.clone()).start();
         Ok(Engine {
             shared,
@@ -151,6 +156,10 @@ impl Engine {
 
     pub fn config(&self) -> &Config {
         &self.shared.config
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
     }
 
     pub async fn estimate(&self, direction: Direction) -> Result<estimate::Estimate, EngineError> {
@@ -210,6 +219,16 @@ impl Engine {
         }
         .await;
         lock.release().await;
+        let outcome = match &result {
+            Ok(r) if r.failed == 0 => "complete",
+            Ok(_) => "partial",
+            Err(EngineError::BatchNotFound(_)) => "",
+            Err(_) => "error",
+        };
+        if !outcome.is_empty() {
+            self.stats
+                .do_send(messages::StatsEvent::RollbackDone { outcome });
+        }
         match &result {
             Ok(r) => {
                 tracing::info!(batch_id = %batch_id, rolled_back = r.rolled_back, failed = r.failed, total = r.total, "Rollback finished")

@@ -49,10 +49,12 @@ impl Handler<MoveFile> for Mover {
         AtomicResponse::new(Box::pin(
             async move {
                 stats.do_send(StatsEvent::FileStarted);
-                let outcome = move_file(&run, &ledger, msg.kind, msg.candidate).await;
+                let (outcome, copy_seconds) =
+                    move_file(&run, &ledger, msg.kind, msg.candidate).await;
                 stats.do_send(StatsEvent::FileDone {
                     kind: msg.kind,
                     outcome: outcome.clone(),
+                    copy_seconds,
                 });
                 outcome
             }
@@ -99,12 +101,16 @@ struct Copied {
     created: bool,
 }
 
+/// Moves one file; returns its outcome and the seconds spent before the commit.
 async fn move_file(
     run: &RunContext,
     ledger: &Addr<Ledger>,
     kind: FileKind,
     item: Candidate,
-) -> Outcome {
+) -> (Outcome, f64) {
+    let clock = std::time::Instant::now();
+    let mut copy_seconds = 0.0;
+    let outcome = async {
     let plan = match run.layout.plan(run.direction, &item.path) {
         Ok(plan) => plan,
         Err(refusal) => {
@@ -116,6 +122,7 @@ async fn move_file(
         Ok(c) => c,
         Err(stop) => return settle_unmoved(ledger, kind, &item, stop).await,
     };
+    copy_seconds = clock.elapsed().as_secs_f64();
 
     let change = PathChange {
         kind,
@@ -164,6 +171,9 @@ async fn move_file(
         adopted: !copied.created,
         bytes: copied.digest.size,
     }
+    }
+    .await;
+    (outcome, copy_seconds)
 }
 
 async fn settle_unmoved(

@@ -14,6 +14,7 @@ use crate::db::batches::{self, state};
 use crate::db::candidates::{self, PAGE_SIZE};
 use crate::db::lock::MigrationLock;
 use crate::db::{self};
+use crate::model::PerKind;
 use actix::{
     Actor, ActorFutureExt, Addr, AsyncContext, AtomicResponse, Context, Handler, WrapFuture,
 };
@@ -62,6 +63,7 @@ struct Prepared {
     batch_id: Uuid,
     resumed: bool,
     total: i64,
+    planned: PerKind<i64>,
 }
 
 impl Handler<Start> for Orchestrator {
@@ -99,6 +101,7 @@ impl Handler<Start> for Orchestrator {
                         direction: options.direction,
                         resumed: prepared.resumed,
                         total: prepared.total,
+                        planned: prepared.planned,
                         started_at: chrono::Utc::now(),
                     });
                     let span = tracing::info_span!("batch", batch_id = %prepared.batch_id);
@@ -132,11 +135,12 @@ async fn prepare(shared: &Shared, options: &StartOptions) -> Result<Prepared, En
         .await?
         .ok_or(EngineError::LockedElsewhere)?;
     match prepare_locked(shared, options).await {
-        Ok((batch_id, resumed, total)) => Ok(Prepared {
+        Ok((batch_id, resumed, total, planned)) => Ok(Prepared {
             lock,
             batch_id,
             resumed,
             total,
+            planned,
         }),
         Err(e) => {
             lock.release().await;
@@ -148,7 +152,7 @@ async fn prepare(shared: &Shared, options: &StartOptions) -> Result<Prepared, En
 async fn prepare_locked(
     shared: &Shared,
     options: &StartOptions,
-) -> Result<(Uuid, bool, i64), EngineError> {
+) -> Result<(Uuid, bool, i64, PerKind<i64>), EngineError> {
     let mut conn = db::conn(&shared.pool).await?;
     let in_flight = batches::gallery_moves_in_flight(&mut conn).await?;
     if in_flight > 0 {
@@ -194,7 +198,7 @@ async fn prepare_locked(
         delete_source = options.delete_source,
         "Migration started"
     );
-    Ok((batch_id, resume.is_some(), total))
+    Ok((batch_id, resume.is_some(), total, movable))
 }
 
 /// The run itself: page, dispatch, drain, close the batch.
@@ -209,6 +213,7 @@ async fn execute(
         run.batch_id,
         run.direction,
         options.concurrency as usize,
+        stats.clone(),
     )
     .start();
     let movers: Vec<Addr<Mover>> = (0..options.concurrency)

@@ -1,12 +1,17 @@
 //! The stats actor: the single place that knows how the current run is
-//! going. The status endpoint reads it; it never touches the database.
+//! going. The status endpoint and the Prometheus metrics both read from it;
+//! it never touches the database.
 
 use super::messages::{GetStatus, Outcome, StatsEvent};
 use crate::model::{Direction, PerKind};
+use crate::telemetry::metrics::{
+    bounded, Metrics, DIRECTIONS, FAILURE_REASONS, ROLLBACK_OUTCOMES, SKIP_REASONS,
+};
 use actix::{Actor, Context, Handler};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 use uuid::Uuid;
 
@@ -83,76 +88,150 @@ struct Run {
     finished: Option<(DateTime<Utc>, f64, &'static str, Option<String>)>,
 }
 
-#[derive(Default)]
+/// Holds the current run's numbers and keeps the Prometheus metrics in step.
 pub struct Stats {
     run: Option<Run>,
+    metrics: Arc<Metrics>,
+}
+
+impl Stats {
+    pub fn new(metrics: Arc<Metrics>) -> Stats {
+        Stats { run: None, metrics }
+    }
+
+    fn update_jobs(&self) {
+        let (waiting, active) = match &self.run {
+            Some(run) if run.finished.is_none() => {
+                let done = run.completed + run.failed + run.skipped;
+                ((run.total - done - run.active).max(0), run.active)
+            }
+            _ => (0, 0),
+        };
+        self.metrics
+            .jobs
+            .with_label_values(&["waiting"])
+            .set(waiting);
+        self.metrics.jobs.with_label_values(&["active"]).set(active);
+    }
 }
 
 impl Actor for Stats {
     type Context = Context<Self>;
 }
 
+fn unix_now() -> f64 {
+    Utc::now().timestamp_millis() as f64 / 1000.0
+}
+
 impl Handler<StatsEvent> for Stats {
     type Result = ();
 
     fn handle(&mut self, event: StatsEvent, _: &mut Context<Self>) {
-        if let StatsEvent::RunStarted {
-            batch_id,
-            direction,
-            resumed,
-            total,
-            started_at,
-        } = event
-        {
-            self.run = Some(Run {
+        let m = self.metrics.clone();
+        match event {
+            StatsEvent::RunStarted {
                 batch_id,
                 direction,
                 resumed,
                 total,
-                active: 0,
-                completed: 0,
-                adopted: 0,
-                failed: 0,
-                skipped: 0,
-                bytes_moved: 0,
-                completed_by_kind: PerKind::default(),
-                reasons: BTreeMap::new(),
+                planned,
                 started_at,
-                clock: Instant::now(),
-                finished: None,
-            });
-            return;
-        }
-        let Some(run) = self.run.as_mut() else { return };
-        match event {
-            StatsEvent::RunStarted { .. } => {}
-            StatsEvent::FileStarted => run.active += 1,
-            StatsEvent::FileDone { kind, outcome } => {
+            } => {
+                for d in DIRECTIONS {
+                    m.migration_active
+                        .with_label_values(&[d.as_str()])
+                        .set((d == direction) as i64);
+                }
+                m.migration_started.set(unix_now());
+                for (kind, n) in planned.iter() {
+                    m.files_planned.with_label_values(&[kind.api_key()]).set(n);
+                    m.run_files_done.with_label_values(&[kind.api_key()]).set(0);
+                }
+                self.run = Some(Run {
+                    batch_id,
+                    direction,
+                    resumed,
+                    total,
+                    active: 0,
+                    completed: 0,
+                    adopted: 0,
+                    failed: 0,
+                    skipped: 0,
+                    bytes_moved: 0,
+                    completed_by_kind: PerKind::default(),
+                    reasons: BTreeMap::new(),
+                    started_at,
+                    clock: Instant::now(),
+                    finished: None,
+                });
+            }
+            StatsEvent::FileStarted => {
+                if let Some(run) = self.run.as_mut() {
+                    run.active += 1;
+                }
+            }
+            StatsEvent::FileDone {
+                kind,
+                outcome,
+                copy_seconds,
+            } => {
+                let Some(run) = self.run.as_mut() else { return };
+                let (d, k) = (run.direction.as_str(), kind.api_key());
                 run.active -= 1;
+                m.run_files_done.with_label_values(&[k]).inc();
                 match outcome {
                     Outcome::Completed { adopted, bytes } => {
                         run.completed += 1;
                         run.completed_by_kind.add(kind, 1);
+                        m.files.with_label_values(&[d, k, "completed"]).inc();
                         if adopted {
                             run.adopted += 1;
+                            m.files_adopted.with_label_values(&[d, k]).inc();
                         } else {
                             run.bytes_moved += bytes as i64;
+                            m.bytes_moved.with_label_values(&[d, k]).inc_by(bytes);
+                            m.copy_duration
+                                .with_label_values(&[d])
+                                .observe(copy_seconds);
                         }
                     }
                     Outcome::Failed { reason } => {
                         run.failed += 1;
+                        m.files.with_label_values(&[d, k, "failed"]).inc();
+                        m.failures
+                            .with_label_values(&[d, bounded(&reason, FAILURE_REASONS)])
+                            .inc();
                         *run.reasons.entry(reason).or_default() += 1;
                     }
                     Outcome::Skipped { reason } => {
                         run.skipped += 1;
+                        m.files.with_label_values(&[d, k, "skipped"]).inc();
+                        m.skips
+                            .with_label_values(&[d, bounded(&reason, SKIP_REASONS)])
+                            .inc();
                         *run.reasons.entry(reason).or_default() += 1;
                     }
                 }
             }
             StatsEvent::RunFinished { state, error } => {
+                let Some(run) = self.run.as_mut() else { return };
                 run.finished = Some((Utc::now(), run.clock.elapsed().as_secs_f64(), state, error));
+                m.migration_active
+                    .with_label_values(&[run.direction.as_str()])
+                    .set(0);
+                m.last_finished.set(unix_now());
+            }
+            StatsEvent::CommitDone { seconds, files } => {
+                m.commit_duration.observe(seconds);
+                m.commit_files.observe(files as f64);
+            }
+            StatsEvent::RollbackDone { outcome } => {
+                m.rollbacks
+                    .with_label_values(&[bounded(outcome, ROLLBACK_OUTCOMES)])
+                    .inc();
             }
         }
+        self.update_jobs();
     }
 }
 

@@ -65,6 +65,7 @@ impl Application {
                 .service(routes::start)
                 .service(routes::status)
                 .service(routes::rollback)
+                .service(routes::metrics)
                 .default_service(web::to(routes::not_found))
         })
         .workers(2)

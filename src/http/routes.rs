@@ -186,6 +186,19 @@ pub async fn rollback(
     Ok(HttpResponse::Ok().json(report))
 }
 
+/// Prometheus text exposition.
+#[get("/metrics")]
+pub async fn metrics(engine: web::Data<Engine>) -> Result<HttpResponse, ApiError> {
+    let text = engine.metrics().render().map_err(|e| {
+        ApiError::Engine(crate::engine::EngineError::Internal(format!(
+            "metrics: {e}"
+        )))
+    })?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(text))
+}
+
 pub async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound)
 }

@@ -9,6 +9,7 @@
 use super::hash::{digest_of, Digest, Hasher};
 use super::{BucketProblem, DiskStore, StoreError};
 use crate::config::{S3Config, Sse};
+use crate::telemetry::Metrics;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
@@ -19,6 +20,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncry
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Object metadata key holding the SHA-1 of the content, hex.
@@ -44,6 +46,7 @@ pub struct S3Store {
     client: Client,
     bucket: String,
     sse: Option<Sse>,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for S3Store {
@@ -86,7 +89,7 @@ where
 }
 
 impl S3Store {
-    pub async fn connect(config: &S3Config) -> S3Store {
+    pub async fn connect(config: &S3Config, metrics: Arc<Metrics>) -> S3Store {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(config.region.clone()))
             .retry_config(RetryConfig::standard().with_max_attempts(5))
@@ -118,7 +121,21 @@ impl S3Store {
             client: Client::from_conf(builder.build()),
             bucket: config.bucket.clone(),
             sse: config.sse.clone(),
+            metrics,
         }
+    }
+
+    /// Counts a failed request and turns it into a store error.
+    fn failed<E>(
+        &self,
+        operation: &'static str,
+        err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> StoreError
+    where
+        E: std::error::Error + 'static,
+    {
+        self.metrics.s3_error(operation);
+        s3_error(operation, err)
     }
 
     pub fn bucket(&self) -> &str {
@@ -132,6 +149,7 @@ impl S3Store {
             Ok(_) => return Ok(()),
             Err(e) => e,
         };
+        self.metrics.s3_error("HeadBucket");
         let problem = match (&err, status_of(&err)) {
             (_, Some(401 | 403)) => BucketProblem::AccessDenied,
             (_, Some(404)) => BucketProblem::NotFound,
@@ -183,7 +201,7 @@ impl S3Store {
                 sha1: Self::meta_sha1(out.metadata()),
             })),
             Err(e) if status_of(&e) == Some(404) => Ok(None),
-            Err(e) => Err(s3_error("HeadObject", e)),
+            Err(e) => Err(self.failed("HeadObject", e)),
         }
     }
 
@@ -195,7 +213,7 @@ impl S3Store {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| s3_error("DeleteObject", e))
+            .map_err(|e| self.failed("DeleteObject", e))
     }
 
     /// Starts a streamed download.
@@ -207,7 +225,7 @@ impl S3Store {
             .key(key)
             .send()
             .await
-            .map_err(|e| s3_error("GetObject", e))?;
+            .map_err(|e| self.failed("GetObject", e))?;
         Ok(Download {
             meta: ObjectMeta {
                 size: out.content_length().unwrap_or(0).max(0) as u64,
@@ -276,7 +294,10 @@ impl S3Store {
                 .server_side_encryption(ServerSideEncryption::AwsKms)
                 .set_ssekms_key_id(key_id.clone()),
         };
-        let out = request.send().await.map_err(|e| s3_error("PutObject", e))?;
+        let out = request
+            .send()
+            .await
+            .map_err(|e| self.failed("PutObject", e))?;
         if let Some(md5) = self.etag_md5(out.e_tag()) {
             if md5 != digest.md5 {
                 return Err(StoreError::S3 {
@@ -320,19 +341,23 @@ impl S3Store {
         let created = create
             .send()
             .await
-            .map_err(|e| s3_error("CreateMultipartUpload", e))?;
+            .map_err(|e| self.failed("CreateMultipartUpload", e))?;
         let upload_id = created.upload_id().unwrap_or_default().to_string();
         let result = self.send_parts(disk, path, key, &upload_id, &digest).await;
         if result.is_err() {
             // An incomplete upload is invisible but billed: always abort it.
-            let _ = self
+            if let Err(e) = self
                 .client
                 .abort_multipart_upload()
                 .bucket(&self.bucket)
                 .key(key)
                 .upload_id(&upload_id)
                 .send()
-                .await;
+                .await
+            {
+                tracing::warn!(error = %DisplayErrorContext(&e), key, "Cannot abort a failed multipart upload");
+                self.metrics.s3_error("AbortMultipartUpload");
+            }
         }
         result.map(|_| digest)
     }
@@ -376,7 +401,7 @@ impl S3Store {
                 .body(ByteStream::from(part))
                 .send()
                 .await
-                .map_err(|e| s3_error("UploadPart", e))?;
+                .map_err(|e| self.failed("UploadPart", e))?;
             parts.push(
                 CompletedPart::builder()
                     .set_e_tag(out.e_tag().map(str::to_string))
@@ -400,7 +425,7 @@ impl S3Store {
             )
             .send()
             .await
-            .map_err(|e| s3_error("CompleteMultipartUpload", e))?;
+            .map_err(|e| self.failed("CompleteMultipartUpload", e))?;
         Ok(())
     }
 }

@@ -1,4 +1,4 @@
-//! Logging: `tracing` with key/value fields, human-readable by default and
+//! Logging with `tracing` with key/value fields, human-readable by default and
 //! JSON lines with `NOODLE_MIGRATE_LOG_FORMAT=json`. The level comes from
 //! `RUST_LOG` (default `info`).
 
