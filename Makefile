@@ -11,7 +11,7 @@ export TEST_S3_ENDPOINT ?= http://127.0.0.1:$(S3_PORT)
 export TEST_S3_ACCESS_KEY ?= nmtest
 export TEST_S3_SECRET_KEY ?= nmtestsecret
 
-.PHONY: all build services postgres s3 test lint unit demo clean-test-dbs
+.PHONY: all build services postgres s3 tools test lint demo clean-test-dbs
 
 all: build
 
@@ -19,6 +19,9 @@ build:
 	cargo build --bins --examples
 
 services: postgres s3
+
+tools:
+	@scripts/ensure-tools.sh
 
 postgres:
 	@scripts/ensure-postgres.sh
@@ -35,7 +38,7 @@ clean-test-dbs: postgres
 	@psql "$(TEST_DATABASE_URL)" -qtAc "SELECT datname FROM pg_database WHERE datname LIKE 'nm\_test\_%'" \
 	  | while read -r db; do psql "$(TEST_DATABASE_URL)" -qc "DROP DATABASE IF EXISTS \"$$db\" WITH (FORCE)"; done
 
-test: services lint clean-test-dbs
+test: services tools lint clean-test-dbs
 	cargo test --tests
 
 demo: services build

@@ -4,6 +4,7 @@
 mod api;
 mod helpers;
 mod migration;
+mod observability;
 mod resume;
 mod rollback;
 mod seed;
