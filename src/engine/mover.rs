@@ -183,9 +183,9 @@ async fn settle_unmoved(
     stop: Stop,
 ) -> Outcome {
     if stop.failed {
-        tracing::warn!(path = %item.path, reason = %stop.reason, message = %stop.message, "File failed");
+        tracing::warn!(path = %item.path, reason = %stop.reason, detail = %stop.message, "File failed");
     } else {
-        tracing::info!(path = %item.path, reason = %stop.reason, message = %stop.message, "File skipped");
+        tracing::info!(path = %item.path, reason = %stop.reason, detail = %stop.message, "File skipped");
     }
     let record = Record::Unmoved(Unmoved {
         kind,
