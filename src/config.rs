@@ -74,9 +74,8 @@ pub struct Config {
     pub database_url: Secret,
     /// Absolute, without a trailing slash.
     pub media_location: String,
-    /// The backend the gallery sends new uploads to. Unset means disk, the
-    /// gallery's own default.
-    pub storage_backend: Backend,
+    /// The backend the gallery sends new uploads to, when configured.
+    pub storage_backend: Option<Backend>,
     pub s3: S3Config,
     pub listen: SocketAddr,
     pub api_token: Option<Secret>,
@@ -139,13 +138,13 @@ fn parse_bool(var: &'static str, value: &str) -> Result<bool, ConfigError> {
 }
 
 /// The backend named by `IMMICH_STORAGE_BACKEND` (or the older
-/// `IMMICH_STORAGE_ENGINE`); disk when neither is set.
-pub fn storage_backend(vars: &Vars) -> Result<Backend, ConfigError> {
+/// `IMMICH_STORAGE_ENGINE`), if any.
+pub fn storage_backend(vars: &Vars) -> Result<Option<Backend>, ConfigError> {
     match vars.first(&["IMMICH_STORAGE_BACKEND", "IMMICH_STORAGE_ENGINE"]) {
-        None => Ok(Backend::Disk),
+        None => Ok(None),
         Some((var, value)) => match value.to_ascii_lowercase().as_str() {
-            "disk" | "local" => Ok(Backend::Disk),
-            "s3" => Ok(Backend::S3),
+            "disk" | "local" => Ok(Some(Backend::Disk)),
+            "s3" => Ok(Some(Backend::S3)),
             _ => Err(invalid(var, format!("expected disk or s3, got {value:?}"))),
         },
     }
@@ -351,7 +350,7 @@ impl Config {
 
     /// The gallery's backend as it is configured now: from the env file when
     /// there is one (the gallery may have been switched since we started).
-    pub fn current_storage_backend(&self) -> Result<Backend, ConfigError> {
+    pub fn current_storage_backend(&self) -> Result<Option<Backend>, ConfigError> {
         match &self.env_file {
             None => Ok(self.storage_backend),
             Some(path) => {
@@ -390,7 +389,7 @@ mod tests {
         let c = Config::from_vars(&vars(&[("IMMICH_MEDIA_LOCATION", "/srv/media/")])).unwrap();
         assert_eq!(c.media_location, "/srv/media");
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
-        assert_eq!(c.storage_backend, Backend::Disk);
+        assert_eq!(c.storage_backend, None);
         assert_eq!(c.s3.region, "us-east-1");
         assert!(!c.s3.force_path_style);
         assert_eq!(
@@ -430,7 +429,7 @@ mod tests {
         let c = Config::from_vars(&Vars::new(map)).unwrap();
         assert_eq!(c.s3.bucket, "b");
         assert!(c.s3.force_path_style);
-        assert_eq!(c.storage_backend, Backend::S3);
+        assert_eq!(c.storage_backend, Some(Backend::S3));
     }
 
     #[test]

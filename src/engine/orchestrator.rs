@@ -123,12 +123,20 @@ impl Handler<Start> for Orchestrator {
 /// Pre-flight: everything that can refuse a start, in the order a user
 /// would want to hear about it.
 async fn prepare(shared: &Shared, options: &StartOptions) -> Result<Prepared, EngineError> {
-    let backend = shared.config.current_storage_backend()?;
-    if backend != options.direction.target_backend() {
-        return Err(EngineError::BackendMismatch {
-            backend: backend.as_str(),
-            direction: options.direction,
-        });
+    let wanted = options.direction.target_backend();
+    match shared.config.current_storage_backend()? {
+        Some(backend) if backend != wanted => {
+            return Err(EngineError::BackendMismatch {
+                backend: backend.as_str(),
+                direction: options.direction,
+            })
+        }
+        Some(_) => {}
+        // Without the setting we cannot tell where the gallery writes.
+        None => tracing::warn!(
+            "IMMICH_STORAGE_BACKEND is not set: make sure the gallery sends new uploads to {} during this migration",
+            wanted.as_str()
+        ),
     }
     shared.s3.check_bucket().await?;
     let lock = MigrationLock::try_acquire(shared.config.database_url.expose())

@@ -150,6 +150,17 @@ async fn the_backend_must_match_the_direction() {
         .as_str()
         .is_some_and(|m| m.contains("IMMICH_STORAGE_BACKEND=s3")));
     assert_nothing_changed(&env).await;
+
+    // Without the setting there is nothing to contradict: the run goes ahead.
+    let mut vars = env.vars("s3", "");
+    vars.remove("IMMICH_STORAGE_BACKEND");
+    let app = env.spawn(vars).await;
+    let (_, status) = app.migrate(r#"{"direction":"toS3"}"#).await;
+    assert_eq!(
+        status["completed"],
+        env.seeded.files.len() as i64,
+        "{status}"
+    );
 }
 
 #[actix_rt::test]
