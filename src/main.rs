@@ -6,6 +6,10 @@ use noodle_migrate::config::Config;
 use noodle_migrate::http::Application;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+
+/// How long a SIGTERM waits for the files in flight.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
 
 #[derive(Parser)]
 #[command(
@@ -48,11 +52,13 @@ fn serve(config: Config) -> ExitCode {
         let app = Application::build(config)
             .await
             .map_err(|e| e.to_string())?;
+        let engine = app.engine().clone();
         let server = app.run_until_stopped();
         tokio::select! {
             r = server => r.map_err(|e| e.to_string()),
             _ = shutdown_signal() => {
-                tracing::info!("Shutting down");
+                tracing::info!("Shutting down: letting the files in flight finish");
+                engine.shutdown(SHUTDOWN_DEADLINE).await;
                 Ok(())
             }
         }

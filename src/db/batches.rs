@@ -17,6 +17,7 @@ pub mod state {
     pub const FAILED: &str = "failed";
     pub const INTERRUPTED: &str = "interrupted";
     pub const ROLLED_BACK: &str = "rolled_back";
+    pub const CANCELLED: &str = "cancelled";
 }
 
 #[derive(Debug, Clone, QueryableByName, Serialize)]
@@ -71,7 +72,7 @@ pub async fn resumable(conn: &mut DbConn, direction: Direction) -> Result<Option
     let rows: Vec<BatchRow> = timed(
         diesel::sql_query(format!(
             "SELECT {COLUMNS} FROM noodle_migrate_batch
-             WHERE direction = $1 AND state = 'interrupted'
+             WHERE direction = $1 AND state IN ('interrupted', 'cancelled')
              ORDER BY started_at DESC LIMIT 1"
         ))
         .bind::<Text, _>(direction.as_str())
@@ -156,6 +157,107 @@ pub async fn latest(conn: &mut DbConn) -> Result<Option<BatchRow>, DbError> {
     )
     .await?;
     Ok(rows.into_iter().next())
+}
+
+/// Re-opens a batch to retry its failed files; their failure records stay
+/// (they select the files) and are replaced as the files settle again.
+pub async fn reopen_for_retry(conn: &mut DbConn, id: Uuid) -> Result<(), DbError> {
+    timed(
+        diesel::sql_query(
+            "UPDATE noodle_migrate_batch
+             SET state = 'running', failed = 0, finished_at = NULL, error = NULL WHERE id = $1",
+        )
+        .bind::<SqlUuid, _>(id)
+        .execute(conn),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Failed files of a batch, per kind.
+pub async fn failed_per_kind(conn: &mut DbConn, id: Uuid) -> Result<Vec<(String, i64)>, DbError> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Text)]
+        kind: String,
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let rows: Vec<Row> = timed(
+        diesel::sql_query(
+            "SELECT kind, count(*) AS n FROM noodle_migrate_failure
+             WHERE batch_id = $1 AND outcome = 'failed' GROUP BY kind",
+        )
+        .bind::<SqlUuid, _>(id)
+        .load(conn),
+    )
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.kind, r.n)).collect())
+}
+
+/// Batches, newest first, started before `before` when given.
+pub async fn list(
+    conn: &mut DbConn,
+    limit: i64,
+    before: Option<DateTime<Utc>>,
+) -> Result<Vec<BatchRow>, DbError> {
+    timed(
+        diesel::sql_query(format!(
+            "SELECT {COLUMNS} FROM noodle_migrate_batch
+             WHERE ($1::timestamptz IS NULL OR started_at < $1)
+             ORDER BY started_at DESC LIMIT $2"
+        ))
+        .bind::<Nullable<Timestamptz>, _>(before)
+        .bind::<BigInt, _>(limit)
+        .load(conn),
+    )
+    .await
+}
+
+#[derive(Debug, Clone, QueryableByName, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailureRow {
+    #[diesel(sql_type = Text)]
+    pub kind: String,
+    #[diesel(sql_type = SqlUuid)]
+    pub entity_id: Uuid,
+    #[diesel(sql_type = Text)]
+    pub path: String,
+    #[diesel(sql_type = Text)]
+    pub outcome: String,
+    #[diesel(sql_type = Text)]
+    pub reason: String,
+    #[diesel(sql_type = Text)]
+    pub message: String,
+    #[diesel(sql_type = Timestamptz)]
+    pub at: DateTime<Utc>,
+}
+
+/// One page of a batch's failures and skips, in (kind, entity id) order,
+/// after the given position.
+pub async fn failures(
+    conn: &mut DbConn,
+    id: Uuid,
+    after: Option<(String, Uuid)>,
+    limit: i64,
+) -> Result<Vec<FailureRow>, DbError> {
+    let (kind, entity) = match after {
+        Some((k, e)) => (k, e),
+        None => (String::new(), Uuid::nil()),
+    };
+    timed(
+        diesel::sql_query(
+            "SELECT kind, entity_id, path, outcome, reason, message, at FROM noodle_migrate_failure
+             WHERE batch_id = $1 AND (kind, entity_id) > ($2, $3)
+             ORDER BY kind, entity_id LIMIT $4",
+        )
+        .bind::<SqlUuid, _>(id)
+        .bind::<Text, _>(kind)
+        .bind::<SqlUuid, _>(entity)
+        .bind::<BigInt, _>(limit)
+        .load(conn),
+    )
+    .await
 }
 
 /// Rows in the gallery's `move_history`: the gallery is moving files itself.

@@ -102,16 +102,27 @@ fn direction_filter(direction: Direction, path: &str) -> String {
 }
 
 /// The next page of candidates of one kind, after `after` in id order.
+/// With `failed_in`, only the rows that failed in that batch.
 pub async fn page(
     conn: &mut DbConn,
     kind: FileKind,
     direction: Direction,
     after: Uuid,
     limit: i64,
+    failed_in: Option<Uuid>,
 ) -> Result<Vec<Candidate>, DbError> {
     let s = source(kind);
+    let only_failed = match failed_in {
+        Some(_) => format!(
+            " AND {id} IN (SELECT row_id FROM noodle_migrate_failure
+                           WHERE batch_id = $3 AND kind = '{kind}' AND outcome = 'failed')",
+            id = s.id,
+            kind = kind.api_key(),
+        ),
+        None => " AND $3::uuid IS NULL".to_string(),
+    };
     let sql = format!(
-        "SELECT {cols} FROM {from} AND {dir} AND {id} > $1 ORDER BY {id} LIMIT $2",
+        "SELECT {cols} FROM {from} AND {dir}{only_failed} AND {id} > $1 ORDER BY {id} LIMIT $2",
         cols = s.columns,
         from = s.from,
         dir = direction_filter(direction, s.path),
@@ -121,6 +132,7 @@ pub async fn page(
         diesel::sql_query(sql)
             .bind::<SqlUuid, _>(after)
             .bind::<BigInt, _>(limit)
+            .bind::<Nullable<SqlUuid>, _>(failed_in)
             .load::<Candidate>(conn),
     )
     .await

@@ -30,6 +30,7 @@ pub struct PathChange {
 #[derive(Debug, Clone)]
 pub struct Unmoved {
     pub kind: FileKind,
+    pub row_id: Uuid,
     pub entity_id: Uuid,
     pub path: String,
     pub failed: bool,
@@ -118,12 +119,27 @@ pub async fn commit(
                 .await?;
             }
 
+            // A file that moved is no longer a failure (a retry, a resume).
+            if !committed.is_empty() {
+                diesel::sql_query(
+                    "DELETE FROM noodle_migrate_failure f
+                     USING unnest($2::text[], $3::uuid[]) AS v(kind, entity_id)
+                     WHERE f.batch_id = $1 AND f.kind = v.kind AND f.entity_id = v.entity_id",
+                )
+                .bind::<SqlUuid, _>(batch_id)
+                .bind::<Array<Text>, _>(committed.iter().map(|c| c.kind.api_key().to_string()).collect::<Vec<_>>())
+                .bind::<Array<SqlUuid>, _>(committed.iter().map(|c| c.entity_id).collect::<Vec<_>>())
+                .execute(conn)
+                .await?;
+            }
+
             // Rows changed by the gallery meanwhile are reported as skipped.
             let mut records: Vec<Unmoved> = unmoved.to_vec();
             for (change, ok) in changes.iter().zip(&done) {
                 if !ok {
                     records.push(Unmoved {
                         kind: change.kind,
+                        row_id: change.row_id,
                         entity_id: change.entity_id,
                         path: change.old_path.clone(),
                         failed: false,
@@ -138,16 +154,22 @@ pub async fn commit(
             records.retain(|r| seen.insert((r.kind, r.entity_id)));
             if !records.is_empty() {
                 diesel::sql_query(
-                    "INSERT INTO noodle_migrate_failure (batch_id, kind, entity_id, path, outcome, reason, message)
-                     SELECT $1, v.kind, v.entity_id, v.path, v.outcome, v.reason, v.message
-                     FROM unnest($2::text[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[])
-                       AS v(kind, entity_id, path, outcome, reason, message)
+                    "INSERT INTO noodle_migrate_failure (batch_id, kind, row_id, entity_id, path, outcome, reason, message)
+                     SELECT $1, v.kind, v.row_id, v.entity_id, v.path, v.outcome, v.reason, v.message
+                     FROM unnest($2::text[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[], $8::text[])
+                       AS v(kind, row_id, entity_id, path, outcome, reason, message)
                      ON CONFLICT (batch_id, kind, entity_id) DO UPDATE
-                       SET path = EXCLUDED.path, outcome = EXCLUDED.outcome, reason = EXCLUDED.reason,
-                           message = EXCLUDED.message, at = clock_timestamp()",
+                       SET row_id = EXCLUDED.row_id, path = EXCLUDED.path, outcome = EXCLUDED.outcome,
+                           reason = EXCLUDED.reason, message = EXCLUDED.message, at = clock_timestamp()",
                 )
                 .bind::<SqlUuid, _>(batch_id)
-                .bind::<Array<Text>, _>(records.iter().map(|r| r.kind.api_key().to_string()).collect::<Vec<_>>())
+                .bind::<Array<Text>, _>(
+                    records
+                        .iter()
+                        .map(|r| r.kind.api_key().to_string())
+                        .collect::<Vec<_>>(),
+                )
+                .bind::<Array<SqlUuid>, _>(records.iter().map(|r| r.row_id).collect::<Vec<_>>())
                 .bind::<Array<SqlUuid>, _>(records.iter().map(|r| r.entity_id).collect::<Vec<_>>())
                 .bind::<Array<Text>, _>(records.iter().map(|r| r.path.clone()).collect::<Vec<_>>())
                 .bind::<Array<Text>, _>(

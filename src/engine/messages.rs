@@ -25,6 +25,12 @@ pub struct StartReply {
 #[rtype(result = "()")]
 pub struct RunEnded;
 
+/// HTTP or shutdown → orchestrator: stop handing out files, let the
+/// in-flight ones finish, close the batch as cancelled. Answers the batch id.
+#[derive(Message)]
+#[rtype(result = "Option<Uuid>")]
+pub struct Cancel;
+
 /// Anyone → orchestrator: is a run in progress in this process?
 #[derive(Message)]
 #[rtype(result = "bool")]
@@ -91,6 +97,7 @@ pub enum StatsEvent {
     RollbackDone {
         outcome: &'static str,
     },
+    Cancelling,
 }
 
 /// HTTP → stats: the current (or last) run in this process.

@@ -22,10 +22,12 @@ use crate::paths::Layout;
 use crate::store::{DiskStore, S3Store, StoreError};
 use crate::telemetry::Metrics;
 use actix::{Actor, Addr};
-use messages::{GetStatus, IsRunning, Start, StartReply};
+use messages::{Cancel, GetStatus, IsRunning, Start, StartReply};
 use orchestrator::Orchestrator;
 use stats::{Stats, StatusView};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +54,8 @@ pub enum EngineError {
     GalleryMovingFiles(i64),
     #[error("no batch {0}")]
     BatchNotFound(Uuid),
+    #[error("no migration is running")]
+    NotRunning,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -81,9 +85,28 @@ pub struct StartOptions {
     pub kinds: Vec<FileKind>,
     /// Check originals against `asset.checksum` before committing them.
     pub verify: bool,
+    /// Retry only the files that failed in this batch (and continue it).
+    pub retry_failed_of: Option<Uuid>,
 }
 
 impl StartOptions {
+    /// The options a batch was started with, to retry its failed files.
+    pub fn from_stored(stored: &serde_json::Value, batch_id: Uuid) -> Option<StartOptions> {
+        let direction = Direction::parse(stored["direction"].as_str()?)?;
+        let kinds: Vec<FileKind> = FileKind::ALL
+            .into_iter()
+            .filter(|k| stored["fileTypes"][k.api_key()].as_bool().unwrap_or(true))
+            .collect();
+        Some(StartOptions {
+            direction,
+            delete_source: stored["deleteSource"].as_bool().unwrap_or(false),
+            concurrency: stored["concurrency"].as_u64().unwrap_or(5).clamp(1, 20) as u8,
+            kinds,
+            verify: stored["verify"].as_bool().unwrap_or(false),
+            retry_failed_of: Some(batch_id),
+        })
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         let file_types: serde_json::Map<String, serde_json::Value> = FileKind::ALL
             .iter()
@@ -117,6 +140,15 @@ pub struct RunContext {
     pub direction: Direction,
     pub delete_source: bool,
     pub verify: bool,
+    /// Set to stop handing out files.
+    pub cancel: Arc<AtomicBool>,
+    pub failed_in: Option<Uuid>,
+}
+
+impl RunContext {
+    pub fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::SeqCst)
+    }
 }
 
 /// The handle the HTTP layer (and the CLI) use.
@@ -198,6 +230,68 @@ impl Engine {
         view.finished_at = batch.finished_at;
         view.error = batch.error;
         Ok(view)
+    }
+
+    /// Stops handing out files; the files in flight finish and the batch is
+    /// closed as cancelled (a later start resumes it).
+    pub async fn cancel(&self) -> Result<Uuid, EngineError> {
+        self.orchestrator
+            .send(Cancel)
+            .await?
+            .ok_or(EngineError::NotRunning)
+    }
+
+    /// Cancels the run, if any, and waits up to `deadline` for it to close.
+    pub async fn shutdown(&self, deadline: Duration) {
+        if self.cancel().await.is_err() {
+            return;
+        }
+        let waited = tokio::time::timeout(deadline, async {
+            while self.orchestrator.send(IsRunning).await.unwrap_or(false) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+        if waited.is_err() {
+            tracing::warn!(
+                "Files still in flight at the shutdown deadline; the next start resumes the batch"
+            );
+        }
+    }
+
+    /// Runs the failed files of a batch again, with the batch's options.
+    pub async fn retry(&self, batch_id: Uuid) -> Result<StartReply, EngineError> {
+        let mut conn = db::conn(&self.shared.pool).await?;
+        let batch = batches::get(&mut conn, batch_id)
+            .await?
+            .ok_or(EngineError::BatchNotFound(batch_id))?;
+        drop(conn);
+        let options = StartOptions::from_stored(&batch.options, batch_id).ok_or_else(|| {
+            EngineError::Internal(format!("batch {batch_id} has unreadable options"))
+        })?;
+        self.start_migration(options).await
+    }
+
+    pub async fn batches(
+        &self,
+        limit: i64,
+        before: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<Vec<batches::BatchRow>, EngineError> {
+        let mut conn = db::conn(&self.shared.pool).await?;
+        Ok(batches::list(&mut conn, limit, before).await?)
+    }
+
+    pub async fn failures(
+        &self,
+        batch_id: Uuid,
+        after: Option<(String, Uuid)>,
+        limit: i64,
+    ) -> Result<Vec<batches::FailureRow>, EngineError> {
+        let mut conn = db::conn(&self.shared.pool).await?;
+        if batches::get(&mut conn, batch_id).await?.is_none() {
+            return Err(EngineError::BatchNotFound(batch_id));
+        }
+        Ok(batches::failures(&mut conn, batch_id, after, limit).await?)
     }
 
     /// Reverts a batch's database paths; never moves a file.

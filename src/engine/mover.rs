@@ -189,6 +189,7 @@ async fn settle_unmoved(
     }
     let record = Record::Unmoved(Unmoved {
         kind,
+        row_id: item.row_id,
         entity_id: item.entity_id,
         path: item.path.clone(),
         failed: stop.failed,

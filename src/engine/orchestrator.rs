@@ -6,7 +6,9 @@
 //! of the library.
 
 use super::ledger::Ledger;
-use super::messages::{IsRunning, MoveFile, Outcome, RunEnded, Start, StartReply, StatsEvent};
+use super::messages::{
+    Cancel, IsRunning, MoveFile, Outcome, RunEnded, Start, StartReply, StatsEvent,
+};
 use super::mover::Mover;
 use super::stats::Stats;
 use super::{EngineError, RunContext, Shared, StartOptions};
@@ -19,6 +21,7 @@ use actix::{
     Actor, ActorFutureExt, Addr, AsyncContext, AtomicResponse, Context, Handler, WrapFuture,
 };
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -27,6 +30,8 @@ pub struct Orchestrator {
     shared: Arc<Shared>,
     stats: Addr<Stats>,
     running: bool,
+    /// The current run's stop flag and batch.
+    cancel: Option<(Arc<AtomicBool>, Uuid)>,
 }
 
 impl Orchestrator {
@@ -35,6 +40,7 @@ impl Orchestrator {
             shared,
             stats,
             running: false,
+            cancel: None,
         }
     }
 }
@@ -54,6 +60,19 @@ impl Handler<RunEnded> for Orchestrator {
     type Result = ();
     fn handle(&mut self, _: RunEnded, _: &mut Context<Self>) {
         self.running = false;
+        self.cancel = None;
+    }
+}
+
+impl Handler<Cancel> for Orchestrator {
+    type Result = Option<Uuid>;
+    fn handle(&mut self, _: Cancel, _: &mut Context<Self>) -> Option<Uuid> {
+        let (flag, batch_id) = self.cancel.as_ref()?;
+        if !flag.swap(true, Ordering::SeqCst) {
+            tracing::info!(batch_id = %batch_id, "Cancelling: no new files; waiting for the files in flight");
+            self.stats.do_send(StatsEvent::Cancelling);
+        }
+        Some(*batch_id)
     }
 }
 
@@ -88,6 +107,8 @@ impl Handler<Start> for Orchestrator {
                         batch_id: prepared.batch_id,
                         resumed: prepared.resumed,
                     };
+                    let cancel = Arc::new(AtomicBool::new(false));
+                    act.cancel = Some((cancel.clone(), prepared.batch_id));
                     let run = Arc::new(RunContext {
                         shared: act.shared.clone(),
                         layout: act.shared.layout.clone(),
@@ -95,6 +116,8 @@ impl Handler<Start> for Orchestrator {
                         direction: options.direction,
                         delete_source: options.delete_source,
                         verify: options.verify,
+                        cancel,
+                        failed_in: options.retry_failed_of,
                     });
                     act.stats.do_send(StatsEvent::RunStarted {
                         batch_id: prepared.batch_id,
@@ -173,6 +196,23 @@ async fn prepare_locked(
             "Found batches left running by a stopped engine; marked interrupted"
         );
     }
+    if let Some(batch_id) = options.retry_failed_of {
+        let mut planned = PerKind::default();
+        for (kind, n) in batches::failed_per_kind(&mut conn, batch_id).await? {
+            if let Some(kind) = crate::model::FileKind::from_api_key(&kind) {
+                planned.set(kind, n);
+            }
+        }
+        if planned.total() == 0 {
+            return Err(EngineError::NothingToMigrate {
+                direction: options.direction,
+                unmovable: 0,
+            });
+        }
+        batches::reopen_for_retry(&mut conn, batch_id).await?;
+        tracing::info!(batch_id = %batch_id, files = planned.total(), "Retrying the failed files of a batch");
+        return Ok((batch_id, true, planned.total(), planned));
+    }
     let (movable, unmovable) = candidates::totals(
         &mut conn,
         &options.kinds,
@@ -230,6 +270,7 @@ async fn execute(
 
     let result = dispatch_all(&run, &options, movers).await;
     let (final_state, error) = match result {
+        Ok(_) if run.cancelled() => (state::CANCELLED, None),
         Ok(0) => (state::COMPLETED, None),
         Ok(_) => (state::COMPLETED_WITH_FAILURES, None),
         Err(e) => (state::FAILED, Some(e.to_string())),
@@ -273,7 +314,15 @@ async fn dispatch_all(
         loop {
             let page = async {
                 let mut conn = db::conn(&run.shared.pool).await?;
-                candidates::page(&mut conn, kind, run.direction, after, PAGE_SIZE).await
+                candidates::page(
+                    &mut conn,
+                    kind,
+                    run.direction,
+                    after,
+                    PAGE_SIZE,
+                    run.failed_in,
+                )
+                .await
             }
             .await;
             let page = match page {
@@ -287,6 +336,9 @@ async fn dispatch_all(
             after = last.row_id;
             let full = page.len() as i64 == PAGE_SIZE;
             for candidate in page {
+                if run.cancelled() {
+                    break 'kinds;
+                }
                 let mover = match idle.pop() {
                     Some(m) => m,
                     None => {

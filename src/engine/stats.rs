@@ -85,6 +85,7 @@ struct Run {
     reasons: BTreeMap<String, i64>,
     started_at: DateTime<Utc>,
     clock: Instant,
+    cancelling: bool,
     finished: Option<(DateTime<Utc>, f64, &'static str, Option<String>)>,
 }
 
@@ -162,6 +163,7 @@ impl Handler<StatsEvent> for Stats {
                     reasons: BTreeMap::new(),
                     started_at,
                     clock: Instant::now(),
+                    cancelling: false,
                     finished: None,
                 });
             }
@@ -225,6 +227,11 @@ impl Handler<StatsEvent> for Stats {
                 m.commit_duration.observe(seconds);
                 m.commit_files.observe(files as f64);
             }
+            StatsEvent::Cancelling => {
+                if let Some(run) = self.run.as_mut() {
+                    run.cancelling = true;
+                }
+            }
             StatsEvent::RollbackDone { outcome } => {
                 m.rollbacks
                     .with_label_values(&[bounded(outcome, ROLLBACK_OUTCOMES)])
@@ -259,6 +266,7 @@ impl Handler<GetStatus> for Stats {
             direction: Some(run.direction),
             state: Some(match &run.finished {
                 Some((_, _, state, _)) => state.to_string(),
+                None if run.cancelling => "cancelling".into(),
                 None => "running".into(),
             }),
             resumed: run.resumed,

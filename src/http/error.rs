@@ -40,6 +40,7 @@ impl ApiError {
                 EngineError::NothingToMigrate { .. } => "nothing_to_migrate",
                 EngineError::GalleryMovingFiles(_) => "gallery_moving_files",
                 EngineError::BatchNotFound(_) => "batch_not_found",
+                EngineError::NotRunning => "not_running",
                 EngineError::Store(StoreError::Bucket { .. }) => "bucket_unavailable",
                 EngineError::Store(_) => "storage_error",
                 EngineError::Db(e) if e.is_unavailable() => "database_unavailable",
@@ -62,7 +63,8 @@ impl ResponseError for ApiError {
                 | EngineError::LockedElsewhere
                 | EngineError::BackendMismatch { .. }
                 | EngineError::NothingToMigrate { .. }
-                | EngineError::GalleryMovingFiles(_) => StatusCode::CONFLICT,
+                | EngineError::GalleryMovingFiles(_)
+                | EngineError::NotRunning => StatusCode::CONFLICT,
                 EngineError::BatchNotFound(_) => StatusCode::NOT_FOUND,
                 EngineError::Store(StoreError::Bucket { .. }) => StatusCode::SERVICE_UNAVAILABLE,
                 EngineError::Store(_) => StatusCode::BAD_GATEWAY,

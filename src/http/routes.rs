@@ -152,6 +152,7 @@ pub fn parse_start(body: &[u8]) -> Result<StartOptions, ApiError> {
         concurrency,
         kinds,
         verify,
+        retry_failed_of: None,
     })
 }
 
@@ -175,15 +176,108 @@ pub async fn rollback(
     engine: web::Data<Engine>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let raw = path.into_inner();
-    let batch_id = Uuid::parse_str(&raw).map_err(|_| {
+    let batch_id = parse_batch_id(&path.into_inner())?;
+    let report = engine.rollback(batch_id).await?;
+    Ok(HttpResponse::Ok().json(report))
+}
+
+#[post("/storage-migration/cancel")]
+pub async fn cancel(engine: web::Data<Engine>) -> Result<HttpResponse, ApiError> {
+    let batch_id = engine.cancel().await?;
+    Ok(HttpResponse::Accepted().json(json!({ "batchId": batch_id, "cancelling": true })))
+}
+
+fn parse_batch_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| {
         ApiError::bad(
             "invalid_batch_id",
             format!("batch id {raw:?} is not a UUID"),
         )
-    })?;
-    let report = engine.rollback(batch_id).await?;
-    Ok(HttpResponse::Ok().json(report))
+    })
+}
+
+fn parse_limit(query: &HashMap<String, String>, default: i64, max: i64) -> Result<i64, ApiError> {
+    match query.get("limit") {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad(
+                    "invalid_limit",
+                    format!("limit must be a whole number from 1 to {max}"),
+                )
+            }),
+    }
+}
+
+/// Batch history, newest first; `before` (RFC 3339) pages back in time.
+#[get("/storage-migration/batches")]
+pub async fn batches(
+    engine: web::Data<Engine>,
+    query: web::Query<HashMap<String, String>>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = parse_limit(&query, 50, 500)?;
+    let before = match query.get("before") {
+        None => None,
+        Some(v) => Some(
+            chrono::DateTime::parse_from_rfc3339(v)
+                .map_err(|_| {
+                    ApiError::bad("invalid_before", "before must be an RFC 3339 timestamp")
+                })?
+                .with_timezone(&chrono::Utc),
+        ),
+    };
+    let rows = engine.batches(limit, before).await?;
+    let next = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|b| b.started_at.to_rfc3339()))
+        .flatten();
+    Ok(HttpResponse::Ok().json(json!({ "batches": rows, "nextBefore": next })))
+}
+
+/// A batch's failed and skipped files, paged by an opaque `after` cursor.
+#[get("/storage-migration/batches/{batch_id}/failures")]
+pub async fn failures(
+    engine: web::Data<Engine>,
+    path: web::Path<String>,
+    query: web::Query<HashMap<String, String>>,
+) -> Result<HttpResponse, ApiError> {
+    let batch_id = parse_batch_id(&path.into_inner())?;
+    let limit = parse_limit(&query, 100, 1000)?;
+    let after = match query.get("after") {
+        None => None,
+        Some(cursor) => {
+            let bad = || {
+                ApiError::bad(
+                    "invalid_cursor",
+                    "after must be a cursor returned as nextAfter",
+                )
+            };
+            let (kind, id) = cursor.split_once(':').ok_or_else(bad)?;
+            FileKind::from_api_key(kind).ok_or_else(bad)?;
+            Some((kind.to_string(), Uuid::parse_str(id).map_err(|_| bad())?))
+        }
+    };
+    let items = engine.failures(batch_id, after, limit).await?;
+    let next = (items.len() as i64 == limit)
+        .then(|| items.last().map(|f| format!("{}:{}", f.kind, f.entity_id)))
+        .flatten();
+    Ok(HttpResponse::Ok().json(json!({ "batchId": batch_id, "items": items, "nextAfter": next })))
+}
+
+/// Runs only the failed files of a batch again, under the same batch id.
+#[post("/storage-migration/batches/{batch_id}/retry")]
+pub async fn retry(
+    engine: web::Data<Engine>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let batch_id = parse_batch_id(&path.into_inner())?;
+    let reply = engine.retry(batch_id).await?;
+    Ok(
+        HttpResponse::Created()
+            .json(json!({ "batchId": reply.batch_id, "resumed": reply.resumed })),
+    )
 }
 
 /// Prometheus text exposition.

@@ -9,14 +9,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use uuid::Uuid;
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
 }
 
-async fn spawn_binary(vars: &HashMap<String, String>, port: u16) -> (Child, TestApp) {
+pub async fn spawn_binary(vars: &HashMap<String, String>, port: u16) -> (Child, TestApp) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_noodle-migrate"))
         .arg("serve")
         .env_clear()

@@ -1,0 +1,242 @@
+//! Stopping and acting on failures: cancel, SIGTERM, batch history, the
+//! failure list, retrying only the failed files.
+
+use crate::helpers::{EnvOptions, TestApp, TestEnv};
+use crate::seed::SeedSpec;
+use std::time::Duration;
+use uuid::Uuid;
+
+async fn wait_for_progress(app: &TestApp, files: i64) {
+    for _ in 0..1000 {
+        let (_, s) = app.get("/storage-migration/status").await;
+        if s["completed"].as_i64().unwrap_or(0) >= files {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no progress");
+}
+
+async fn batch_state(env: &TestEnv, batch: Uuid) -> String {
+    env.db
+        .query_one(
+            "SELECT state FROM noodle_migrate_batch WHERE id = $1",
+            &[&batch],
+        )
+        .await
+        .expect("batch")
+        .get(0)
+}
+
+/// Every row either still points at its disk file or at an object that
+/// holds its bytes.
+async fn assert_consistent(env: &TestEnv) {
+    for file in &env.seeded.files {
+        let path = env.current_path(file.kind, file.row_id).await;
+        if path.starts_with('/') {
+            assert_eq!(std::fs::read(&path).expect("disk file"), file.content);
+        } else {
+            assert_eq!(
+                env.object(&path).await.as_deref(),
+                Some(file.content.as_slice()),
+                "{path}"
+            );
+        }
+    }
+}
+
+fn big() -> EnvOptions {
+    EnvOptions {
+        spec: SeedSpec {
+            users: 1,
+            assets_per_user: 150,
+            max_size: 2000,
+        },
+        ..Default::default()
+    }
+}
+
+#[actix_rt::test]
+async fn cancel_stops_cleanly_and_a_later_start_resumes() {
+    let env = TestEnv::new(big()).await;
+    let app = env.app("s3", "").await;
+    let (code, json) = app.post("/storage-migration/cancel", "").await;
+    assert_eq!(code, 409, "nothing to cancel: {json}");
+    assert_eq!(json["error"], "not_running");
+
+    let batch = app.start(r#"{"direction":"toS3","concurrency":1}"#).await;
+    wait_for_progress(&app, 5).await;
+    let (code, json) = app.post("/storage-migration/cancel", "").await;
+    assert_eq!(code, 202, "{json}");
+    assert_eq!(json["batchId"], batch.to_string());
+    let status = app.wait_idle().await;
+    assert_eq!(status["state"], "cancelled", "{status}");
+    assert_eq!(status["active"], 0);
+    let done = status["completed"].as_i64().unwrap_or(0);
+    assert!(done > 0 && done < env.seeded.files.len() as i64, "{status}");
+    assert_eq!(batch_state(&env, batch).await, "cancelled");
+    assert_consistent(&env).await;
+
+    let (code, json) = app
+        .post("/storage-migration/start", r#"{"direction":"toS3"}"#)
+        .await;
+    assert_eq!(code, 201, "{json}");
+    assert_eq!(json["batchId"], batch.to_string());
+    assert_eq!(json["resumed"], true);
+    let status = app.wait_idle().await;
+    assert_eq!(status["state"], "completed", "{status}");
+    assert_eq!(
+        env.count(&format!(
+            r#"SELECT count(*) FROM storage_migration_log WHERE "batchId" = '{batch}'"#
+        ))
+        .await,
+        env.seeded.files.len() as i64
+    );
+    assert_consistent(&env).await;
+}
+
+#[actix_rt::test]
+async fn sigterm_lets_files_in_flight_finish_and_records_the_batch() {
+    let env = TestEnv::new(big()).await;
+    let vars = env.vars("s3", "");
+    let (mut child, app) = crate::resume::spawn_binary(&vars, crate::resume::free_port()).await;
+    let batch = app.start(r#"{"direction":"toS3","concurrency":2}"#).await;
+    wait_for_progress(&app, 5).await;
+    let pid = child.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let mut exited = None;
+    for _ in 0..400 {
+        if let Some(status) = child.try_wait().expect("wait") {
+            exited = Some(status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let Some(status) = exited else {
+        child.kill().ok();
+        child.wait().ok();
+        panic!("noodle-migrate ignored SIGTERM");
+    };
+    assert!(status.success(), "clean exit: {status:?}");
+    assert_eq!(batch_state(&env, batch).await, "cancelled");
+    assert_consistent(&env).await;
+}
+
+#[actix_rt::test]
+async fn failures_are_listed_and_only_they_are_retried() {
+    let env = TestEnv::new(EnvOptions::default()).await;
+    let missing: Vec<_> = env
+        .seeded
+        .files
+        .iter()
+        .skip(2)
+        .step_by(7)
+        .take(3)
+        .cloned()
+        .collect();
+    for f in &missing {
+        std::fs::rename(&f.path, format!("{}.away", f.path)).expect("hide");
+    }
+    let app = env.app("s3", "").await;
+    let (batch, status) = app.migrate(r#"{"direction":"toS3"}"#).await;
+    assert_eq!(status["failed"], 3, "{status}");
+    assert_eq!(status["failureReasons"]["source_missing"], 3);
+
+    let (code, json) = app.get("/storage-migration/batches").await;
+    assert_eq!(code, 200, "{json}");
+    let first = &json["batches"][0];
+    assert_eq!(first["id"], batch.to_string());
+    assert_eq!(first["failed"], 3);
+    assert_eq!(first["skipped"], 1);
+    assert_eq!(first["state"], "completed_with_failures");
+
+    // Three failures and one skip, two per page.
+    let mut seen = Vec::new();
+    let mut url = format!("/storage-migration/batches/{batch}/failures?limit=2");
+    loop {
+        let (code, page) = app.get(&url).await;
+        assert_eq!(code, 200, "{page}");
+        for item in page["items"].as_array().expect("items") {
+            seen.push((
+                item["outcome"].as_str().unwrap_or_default().to_string(),
+                item["reason"].clone(),
+            ));
+            assert!(item["path"].is_string() && item["message"].is_string());
+        }
+        match page["nextAfter"].as_str() {
+            Some(next) => {
+                url = format!("/storage-migration/batches/{batch}/failures?limit=2&after={next}")
+            }
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert_eq!(seen.iter().filter(|(o, _)| o == "failed").count(), 3);
+
+    for (path, code, error) in [
+        (
+            format!("/storage-migration/batches/{}/failures", Uuid::new_v4()),
+            404,
+            "batch_not_found",
+        ),
+        (
+            format!("/storage-migration/batches/{batch}/failures?limit=0"),
+            400,
+            "invalid_limit",
+        ),
+        (
+            format!("/storage-migration/batches/{batch}/failures?after=nonsense"),
+            400,
+            "invalid_cursor",
+        ),
+        (
+            "/storage-migration/batches/xyz/failures".to_string(),
+            400,
+            "invalid_batch_id",
+        ),
+        (
+            "/storage-migration/batches?before=yesterday".to_string(),
+            400,
+            "invalid_before",
+        ),
+    ] {
+        let (status, json) = app.get(&path).await;
+        assert_eq!(status, code, "{path}: {json}");
+        assert_eq!(json["error"], error);
+    }
+
+    // Put the files back and retry just them.
+    for f in &missing {
+        std::fs::rename(format!("{}.away", f.path), &f.path).expect("restore");
+    }
+    let (code, json) = app
+        .post(&format!("/storage-migration/batches/{batch}/retry"), "")
+        .await;
+    assert_eq!(code, 201, "{json}");
+    assert_eq!(json["batchId"], batch.to_string());
+    let status = app.wait_idle().await;
+    assert_eq!(status["total"], 3, "only the failed files: {status}");
+    assert_eq!(status["completed"], 3, "{status}");
+    assert_eq!(status["failed"], 0, "{status}");
+    for f in &missing {
+        assert_eq!(
+            env.current_path(f.kind, f.row_id).await,
+            f.relative(env.media_path())
+        );
+    }
+    let (_, page) = app
+        .get(&format!("/storage-migration/batches/{batch}/failures"))
+        .await;
+    let items = page["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1, "only the skip is left: {page}");
+    assert_eq!(items[0]["reason"], "outside_media_location");
+    assert_eq!(batch_state(&env, batch).await, "completed");
+    let (code, json) = app
+        .post(&format!("/storage-migration/batches/{batch}/retry"), "")
+        .await;
+    assert_eq!(code, 409, "nothing left to retry: {json}");
+}
