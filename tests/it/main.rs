@@ -3,6 +3,7 @@
 
 mod api;
 mod control;
+mod faults;
 mod helpers;
 mod migration;
 mod observability;

@@ -1,0 +1,324 @@
+//! S3 faults: a small HTTP proxy on loopback sits between the engine and
+//! the S3 server and answers 500/503 SlowDown, drops connections or stalls
+//! on a share of the requests (or always, for "poisoned" requests).
+
+use crate::helpers::{EnvOptions, TestEnv};
+use crate::seed::SeedSpec;
+use noodle_migrate::model::FileKind;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use uuid::Uuid;
+
+#[derive(Default)]
+pub struct Counters {
+    pub requests: AtomicUsize,
+    pub faults: AtomicUsize,
+    pub lines: Mutex<Vec<String>>,
+}
+
+pub struct FaultProxy {
+    pub endpoint: String,
+    pub counters: Arc<Counters>,
+}
+
+#[derive(Clone)]
+struct Plan {
+    upstream: String,
+    rate: f64,
+    poison: Option<String>,
+}
+
+impl FaultProxy {
+    /// `rate`: share of requests that get a fault; requests whose first line
+    /// contains `poison` always fail with 500.
+    pub async fn start(upstream: &str, rate: f64, poison: Option<String>) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+        let counters = Arc::new(Counters::default());
+        let plan = Plan {
+            upstream: upstream.trim_start_matches("http://").to_string(),
+            rate,
+            poison,
+        };
+        let c = counters.clone();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let (plan, c) = (plan.clone(), c.clone());
+                tokio::spawn(async move {
+                    let _ = serve(socket, plan, c).await;
+                });
+            }
+        });
+        FaultProxy { endpoint, counters }
+    }
+}
+
+fn error_response(status: u16, code: &str) -> Vec<u8> {
+    let body = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected</Message></Error>");
+    format!(
+        "HTTP/1.1 {status} Injected\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// One request per connection: read it, maybe break it, else forward it
+/// with `Connection: close` and relay the whole answer.
+async fn serve(mut client: TcpStream, plan: Plan, counters: Arc<Counters>) -> std::io::Result<()> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if client.read(&mut byte).await? == 0 {
+            return Ok(());
+        }
+        head.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&head).to_string();
+    let mut lines = text.split("\r\n");
+    let first = lines.next().unwrap_or_default().to_string();
+    let mut length = 0usize;
+    let mut expect_continue = false;
+    let mut forwarded = format!("{first}\r\n");
+    for line in lines.filter(|l| !l.is_empty()) {
+        let lower = line.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+        if lower.starts_with("expect:") {
+            expect_continue = lower.contains("100-continue");
+            continue;
+        }
+        if lower.starts_with("connection:") {
+            continue;
+        }
+        forwarded.push_str(line);
+        forwarded.push_str("\r\n");
+    }
+    forwarded.push_str("Connection: close\r\n\r\n");
+    if expect_continue {
+        client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+    }
+    let mut body = vec![0u8; length];
+    client.read_exact(&mut body).await?;
+    counters.requests.fetch_add(1, Ordering::SeqCst);
+    counters
+        .lines
+        .lock()
+        .map(|mut l| l.push(first.clone()))
+        .ok();
+
+    let poisoned = plan.poison.as_deref().is_some_and(|p| first.contains(p));
+    let roll: f64 = rand::random();
+    if poisoned || roll < plan.rate {
+        counters.faults.fetch_add(1, Ordering::SeqCst);
+        let which = if poisoned {
+            1
+        } else {
+            rand::random_range(0..4)
+        };
+        match which {
+            0 => return client.write_all(&error_response(503, "SlowDown")).await,
+            1 => {
+                return client
+                    .write_all(&error_response(500, "InternalError"))
+                    .await
+            }
+            2 => return Ok(()), // dropped without an answer
+            _ => tokio::time::sleep(Duration::from_millis(800)).await,
+        }
+    }
+    let mut upstream = TcpStream::connect(&plan.upstream).await?;
+    upstream.write_all(forwarded.as_bytes()).await?;
+    upstream.write_all(&body).await?;
+    let mut answer = Vec::new();
+    upstream.read_to_end(&mut answer).await?;
+    client.write_all(&answer).await?;
+    client.shutdown().await
+}
+
+fn with_big_file(env: &TestEnv) -> (Uuid, String, Vec<u8>) {
+    let owner = env.seeded.users[0];
+    let asset_id = Uuid::now_v7();
+    let path = format!(
+        "{}/upload/{owner}/bb/00/{asset_id}.mp4",
+        env.media_path().display()
+    );
+    let data = crate::seed::content(7, 20 * 1024 * 1024 + 17);
+    std::fs::create_dir_all(std::path::Path::new(&path).parent().expect("dir")).expect("mkdir");
+    std::fs::write(&path, &data).expect("write");
+    (asset_id, path, data)
+}
+
+async fn insert_asset(env: &TestEnv, asset_id: Uuid, path: &str, data: &[u8]) {
+    use sha1::Digest as _;
+    let checksum = sha1::Sha1::digest(data).to_vec();
+    env.db
+        .execute(
+            r#"INSERT INTO asset ("id", "deviceAssetId", "ownerId", "deviceId", "type", "originalPath",
+                 "fileCreatedAt", "fileModifiedAt", "localDateTime", "checksum", "originalFileName")
+               VALUES ($1, 'big', $2, 'seed', 'VIDEO', $3, now(), now(), now(), $4, 'big.mp4')"#,
+            &[&asset_id, &env.seeded.users[0], &path, &checksum],
+        )
+        .await
+        .expect("asset");
+}
+
+#[actix_rt::test]
+async fn flaky_s3_still_gets_every_file_both_ways() {
+    let env = TestEnv::new(EnvOptions {
+        spec: SeedSpec {
+            users: 1,
+            assets_per_user: 30,
+            max_size: 20_000,
+        },
+        ..Default::default()
+    })
+    .await;
+    let (asset_id, big_path, big) = with_big_file(&env);
+    insert_asset(&env, asset_id, &big_path, &big).await;
+    let proxy = FaultProxy::start(&crate::helpers::s3_endpoint(), 0.1, None).await;
+    let mut vars = env.vars("s3", "");
+    vars.insert("S3_ENDPOINT".into(), proxy.endpoint.clone());
+
+    let app = env.spawn(vars.clone()).await;
+    let (_, status) = app
+        .migrate(r#"{"direction":"toS3","deleteSource":true,"concurrency":8}"#)
+        .await;
+    assert_eq!(status["failed"], 0, "{status}");
+    assert_eq!(
+        status["completed"],
+        env.seeded.files.len() as i64 + 1,
+        "{status}"
+    );
+    for file in &env.seeded.files {
+        let relative = file.relative(env.media_path());
+        assert_eq!(env.current_path(file.kind, file.row_id).await, relative);
+        assert_eq!(
+            env.object(&relative).await.as_deref(),
+            Some(file.content.as_slice())
+        );
+    }
+    let big_key = env.current_path(FileKind::Originals, asset_id).await;
+    assert!(env.object(&big_key).await == Some(big.clone()));
+
+    vars.insert("IMMICH_STORAGE_BACKEND".into(), "disk".into());
+    let app = env.spawn(vars).await;
+    let (_, status) = app
+        .migrate(r#"{"direction":"toDisk","deleteSource":true,"verify":true}"#)
+        .await;
+    assert_eq!(status["failed"], 0, "{status}");
+    for file in &env.seeded.files {
+        assert_eq!(std::fs::read(&file.path).expect("back"), file.content);
+    }
+    assert!(std::fs::read(&big_path).expect("big file back") == big);
+    assert!(env.keys().await.is_empty());
+    let faults = proxy.counters.faults.load(Ordering::SeqCst);
+    let requests = proxy.counters.requests.load(Ordering::SeqCst);
+    assert!(
+        faults >= 5,
+        "{faults} faults injected in {requests} requests"
+    );
+}
+
+#[actix_rt::test]
+async fn a_permanent_failure_is_reported_and_counted_not_retried_forever() {
+    let env = TestEnv::new(EnvOptions::default()).await;
+    let victim = env
+        .seeded
+        .of_kind(FileKind::Previews)
+        .next()
+        .expect("preview")
+        .clone();
+    let poison = victim.relative(env.media_path());
+    let proxy = FaultProxy::start(&crate::helpers::s3_endpoint(), 0.0, Some(poison.clone())).await;
+    let mut vars = env.vars("s3", "");
+    vars.insert("S3_ENDPOINT".into(), proxy.endpoint.clone());
+    let app = env.spawn(vars).await;
+    let (_, status) = app.migrate(r#"{"direction":"toS3"}"#).await;
+    assert_eq!(status["failed"], 1, "{status}");
+    assert_eq!(status["failureReasons"]["s3_error"], 1, "{status}");
+    assert_eq!(status["completed"], env.seeded.files.len() as i64 - 1);
+    assert_eq!(
+        env.current_path(victim.kind, victim.row_id).await,
+        victim.path
+    );
+    let attempts = proxy
+        .counters
+        .lines
+        .lock()
+        .map(|l| l.iter().filter(|line| line.contains(&poison)).count())
+        .unwrap_or(0);
+    assert!(
+        (1..=10).contains(&attempts),
+        "bounded retries, got {attempts}"
+    );
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .expect("m")
+        .text()
+        .await
+        .expect("t");
+    assert!(
+        metrics.contains(r#"noodle_migrate_s3_request_errors_total{operation="HeadObject"} 1"#),
+        "counted"
+    );
+    assert!(metrics
+        .contains(r#"noodle_migrate_file_failures_total{direction="toS3",reason="s3_error"} 1"#));
+}
+
+#[actix_rt::test]
+async fn a_failed_multipart_upload_is_aborted() {
+    let env = TestEnv::new(EnvOptions {
+        spec: SeedSpec {
+            users: 1,
+            assets_per_user: 1,
+            max_size: 1000,
+        },
+        ..Default::default()
+    })
+    .await;
+    let (asset_id, big_path, big) = with_big_file(&env);
+    insert_asset(&env, asset_id, &big_path, &big).await;
+    // The second part always fails.
+    let proxy = FaultProxy::start(
+        &crate::helpers::s3_endpoint(),
+        0.0,
+        Some("partNumber=2".into()),
+    )
+    .await;
+    let mut vars = env.vars("s3", "");
+    vars.insert("S3_ENDPOINT".into(), proxy.endpoint.clone());
+    let app = env.spawn(vars).await;
+    let (_, status) = app
+        .migrate(r#"{"direction":"toS3","deleteSource":true}"#)
+        .await;
+    assert_eq!(status["failed"], 1, "{status}");
+    assert_eq!(
+        env.current_path(FileKind::Originals, asset_id).await,
+        big_path
+    );
+    assert!(std::fs::read(&big_path).expect("source kept") == big);
+    let lines = proxy
+        .counters
+        .lines
+        .lock()
+        .map(|l| l.clone())
+        .unwrap_or_default();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("DELETE ") && l.contains("uploadId=")),
+        "AbortMultipartUpload was sent"
+    );
+    let key = format!("upload/{}/bb/00/{asset_id}.mp4", env.seeded.users[0]);
+    assert!(
+        env.object(&key).await.is_none(),
+        "no object from the failed upload"
+    );
+}
