@@ -204,3 +204,123 @@ async fn large_files_go_up_in_parts_and_come_back_whole() {
     assert_eq!(env.current_path(FileKind::Originals, asset_id).await, path);
     assert!(env.keys().await.is_empty());
 }
+
+/// Starts (or resumes) a migration on a fresh engine process, lets it run
+/// for a random moment and SIGKILLs it. Returns false once nothing is left.
+async fn run_and_kill(vars: &HashMap<String, String>, body: &str) -> bool {
+    let (mut child, app) = spawn_binary(vars, free_port()).await;
+    let (code, json) = app.post("/storage-migration/start", body).await;
+    if code == 409 && json["error"] == "nothing_to_migrate" {
+        child.kill().ok();
+        child.wait().ok();
+        return false;
+    }
+    assert_eq!(code, 201, "{json}");
+    tokio::time::sleep(Duration::from_millis(rand::random_range(30..400))).await;
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    true
+}
+
+async fn crash_loop(env: &TestEnv, vars: &HashMap<String, String>, body: &str, kills: usize) {
+    let mut killed = 0;
+    while killed < kills && run_and_kill(vars, body).await {
+        killed += 1;
+    }
+    // And once more to the end.
+    let (mut child, app) = spawn_binary(vars, free_port()).await;
+    let (code, json) = app.post("/storage-migration/start", body).await;
+    if code == 201 {
+        let status = app.wait_idle().await;
+        assert_eq!(status["failed"], 0, "{status}");
+    } else {
+        assert_eq!(json["error"], "nothing_to_migrate", "{json}");
+    }
+    child.kill().ok();
+    child.wait().ok();
+    let _ = env;
+}
+
+#[actix_rt::test]
+async fn killed_ten_times_each_way_nothing_is_lost() {
+    let env = TestEnv::new(EnvOptions {
+        spec: SeedSpec {
+            users: 2,
+            assets_per_user: 60,
+            max_size: 30_000,
+        },
+        ..Default::default()
+    })
+    .await;
+    // One file large enough for a multipart upload, to be killed mid-way.
+    let owner = env.seeded.users[0];
+    let big_id = Uuid::now_v7();
+    let big_path = format!(
+        "{}/upload/{owner}/cr/as/{big_id}.mov",
+        env.media_path().display()
+    );
+    let big = crate::seed::content(42, 40 * 1024 * 1024);
+    std::fs::create_dir_all(std::path::Path::new(&big_path).parent().expect("dir")).expect("mkdir");
+    std::fs::write(&big_path, &big).expect("write");
+    use sha1::Digest as _;
+    env.db
+        .execute(
+            r#"INSERT INTO asset ("id", "deviceAssetId", "ownerId", "deviceId", "type", "originalPath",
+                 "fileCreatedAt", "fileModifiedAt", "localDateTime", "checksum", "originalFileName")
+               VALUES ($1, 'big', $2, 'seed', 'VIDEO', $3, now(), now(), now(), $4, 'big.mov')"#,
+            &[&big_id, &owner, &big_path, &sha1::Sha1::digest(&big).to_vec()],
+        )
+        .await
+        .expect("asset");
+    let mut all = env.seeded.files.clone();
+    all.push(crate::seed::SeededFile {
+        kind: FileKind::Originals,
+        row_id: big_id,
+        entity_id: big_id,
+        path: big_path.clone(),
+        content: big,
+    });
+
+    let body = r#"{"direction":"toS3","deleteSource":true,"concurrency":4}"#;
+    crash_loop(&env, &env.vars("s3", ""), body, 10).await;
+    for file in &all {
+        let relative = file.relative(env.media_path());
+        assert_eq!(
+            env.current_path(file.kind, file.row_id).await,
+            relative,
+            "every row moved"
+        );
+        assert!(
+            env.object(&relative).await.as_deref() == Some(file.content.as_slice()),
+            "{relative} whole"
+        );
+    }
+    let logged = env
+        .count("SELECT count(*) FROM storage_migration_log WHERE direction = 'toS3'")
+        .await;
+    assert_eq!(logged, all.len() as i64, "exactly one log row per file");
+
+    let body = r#"{"direction":"toDisk","deleteSource":true,"concurrency":4,"verify":true}"#;
+    crash_loop(&env, &env.vars("disk", ""), body, 10).await;
+    for file in &all {
+        assert_eq!(env.current_path(file.kind, file.row_id).await, file.path);
+        assert!(
+            std::fs::read(&file.path).expect("on disk") == file.content,
+            "{} whole",
+            file.path
+        );
+    }
+    let logged = env
+        .count("SELECT count(*) FROM storage_migration_log WHERE direction = 'toDisk'")
+        .await;
+    assert_eq!(logged, all.len() as i64, "exactly one log row per file");
+    // Sources of committed moves may survive a kill (deleted after the
+    // commit); nothing else may: every object left is a copy of a file.
+    for key in env.keys().await {
+        let file = all
+            .iter()
+            .find(|f| f.relative(env.media_path()) == key)
+            .expect("a known file");
+        assert!(env.object(&key).await.as_deref() == Some(file.content.as_slice()));
+    }
+}
