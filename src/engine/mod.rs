@@ -130,6 +130,8 @@ pub struct Shared {
     pub disk: DiskStore,
     pub s3: S3Store,
     pub metrics: Arc<Metrics>,
+    /// The media location with symbolic links resolved.
+    pub media_root_real: std::path::PathBuf,
 }
 
 /// What the movers of one run share.
@@ -168,6 +170,8 @@ impl Engine {
         let metrics =
             Arc::new(Metrics::new().map_err(|e| EngineError::Internal(format!("metrics: {e}")))?);
         let s3 = S3Store::connect(&config.s3, metrics.clone()).await;
+        let media_root_real = std::fs::canonicalize(&config.media_location)
+            .unwrap_or_else(|_| std::path::PathBuf::from(&config.media_location));
         let layout = Layout::new(&config.media_location, &config.s3.bucket, &config.s3.prefix);
         let shared = Arc::new(Shared {
             config,
@@ -176,6 +180,7 @@ impl Engine {
             disk: DiskStore,
             s3,
             metrics: metrics.clone(),
+            media_root_real,
         });
         let stats = Stats::new(metrics).start();
         let orchestrator = Orchestrator::new(shared.clone(), stats.clone()).start();

@@ -228,6 +228,26 @@ async fn copy(
     item: &Candidate,
     plan: &Plan,
 ) -> Result<Copied, Stop> {
+    // The path is lexically safe; make sure no symbolic link leads out of
+    // the media location either (a file sent out, or written outside).
+    let local = match (&plan.source, &plan.target) {
+        (Location::Disk(p), _) | (_, Location::Disk(p)) => p,
+        _ => return Err(Stop::failed("internal", "no disk side in the plan")),
+    };
+    if !run
+        .shared
+        .disk
+        .stays_under(&run.shared.media_root_real, local)
+        .await?
+    {
+        return Err(Stop::skipped(
+            "unsafe_path",
+            format!(
+                "{} leads outside the media location through a symbolic link",
+                local.display()
+            ),
+        ));
+    }
     let copied = match (&plan.source, &plan.target, run.direction) {
         (Location::Disk(src), Location::Object(key), Direction::ToS3) => {
             to_s3(run, src, key).await?

@@ -17,10 +17,29 @@ const READ_CHUNK: usize = 1024 * 1024;
 /// Marks our temporary files, so that leftovers of a crash are recognisable.
 pub const TEMP_MARKER: &str = ".noodle-tmp-";
 
+/// Files live under one root; symbolic links must not lead out of it.
 #[derive(Debug, Clone, Default)]
 pub struct DiskStore;
 
 impl DiskStore {
+    /// Whether `path` (or, when it does not exist yet, its deepest existing
+    /// folder) really lies under `root` once symbolic links are resolved.
+    /// `root` must itself be canonical.
+    pub async fn stays_under(&self, root: &Path, path: &Path) -> Result<bool, StoreError> {
+        let mut probe = path.to_path_buf();
+        loop {
+            match fs::canonicalize(&probe).await {
+                Ok(real) => return Ok(real.starts_with(root)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if !probe.pop() {
+                        return Ok(false);
+                    }
+                }
+                Err(e) => return Err(StoreError::io("cannot resolve", &probe, e)),
+            }
+        }
+    }
+
     /// The size of a regular file, or `None` when nothing is there.
     pub async fn stat(&self, path: &Path) -> Result<Option<u64>, StoreError> {
         match fs::metadata(path).await {

@@ -487,3 +487,54 @@ async fn verify_refuses_a_corrupt_original() {
         .is_none());
     let _: &Value = &status;
 }
+
+#[actix_rt::test]
+async fn symlinks_out_of_the_media_location_are_refused() {
+    let env = TestEnv::new(EnvOptions::default()).await;
+    let secret_dir = tempfile::tempdir().expect("dir");
+    let secret = secret_dir.path().join("secret.txt");
+    std::fs::write(&secret, b"not a photo").expect("write");
+    // A file link and a folder link inside the media location, both leading out.
+    let victim = env
+        .seeded
+        .of_kind(FileKind::Previews)
+        .next()
+        .expect("preview")
+        .clone();
+    let link = format!("{}/thumbs/link-to-secret.jpeg", env.media_path().display());
+    std::os::unix::fs::symlink(&secret, &link).expect("symlink");
+    env.set_path(victim.kind, victim.row_id, &link).await;
+
+    let app = env.app("s3", "").await;
+    let (_, status) = app
+        .migrate(r#"{"direction":"toS3","deleteSource":true}"#)
+        .await;
+    assert_eq!(status["failureReasons"]["unsafe_path"], 1, "{status}");
+    assert_eq!(env.current_path(victim.kind, victim.row_id).await, link);
+    assert!(env.object("thumbs/link-to-secret.jpeg").await.is_none());
+    assert!(secret.exists());
+
+    // Back to disk: a row whose folder is a link out of the media location.
+    let other = env
+        .seeded
+        .of_kind(FileKind::Thumbnails)
+        .next()
+        .expect("thumbnail")
+        .clone();
+    let escape = format!("{}/escape", env.media_path().display());
+    std::os::unix::fs::symlink(secret_dir.path(), &escape).expect("symlink");
+    env.put_object("escape/planted.jpeg", b"planted").await;
+    env.set_path(other.kind, other.row_id, "escape/planted.jpeg")
+        .await;
+    let app = env.app("disk", "").await;
+    let (_, status) = app.migrate(r#"{"direction":"toDisk"}"#).await;
+    assert_eq!(status["failureReasons"]["unsafe_path"], 1, "{status}");
+    assert!(
+        !secret_dir.path().join("planted.jpeg").exists(),
+        "nothing written outside"
+    );
+    assert_eq!(
+        env.current_path(other.kind, other.row_id).await,
+        "escape/planted.jpeg"
+    );
+}
