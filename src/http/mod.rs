@@ -60,6 +60,7 @@ impl Application {
                 .app_data(data.clone())
                 .app_data(web::PayloadConfig::new(MAX_BODY))
                 .wrap(from_fn(require_token))
+                .service(routes::admin_page)
                 .service(routes::healthz)
                 .service(routes::estimate)
                 .service(routes::start)
@@ -117,7 +118,7 @@ async fn require_token(
         .app_data::<web::Data<Engine>>()
         .and_then(|e| e.config().api_token.clone());
     if let Some(token) = token {
-        if req.path() != "/healthz" {
+        if req.path() != "/healthz" && req.path() != "/" {
             let given = req
                 .headers()
                 .get("authorization")

@@ -17,6 +17,20 @@ const START_FIELDS: [&str; 5] = [
     "verify",
 ];
 
+/// The admin page: static HTML, CSS and JS built into the binary. It holds
+/// no data, so it is served without the token; its API calls carry it.
+#[get("/")]
+pub async fn admin_page() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("Cache-Control", "no-cache"))
+        .insert_header((
+            "Content-Security-Policy",
+            "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+        ))
+        .body(include_str!("admin.html"))
+}
+
 #[get("/healthz")]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))

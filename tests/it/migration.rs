@@ -538,3 +538,108 @@ async fn symlinks_out_of_the_media_location_are_refused() {
         "escape/planted.jpeg"
     );
 }
+
+#[actix_rt::test]
+async fn a_gallery_writing_during_the_run_corrupts_nothing() {
+    let env = TestEnv::new(EnvOptions {
+        spec: SeedSpec {
+            users: 1,
+            assets_per_user: 100,
+            max_size: 3000,
+        },
+        ..Default::default()
+    })
+    .await;
+    let app = env.app("s3", "").await;
+    app.start(r#"{"direction":"toS3","concurrency":3}"#).await;
+
+    // Meanwhile the gallery re-renders thumbnails (new files, new paths) and
+    // accepts uploads, as fast as it can, until the run ends.
+    let owner = env.seeded.users[0];
+    let thumbs: Vec<SeededFile> = env.seeded.of_kind(FileKind::Thumbnails).cloned().collect();
+    let mut rewritten: Vec<(SeededFile, String, Vec<u8>)> = Vec::new();
+    let mut uploads: Vec<(Uuid, String, Vec<u8>)> = Vec::new();
+    let mut i = 0;
+    loop {
+        let (_, s) = app.get("/storage-migration/status").await;
+        if s["isActive"] == false {
+            break;
+        }
+        if let Some(t) = thumbs.get(i * 3) {
+            let path = format!(
+                "{}/thumbs/rerendered/{}_thumbnail.webp",
+                env.media_path().display(),
+                t.row_id
+            );
+            let data = crate::seed::content(10_000 + i as u64, 900);
+            std::fs::create_dir_all(std::path::Path::new(&path).parent().expect("dir"))
+                .expect("mkdir");
+            std::fs::write(&path, &data).expect("write");
+            env.set_path(t.kind, t.row_id, &path).await;
+            rewritten.push((t.clone(), path, data));
+        }
+        let id = Uuid::now_v7();
+        let path = format!("{}/upload/{owner}/new/{id}.jpg", env.media_path().display());
+        let data = crate::seed::content(20_000 + i as u64, 1500);
+        std::fs::create_dir_all(std::path::Path::new(&path).parent().expect("dir")).expect("mkdir");
+        std::fs::write(&path, &data).expect("write");
+        use sha1::Digest as _;
+        env.db
+            .execute(
+                r#"INSERT INTO asset ("id", "deviceAssetId", "ownerId", "deviceId", "type", "originalPath",
+                     "fileCreatedAt", "fileModifiedAt", "localDateTime", "checksum", "originalFileName")
+                   VALUES ($1, $2, $3, 'phone', 'IMAGE', $4, now(), now(), now(), $5, 'new.jpg')"#,
+                &[&id, &format!("new-{i}"), &owner, &path, &sha1::Sha1::digest(&data).to_vec()],
+            )
+            .await
+            .expect("upload");
+        uploads.push((id, path, data));
+        i += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    }
+    assert!(i > 3, "the gallery wrote during the run ({i} rounds)");
+
+    // Whatever each row says now, it points at a whole file.
+    for file in &env.seeded.files {
+        let current = env.current_path(file.kind, file.row_id).await;
+        let expected = match rewritten.iter().find(|(t, _, _)| t.row_id == file.row_id) {
+            Some((_, _, data)) => data.clone(),
+            None => file.content.clone(),
+        };
+        assert_whole(&env, current, expected).await;
+    }
+    for (id, _, data) in &uploads {
+        assert_whole(
+            &env,
+            env.current_path(FileKind::Originals, *id).await,
+            data.clone(),
+        )
+        .await;
+    }
+
+    // A second run picks up what the first could not.
+    let (_, status) = app.migrate(r#"{"direction":"toS3"}"#).await;
+    assert_eq!(status["failed"], 0, "{status}");
+    for (t, _, data) in &rewritten {
+        let current = env.current_path(t.kind, t.row_id).await;
+        assert!(!current.starts_with('/'), "moved on the second run");
+        assert_whole(&env, current, data.clone()).await;
+    }
+    for (id, _, data) in &uploads {
+        let current = env.current_path(FileKind::Originals, *id).await;
+        assert!(!current.starts_with('/'));
+        assert_whole(&env, current, data.clone()).await;
+    }
+}
+
+async fn assert_whole(env: &TestEnv, path: String, data: Vec<u8>) {
+    if path.starts_with('/') {
+        assert_eq!(std::fs::read(&path).expect("disk file"), data, "{path}");
+    } else {
+        assert_eq!(
+            env.object(&path).await.as_deref(),
+            Some(data.as_slice()),
+            "{path}"
+        );
+    }
+}
