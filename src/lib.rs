@@ -12,8 +12,10 @@
 //! - [`engine`]: the actors (orchestrator, movers, ledger, stats), the
 //!   estimate and the rollback.
 //! - [`http`]: the API, its errors and authentication.
+//! - [`cli`]: the command-line commands (API client, progress bars).
 //! - [`telemetry`]: how the engine logs (tracing, text or JSON).
 
+pub mod cli;
 pub mod config;
 pub mod db;
 pub mod engine;
@@ -22,3 +24,16 @@ pub mod model;
 pub mod paths;
 pub mod store;
 pub mod telemetry;
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

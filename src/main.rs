@@ -1,9 +1,12 @@
 //! The `noodle-migrate` binary: parses arguments and settings, then hands
 //! over to the library.
 
-use clap::{Parser, Subcommand};
-use noodle_migrate::config::Config;
+use clap::{Args, Parser, Subcommand};
+use noodle_migrate::cli::{self, client::ApiClient, Exit, MigrateArgs};
+use noodle_migrate::config::{Config, DEFAULT_LISTEN};
 use noodle_migrate::http::Application;
+use noodle_migrate::model::{Direction, FileKind};
+use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -15,40 +18,182 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
 #[command(
     name = "noodle-migrate",
     version,
-    about = "Move a Noodle Gallery library between disk and S3"
+    about = "Move a Noodle Gallery library between disk and S3-compatible storage",
+    after_help = "Exit status: 0 everything moved, 1 some files failed or the engine refused, 2 usage or configuration error."
 )]
 struct Cli {
     /// Read settings from a gallery `.env` file (the environment wins).
     #[arg(long, global = true, value_name = "PATH")]
     env_file: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Args)]
+struct Remote {
+    /// The engine's URL (default: http:// + NOODLE_MIGRATE_LISTEN).
+    #[arg(long, env = "NOODLE_MIGRATE_SERVER", value_name = "URL")]
+    server: Option<String>,
+    /// The engine's API token.
+    #[arg(long, env = "NOODLE_MIGRATE_API_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(Args)]
+struct Migration {
+    /// toS3 or toDisk.
+    #[arg(long, value_parser = parse_direction)]
+    direction: Direction,
+    /// Delete each source file once its new path is committed.
+    #[arg(long)]
+    delete_source: bool,
+    /// Files moved in parallel, 1–20.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(1..=20))]
+    concurrency: u8,
+    /// Comma-separated kinds (default: all): originals, thumbnails, previews,
+    /// fullsize, sidecars, encodedVideos, personThumbnails, profileImages.
+    #[arg(long, value_parser = parse_kinds)]
+    file_types: Option<Kinds>,
+    /// Check originals against their recorded SHA-1 before committing.
+    #[arg(long)]
+    verify: bool,
+}
+
+impl Migration {
+    fn args(&self) -> MigrateArgs {
+        MigrateArgs {
+            direction: self.direction,
+            delete_source: self.delete_source,
+            concurrency: self.concurrency,
+            kinds: match &self.file_types {
+                Some(kinds) => kinds.0.clone(),
+                None => FileKind::ALL.to_vec(),
+            },
+            verify: self.verify,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Start the HTTP API and the migration engine.
+    /// Start the HTTP API, the admin page and the migration engine.
     Serve,
+    /// Run a whole migration in this process, without a server.
+    Run {
+        #[command(flatten)]
+        migration: Migration,
+    },
+    /// Ask a running engine for an estimate.
+    Estimate {
+        #[arg(long, value_parser = parse_direction)]
+        direction: Direction,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Start a migration on a running engine.
+    Start {
+        #[command(flatten)]
+        migration: Migration,
+        /// Follow it with a progress bar until it ends.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show the current or last migration.
+    Status {
+        /// Follow it with a progress bar until it ends.
+        #[arg(long)]
+        watch: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Revert the database paths of a batch.
+    Rollback {
+        batch_id: uuid::Uuid,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Stop the running migration after the files in flight.
+    Cancel {
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+/// A list of kinds as one argument (clap would read a bare Vec as many).
+#[derive(Clone)]
+struct Kinds(Vec<FileKind>);
+
+fn parse_kinds(value: &str) -> Result<Kinds, String> {
+    cli::parse_kinds(value).map(Kinds)
+}
+
+fn parse_direction(value: &str) -> Result<Direction, String> {
+    Direction::parse(value).ok_or_else(|| format!("expected toS3 or toDisk, got {value:?}"))
+}
+
+fn client(remote: &Remote) -> ApiClient {
+    let base = remote.server.clone().unwrap_or_else(|| {
+        let listen =
+            std::env::var("NOODLE_MIGRATE_LISTEN").unwrap_or_else(|_| DEFAULT_LISTEN.into());
+        format!("http://{}", listen.replace("0.0.0.0", "127.0.0.1"))
+    });
+    ApiClient::new(&base, remote.token.clone().filter(|t| !t.is_empty()))
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    noodle_migrate::telemetry::init_logging();
-    let config = match Config::load(cli.env_file.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("noodle-migrate: configuration error: {e}");
-            return ExitCode::from(2);
+    let json = cli.json;
+    let exit = match cli.command {
+        Command::Serve => match load(&cli.env_file) {
+            Ok(config) => serve(config),
+            Err(exit) => exit,
+        },
+        Command::Run { migration } => match load(&cli.env_file) {
+            Ok(config) => block_on(async move { cli::run(config, &migration.args(), json).await }),
+            Err(exit) => exit,
+        },
+        Command::Estimate { direction, remote } => {
+            block_on(async move { cli::estimate(&client(&remote), direction, json).await })
+        }
+        Command::Start {
+            migration,
+            wait,
+            remote,
+        } => block_on(
+            async move { cli::start(&client(&remote), &migration.args(), wait, json).await },
+        ),
+        Command::Status { watch, remote } => {
+            block_on(async move { cli::status(&client(&remote), watch, json).await })
+        }
+        Command::Rollback { batch_id, remote } => {
+            block_on(async move { cli::rollback(&client(&remote), batch_id, json).await })
+        }
+        Command::Cancel { remote } => {
+            block_on(async move { cli::cancel(&client(&remote), json).await })
         }
     };
-    match cli.command {
-        Command::Serve => serve(config),
-    }
+    ExitCode::from(exit.code())
 }
 
-fn serve(config: Config) -> ExitCode {
-    let system = actix_rt::System::new();
-    let result = system.block_on(async move {
+fn load(env_file: &Option<PathBuf>) -> Result<Config, Exit> {
+    noodle_migrate::telemetry::init_logging();
+    Config::load(env_file.as_deref()).map_err(|e| {
+        eprintln!("noodle-migrate: configuration error: {e}");
+        Exit::Usage
+    })
+}
+
+fn block_on<F: Future<Output = Exit>>(fut: F) -> Exit {
+    actix_rt::System::new().block_on(fut)
+}
+
+fn serve(config: Config) -> Exit {
+    let result = actix_rt::System::new().block_on(async move {
         let app = Application::build(config)
             .await
             .map_err(|e| e.to_string())?;
@@ -56,7 +201,7 @@ fn serve(config: Config) -> ExitCode {
         let server = app.run_until_stopped();
         tokio::select! {
             r = server => r.map_err(|e| e.to_string()),
-            _ = shutdown_signal() => {
+            _ = noodle_migrate::shutdown_signal() => {
                 tracing::info!("Shutting down: letting the files in flight finish");
                 engine.shutdown(SHUTDOWN_DEADLINE).await;
                 Ok(())
@@ -64,22 +209,11 @@ fn serve(config: Config) -> ExitCode {
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => Exit::Ok,
         Err(e) => {
             tracing::error!(error = %e, "noodle-migrate stopped");
             eprintln!("noodle-migrate: {e}");
-            ExitCode::from(1)
+            Exit::Failed
         }
-    }
-}
-
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }

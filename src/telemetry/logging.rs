@@ -1,7 +1,9 @@
-//! Logging with `tracing` with key/value fields, human-readable by default and
+//! Logging with `tracing`: key/value fields, human-readable by default and
 //! JSON lines with `NOODLE_MIGRATE_LOG_FORMAT=json`. The level comes from
-//! `RUST_LOG` (default `info`).
+//! `RUST_LOG` (default `info`). Logs go to standard error; standard output
+//! belongs to the CLI's results.
 
+use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 pub fn init_logging() {
@@ -10,7 +12,9 @@ pub fn init_logging() {
         std::env::var("NOODLE_MIGRATE_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     // A second init (tests start several engines) is harmless: keep the first.
     let _ = if json {
         builder

@@ -1,0 +1,281 @@
+//! The command-line front: commands that talk to a running engine over its
+//! API, and `run`, which runs a whole migration in this process. Every
+//! command ends with an exit status: 0 when everything moved, 1 when some
+//! files failed (or the engine refused), 2 for usage or configuration
+//! errors.
+
+pub mod client;
+pub mod progress;
+
+use crate::config::Config;
+use crate::engine::{Engine, StartOptions};
+use crate::model::{Direction, FileKind};
+use client::{ApiClient, ClientError};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// How a command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Ok,
+    Failed,
+    Usage,
+}
+
+impl Exit {
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Ok => 0,
+            Exit::Failed => 1,
+            Exit::Usage => 2,
+        }
+    }
+}
+
+/// What `start` and `run` were asked to do.
+#[derive(Debug, Clone)]
+pub struct MigrateArgs {
+    pub direction: Direction,
+    pub delete_source: bool,
+    pub concurrency: u8,
+    pub kinds: Vec<FileKind>,
+    pub verify: bool,
+}
+
+impl MigrateArgs {
+    fn body(&self) -> Value {
+        let file_types: serde_json::Map<String, Value> = FileKind::ALL
+            .iter()
+            .map(|k| (k.api_key().to_string(), self.kinds.contains(k).into()))
+            .collect();
+        json!({
+            "direction": self.direction,
+            "deleteSource": self.delete_source,
+            "concurrency": self.concurrency,
+            "fileTypes": file_types,
+            "verify": self.verify,
+        })
+    }
+}
+
+/// Parses `originals,thumbnails,…` (for clap).
+pub fn parse_kinds(value: &str) -> Result<Vec<FileKind>, String> {
+    let mut kinds = Vec::new();
+    for key in value.split(',').map(str::trim).filter(|k| !k.is_empty()) {
+        let kind = FileKind::from_api_key(key).ok_or_else(|| {
+            let known: Vec<&str> = FileKind::ALL.iter().map(|k| k.api_key()).collect();
+            format!(
+                "unknown file type {key:?}; expected some of {}",
+                known.join(",")
+            )
+        })?;
+        if !kinds.contains(&kind) {
+            kinds.push(kind);
+        }
+    }
+    if kinds.is_empty() {
+        return Err("select at least one file type".into());
+    }
+    kinds.sort();
+    Ok(kinds)
+}
+
+fn report(err: ClientError) -> Exit {
+    eprintln!("noodle-migrate: {err}");
+    if err.is_usage() {
+        Exit::Usage
+    } else {
+        Exit::Failed
+    }
+}
+
+fn print_json(value: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+    );
+}
+
+pub async fn estimate(client: &ApiClient, direction: Direction, as_json: bool) -> Exit {
+    match client
+        .get(&format!(
+            "/storage-migration/estimate?direction={direction}"
+        ))
+        .await
+    {
+        Err(e) => report(e),
+        Ok(v) => {
+            if as_json {
+                print_json(&v);
+            } else {
+                progress::print_estimate(&v);
+            }
+            Exit::Ok
+        }
+    }
+}
+
+pub async fn start(client: &ApiClient, args: &MigrateArgs, wait: bool, as_json: bool) -> Exit {
+    let reply = match client
+        .post("/storage-migration/start", Some(args.body()))
+        .await
+    {
+        Err(e) => return report(e),
+        Ok(v) => v,
+    };
+    if !wait {
+        if as_json {
+            print_json(&reply);
+        } else {
+            let verb = if reply["resumed"] == true {
+                "Resumed"
+            } else {
+                "Started"
+            };
+            println!("{verb} batch {}", reply["batchId"].as_str().unwrap_or("?"));
+        }
+        return Exit::Ok;
+    }
+    watch(client, as_json).await
+}
+
+pub async fn status(client: &ApiClient, follow: bool, as_json: bool) -> Exit {
+    if follow {
+        return watch(client, as_json).await;
+    }
+    match client.get("/storage-migration/status").await {
+        Err(e) => report(e),
+        Ok(v) => {
+            if as_json {
+                print_json(&v);
+            } else {
+                progress::print_summary(&v);
+            }
+            Exit::Ok
+        }
+    }
+}
+
+/// Follows the run with a progress bar until it ends.
+async fn watch(client: &ApiClient, as_json: bool) -> Exit {
+    let bar = progress::Bar::new(!as_json);
+    loop {
+        let status = match client.get("/storage-migration/status").await {
+            Err(e) => {
+                bar.finish();
+                return report(e);
+            }
+            Ok(v) => v,
+        };
+        bar.update(&status);
+        if status["isActive"] != true {
+            bar.finish();
+            return finish(&status, as_json);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn finish(status: &Value, as_json: bool) -> Exit {
+    if as_json {
+        print_json(status);
+    } else {
+        progress::print_summary(status);
+    }
+    let failed = status["failed"].as_i64().unwrap_or(0) > 0;
+    let stopped = matches!(status["state"].as_str(), Some("failed" | "cancelled"));
+    if failed || stopped {
+        Exit::Failed
+    } else {
+        Exit::Ok
+    }
+}
+
+pub async fn rollback(client: &ApiClient, batch_id: uuid::Uuid, as_json: bool) -> Exit {
+    match client
+        .post(&format!("/storage-migration/rollback/{batch_id}"), None)
+        .await
+    {
+        Err(e) => report(e),
+        Ok(v) => {
+            if as_json {
+                print_json(&v);
+            } else {
+                println!(
+                    "Rolled back {} of {} paths; {} rows changed since and were left alone.",
+                    v["rolledBack"], v["total"], v["failed"]
+                );
+            }
+            if v["failed"].as_i64().unwrap_or(0) > 0 {
+                Exit::Failed
+            } else {
+                Exit::Ok
+            }
+        }
+    }
+}
+
+pub async fn cancel(client: &ApiClient, as_json: bool) -> Exit {
+    match client.post("/storage-migration/cancel", None).await {
+        Err(e) => report(e),
+        Ok(v) => {
+            if as_json {
+                print_json(&v);
+            } else {
+                println!(
+                    "Cancelling batch {}: the files in flight finish first.",
+                    v["batchId"].as_str().unwrap_or("?")
+                );
+            }
+            Exit::Ok
+        }
+    }
+}
+
+/// A whole migration in this process, without a server. Ctrl-C or SIGTERM
+/// cancels it cleanly (the next run resumes).
+pub async fn run(config: Config, args: &MigrateArgs, as_json: bool) -> Exit {
+    let engine = match Engine::start(config).await {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("noodle-migrate: {e}");
+            return Exit::Usage;
+        }
+    };
+    let options = StartOptions {
+        direction: args.direction,
+        delete_source: args.delete_source,
+        concurrency: args.concurrency,
+        kinds: args.kinds.clone(),
+        verify: args.verify,
+        retry_failed_of: None,
+    };
+    if let Err(e) = engine.start_migration(options).await {
+        eprintln!("noodle-migrate: {e}");
+        return Exit::Failed;
+    }
+    let bar = progress::Bar::new(!as_json);
+    let mut interrupted = Box::pin(crate::shutdown_signal());
+    loop {
+        let status = match engine.status().await {
+            Ok(s) => serde_json::to_value(s).unwrap_or(Value::Null),
+            Err(e) => {
+                bar.finish();
+                eprintln!("noodle-migrate: {e}");
+                return Exit::Failed;
+            }
+        };
+        bar.update(&status);
+        if status["isActive"] != true {
+            bar.finish();
+            return finish(&status, as_json);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = &mut interrupted => {
+                eprintln!("noodle-migrate: stopping; the files in flight finish first");
+                engine.shutdown(Duration::from_secs(30)).await;
+            }
+        }
+    }
+}

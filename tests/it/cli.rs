@@ -1,0 +1,141 @@
+//! The command line: `run` in-process, and the client commands against a
+//! running engine, with their exit statuses.
+
+use crate::helpers::{EnvOptions, TestEnv};
+use crate::resume::{free_port, spawn_binary};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::process::{Command, Output};
+
+fn cli(vars: &HashMap<String, String>, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_noodle-migrate"))
+        .args(args)
+        .env_clear()
+        .envs(vars)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run noodle-migrate")
+}
+
+fn json_of(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "not JSON: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[actix_rt::test]
+async fn run_migrates_in_process_with_exit_statuses() {
+    let env = TestEnv::new(EnvOptions::default()).await;
+    let vars = env.vars("s3", "");
+    let missing = env.seeded.files[4].clone();
+    std::fs::rename(&missing.path, format!("{}.away", missing.path)).expect("hide");
+
+    let out = cli(
+        &vars,
+        &["run", "--direction", "toS3", "--concurrency", "8", "--json"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a file failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = json_of(&out);
+    assert_eq!(status["failed"], 1);
+    assert_eq!(status["completed"], env.seeded.files.len() as i64 - 1);
+
+    std::fs::rename(format!("{}.away", missing.path), &missing.path).expect("restore");
+    let out = cli(&vars, &["run", "--direction", "toS3", "--file-types", "originals,thumbnails,previews,fullsize,sidecars,encodedVideos,personThumbnails,profileImages"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("1 completed"), "a text summary: {text}");
+    for file in &env.seeded.files {
+        assert_eq!(
+            env.current_path(file.kind, file.row_id).await,
+            file.relative(env.media_path())
+        );
+    }
+
+    let mut broken = vars.clone();
+    broken.remove("S3_BUCKET");
+    let out = cli(&broken, &["run", "--direction", "toS3"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("S3_BUCKET"));
+    let out = cli(&vars, &["run", "--direction", "toS3", "--concurrency", "0"]);
+    assert_eq!(out.status.code(), Some(2), "usage error");
+}
+
+#[actix_rt::test]
+async fn client_commands_drive_a_running_engine() {
+    let env = TestEnv::new(EnvOptions::default()).await;
+    let mut vars = env.vars("s3", "");
+    vars.insert(
+        "NOODLE_MIGRATE_API_TOKEN".into(),
+        "cli-test-token-0123456789".into(),
+    );
+    let port = free_port();
+    let (mut child, _) = spawn_binary(&vars, port).await;
+    let mut client_vars: HashMap<String, String> = HashMap::new();
+    client_vars.insert(
+        "NOODLE_MIGRATE_SERVER".into(),
+        format!("http://127.0.0.1:{port}"),
+    );
+    client_vars.insert(
+        "NOODLE_MIGRATE_API_TOKEN".into(),
+        "cli-test-token-0123456789".into(),
+    );
+
+    let out = cli(&client_vars, &["estimate", "--direction", "toS3", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        json_of(&out)["fileCounts"]["total"],
+        env.seeded.files.len() as i64
+    );
+
+    let out = cli(
+        &client_vars,
+        &["start", "--direction", "toS3", "--wait", "--json"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = json_of(&out);
+    assert_eq!(status["completed"], env.seeded.files.len() as i64);
+    let batch = status["batchId"].as_str().expect("batch").to_string();
+
+    let out = cli(&client_vars, &["status"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&batch));
+
+    let out = cli(&client_vars, &["cancel"]);
+    assert_eq!(out.status.code(), Some(1), "nothing to cancel is a refusal");
+
+    let out = cli(&client_vars, &["rollback", &batch, "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(json_of(&out)["rolledBack"], env.seeded.files.len() as i64);
+
+    let mut no_token = client_vars.clone();
+    no_token.remove("NOODLE_MIGRATE_API_TOKEN");
+    let out = cli(&no_token, &["status"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a missing token is a usage error"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NOODLE_MIGRATE_API_TOKEN"));
+
+    child.kill().ok();
+    child.wait().ok();
+}
