@@ -2,6 +2,7 @@
 //! files, through the HTTP API. One binary, one module per area.
 
 mod api;
+mod browser;
 mod cli;
 mod control;
 mod faults;
