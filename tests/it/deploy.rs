@@ -1,0 +1,100 @@
+//! The deployment files cannot run here (no container engine), so they are
+//! checked as files: valid YAML, and every file they mount or copy exists.
+
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn yaml(path: &Path) -> serde_yaml::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_yaml::from_str(&text)
+        .unwrap_or_else(|e| panic!("{} is not valid YAML: {e}", path.display()))
+}
+
+#[test]
+fn compose_mounts_and_builds_only_files_that_exist() {
+    let deploy = root().join("deploy");
+    let compose = yaml(&deploy.join("compose.yml"));
+    let services = compose["services"].as_mapping().expect("services");
+    assert!(
+        services.len() >= 5,
+        "engine, database, S3, Prometheus, Grafana"
+    );
+    for (name, service) in services {
+        for volume in service["volumes"].as_sequence().into_iter().flatten() {
+            let spec = volume.as_str().expect("short volume syntax");
+            let host = spec.split(':').next().unwrap_or_default();
+            if host.starts_with('.') {
+                assert!(
+                    deploy.join(host).exists(),
+                    "{name:?} mounts {host}, which is missing"
+                );
+            }
+        }
+        if let Some(file) = service["env_file"].as_str() {
+            assert!(deploy.join(file).exists(), "{name:?} env_file {file}");
+        }
+        let build = &service["build"];
+        if build.is_mapping() {
+            let context = deploy.join(build["context"].as_str().expect("context"));
+            let dockerfile = context.join(build["dockerfile"].as_str().expect("dockerfile"));
+            assert!(dockerfile.exists(), "{}", dockerfile.display());
+            for line in std::fs::read_to_string(&dockerfile)
+                .expect("Dockerfile")
+                .lines()
+            {
+                if let Some(args) = line
+                    .strip_prefix("COPY ")
+                    .filter(|a| !a.starts_with("--from"))
+                {
+                    let parts: Vec<&str> = args.split_whitespace().collect();
+                    for source in &parts[..parts.len() - 1] {
+                        assert!(
+                            context.join(source).exists(),
+                            "Dockerfile copies {source}, which is missing"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn every_yaml_file_parses_and_the_unit_runs_serve() {
+    for file in [
+        "dashboards/alerts.yml",
+        "dashboards/alerts.test.yml",
+        "dashboards/prometheus.yml",
+        "dashboards/provisioning/datasources/prometheus.yml",
+        "dashboards/provisioning/dashboards/noodle-migrate.yml",
+    ] {
+        yaml(&root().join(file));
+    }
+    let unit = std::fs::read_to_string(root().join("deploy/noodle-migrate.service")).expect("unit");
+    assert!(
+        unit.lines()
+            .any(|l| l.starts_with("ExecStart=/usr/local/bin/noodle-migrate")
+                && l.ends_with(" serve"))
+    );
+    let env =
+        std::fs::read_to_string(root().join("deploy/gallery.env.example")).expect("env example");
+    let vars: Vec<(String, String)> = env
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains('='))
+        .filter_map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    let config = noodle_migrate::config::Config::from_vars(&noodle_migrate::config::Vars::new(
+        vars.into_iter().collect(),
+    ));
+    assert!(
+        config.is_ok(),
+        "the example settings load: {:?}",
+        config.err()
+    );
+}
