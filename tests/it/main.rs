@@ -5,6 +5,7 @@ mod api;
 mod browser;
 mod cli;
 mod control;
+mod database;
 mod deploy;
 mod faults;
 mod helpers;

@@ -1,0 +1,240 @@
+//! The database goes away in the middle of a run: a private PostgreSQL
+//! cluster (so that no other test is disturbed) is stopped and started
+//! again while files are moving. The engine either rides it out or stops
+//! cleanly; a second start finishes the job, and no row is half-updated.
+
+use crate::helpers::{pg, s3_access_key, s3_endpoint, s3_secret_key, EnvOptions};
+use crate::resume::free_port;
+use crate::seed::{self, SeedSpec};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+/// A throwaway cluster run by the `postgres` system user.
+struct Cluster {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+}
+
+fn as_postgres(cmd: &str) -> bool {
+    let status = if nix_uid() == 0 {
+        Command::new("su")
+            .args(["postgres", "-s", "/bin/sh", "-c", cmd])
+            .status()
+    } else {
+        Command::new("sh").args(["-c", cmd]).status()
+    };
+    status.map(|s| s.success()).unwrap_or(false)
+}
+
+fn nix_uid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        })
+        .and_then(|u| u.parse().ok())
+        .unwrap_or(1)
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let version = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries (make test installs them)")
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().to_string()))
+            .max_by_key(|v| v.parse::<u32>().unwrap_or(0))
+            .expect("a PostgreSQL version");
+        let bin = PathBuf::from(format!("/usr/lib/postgresql/{version}/bin"));
+        let dir = tempfile::Builder::new()
+            .prefix("nm-pg-")
+            .tempdir()
+            .expect("cluster dir");
+        if nix_uid() == 0 {
+            Command::new("chown")
+                .args(["postgres:", &dir.path().display().to_string()])
+                .status()
+                .expect("chown");
+        }
+        let port = free_port();
+        let data = dir.path().join("data");
+        assert!(
+            as_postgres(&format!(
+                "{}/initdb -D {} -A trust -U postgres >/dev/null",
+                bin.display(),
+                data.display()
+            )),
+            "initdb"
+        );
+        let cluster = Cluster { dir, bin, port };
+        cluster.pg_ctl("start");
+        cluster
+    }
+
+    fn pg_ctl(&self, action: &str) {
+        let data = self.dir.path().join("data");
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.path().display()
+        );
+        assert!(
+            as_postgres(&format!(
+                "{}/pg_ctl -D {} -o '{opts}' -l {}/log -w -m fast {action} >/dev/null",
+                self.bin.display(),
+                data.display(),
+                self.dir.path().display()
+            )),
+            "pg_ctl {action}"
+        );
+    }
+
+    fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        as_postgres(&format!(
+            "{}/pg_ctl -D {} -m immediate stop >/dev/null 2>&1",
+            self.bin.display(),
+            data.display()
+        ));
+    }
+}
+
+#[actix_rt::test]
+async fn a_database_restart_mid_run_loses_nothing() {
+    let cluster = Cluster::start();
+    let admin = pg(&cluster.url("postgres")).await;
+    admin
+        .batch_execute("CREATE DATABASE gallery")
+        .await
+        .expect("create db");
+    let db = pg(&cluster.url("gallery")).await;
+    seed::create_schema(&db, true).await;
+    let media = tempfile::tempdir().expect("media");
+    let outside = tempfile::tempdir().expect("outside");
+    let options = EnvOptions {
+        spec: SeedSpec {
+            users: 1,
+            assets_per_user: 150,
+            max_size: 3000,
+        },
+        ..Default::default()
+    };
+    let seeded = seed::seed(&db, media.path(), outside.path(), &options.spec).await;
+    drop(db);
+    drop(admin);
+    let bucket = format!("nm-pg-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let s3 = crate::helpers::s3_client();
+    s3.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("bucket");
+
+    let vars: HashMap<String, String> = [
+        ("DB_URL", cluster.url("gallery")),
+        ("IMMICH_MEDIA_LOCATION", media.path().display().to_string()),
+        ("IMMICH_STORAGE_BACKEND", "s3".into()),
+        ("S3_BUCKET", bucket.clone()),
+        ("S3_ENDPOINT", s3_endpoint()),
+        ("S3_ACCESS_KEY_ID", s3_access_key()),
+        ("S3_SECRET_ACCESS_KEY", s3_secret_key()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let (mut child, app) = crate::resume::spawn_binary(&vars, free_port()).await;
+    app.start(r#"{"direction":"toS3","concurrency":2,"deleteSource":true}"#)
+        .await;
+    for _ in 0..500 {
+        let (_, s) = app.get("/storage-migration/status").await;
+        if s["completed"].as_i64().unwrap_or(0) >= 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cluster.pg_ctl("stop");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.pg_ctl("start");
+    let first = app.wait_idle().await;
+    let state = first["state"].as_str().unwrap_or_default().to_string();
+    eprintln!("after the restart the run ended as {state}: {first}");
+    assert!(
+        ["completed", "completed_with_failures", "failed"].contains(&state.as_str()),
+        "a clear end state: {first}"
+    );
+    if state == "failed" {
+        assert!(
+            first["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{first}"
+        );
+    }
+
+    // Whatever happened, a second start (resuming if needed) finishes.
+    let (code, json) = app
+        .post(
+            "/storage-migration/start",
+            r#"{"direction":"toS3","deleteSource":true}"#,
+        )
+        .await;
+    if code == 201 {
+        let second = app.wait_idle().await;
+        assert_eq!(second["failed"], 0, "{second}");
+    } else {
+        assert_eq!(json["error"], "nothing_to_migrate", "{json}");
+    }
+    child.kill().ok();
+    child.wait().ok();
+
+    let db = pg(&cluster.url("gallery")).await;
+    for file in &seeded.files {
+        let sql = match file.kind {
+            noodle_migrate::model::FileKind::Originals => {
+                r#"SELECT "originalPath" FROM asset WHERE id = $1"#
+            }
+            noodle_migrate::model::FileKind::PersonThumbnails => {
+                r#"SELECT "thumbnailPath" FROM person WHERE id = $1"#
+            }
+            noodle_migrate::model::FileKind::ProfileImages => {
+                r#"SELECT "profileImagePath" FROM "user" WHERE id = $1"#
+            }
+            _ => "SELECT path FROM asset_file WHERE id = $1",
+        };
+        let path: String = db
+            .query_one(sql, &[&file.row_id])
+            .await
+            .expect("row")
+            .get(0);
+        let relative = file.relative(media.path());
+        assert_eq!(path, relative, "every row moved");
+        let object = s3
+            .get_object()
+            .bucket(&bucket)
+            .key(&relative)
+            .send()
+            .await
+            .expect("object");
+        let bytes = object.body.collect().await.expect("body").into_bytes();
+        assert!(
+            bytes.as_ref() == file.content.as_slice(),
+            "{relative} whole"
+        );
+        let logged: i64 = db
+            .query_one(
+                r#"SELECT count(*) FROM storage_migration_log WHERE "entityId" = $1 AND "newPath" = $2"#,
+                &[&file.entity_id, &relative],
+            )
+            .await
+            .expect("log")
+            .get(0);
+        assert_eq!(logged, 1, "exactly one log row for {relative}");
+    }
+}
