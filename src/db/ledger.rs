@@ -1,15 +1,16 @@
-//! The ledger's statements: many files' path updates, their log rows, their
-//! failure records and the batch's counters, all in one transaction.
+//! The ledger's statement: many files' path updates, their log rows, their
+//! failure records and the batch's counters, in one SQL statement (one
+//! round trip, atomic like a transaction).
 //!
 //! Every path update is optimistic (`AND path = old`): a row the gallery
 //! changed meanwhile is left alone and reported back as a conflict, and it
 //! gets no log row. A log row exists exactly when its path update happened.
 
-use super::{DbConn, DbError};
+use super::{timed, DbConn, DbError};
 use crate::model::{Direction, FileKind};
-use diesel::sql_types::{Array, BigInt, Nullable, Text, Uuid as SqlUuid};
+use diesel::sql_types::{Array, BigInt, Bool, Text, Uuid as SqlUuid};
 use diesel::QueryableByName;
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 use std::collections::HashSet;
 use uuid::Uuid;
 
@@ -38,20 +39,78 @@ pub struct Unmoved {
     pub message: String,
 }
 
-/// The table and column a kind's path lives in.
-fn target(kind: FileKind) -> (&'static str, &'static str) {
-    match kind {
-        FileKind::Originals => ("asset", r#""originalPath""#),
-        FileKind::PersonThumbnails => ("person", r#""thumbnailPath""#),
-        FileKind::ProfileImages => (r#""user""#, r#""profileImagePath""#),
-        _ => ("asset_file", "path"),
-    }
-}
+/// `v.kind` values whose path lives in `asset_file.path`.
+const ASSET_FILE_KINDS: &str =
+    "('thumbnails', 'previews', 'fullsize', 'sidecars', 'encodedVideos')";
 
 #[derive(QueryableByName)]
-struct Id {
+struct Done {
     #[diesel(sql_type = SqlUuid)]
-    id: Uuid,
+    log_id: Uuid,
+}
+
+/// The whole group in one statement. Data-modifying CTEs all see the same
+/// snapshot, so each step reads `v` (the group) and the `RETURNING` of the
+/// path updates, never another step's writes.
+fn group_sql() -> String {
+    format!(
+        r#"WITH v AS (
+             SELECT * FROM unnest($3::text[], $4::uuid[], $5::uuid[], $6::text[], $7::text[],
+                                  $8::text[], $9::text[], $10::bool[], $11::bigint[], $12::uuid[])
+               AS v(kind, row_id, entity_id, old_path, new_path, entity_type, file_type, adopted, bytes, log_id)
+           ),
+           a AS (UPDATE asset t SET "originalPath" = v.new_path FROM v
+                 WHERE v.kind = 'originals' AND t.id = v.row_id AND t."originalPath" = v.old_path
+                 RETURNING v.log_id),
+           f AS (UPDATE asset_file t SET path = v.new_path FROM v
+                 WHERE v.kind IN {ASSET_FILE_KINDS} AND t.id = v.row_id AND t.path = v.old_path
+                 RETURNING v.log_id),
+           p AS (UPDATE person t SET "thumbnailPath" = v.new_path FROM v
+                 WHERE v.kind = 'personThumbnails' AND t.id = v.row_id AND t."thumbnailPath" = v.old_path
+                 RETURNING v.log_id),
+           u AS (UPDATE "user" t SET "profileImagePath" = v.new_path FROM v
+                 WHERE v.kind = 'profileImages' AND t.id = v.row_id AND t."profileImagePath" = v.old_path
+                 RETURNING v.log_id),
+           done AS (SELECT log_id FROM a UNION ALL SELECT log_id FROM f
+                    UNION ALL SELECT log_id FROM p UNION ALL SELECT log_id FROM u),
+           moved AS (SELECT v.* FROM v JOIN done USING (log_id)),
+           logged AS (
+             INSERT INTO storage_migration_log
+               ("id", "entityType", "entityId", "fileType", "oldPath", "newPath", "direction", "batchId")
+             SELECT log_id, entity_type, entity_id, NULLIF(file_type, ''), old_path, new_path, $2, $1 FROM moved
+           ),
+           cleared AS (
+             DELETE FROM noodle_migrate_failure fl USING moved
+             WHERE fl.batch_id = $1 AND fl.kind = moved.kind AND fl.entity_id = moved.entity_id
+           ),
+           changed AS (SELECT v.* FROM v WHERE v.log_id NOT IN (SELECT log_id FROM done)),
+           unmoved AS (
+             SELECT * FROM unnest($13::text[], $14::uuid[], $15::uuid[], $16::text[], $17::text[], $18::text[], $19::text[])
+               AS w(kind, row_id, entity_id, path, outcome, reason, message)
+             WHERE (w.kind, w.entity_id) NOT IN (SELECT kind, entity_id FROM changed)
+             UNION ALL
+             SELECT kind, row_id, entity_id, old_path, 'skipped', 'row_changed',
+                    'the gallery changed this row''s path during the migration'
+             FROM changed
+           ),
+           recorded AS (
+             INSERT INTO noodle_migrate_failure (batch_id, kind, row_id, entity_id, path, outcome, reason, message)
+             SELECT $1, kind, row_id, entity_id, path, outcome, reason, message FROM unmoved
+             ON CONFLICT (batch_id, kind, entity_id) DO UPDATE
+               SET row_id = EXCLUDED.row_id, path = EXCLUDED.path, outcome = EXCLUDED.outcome,
+                   reason = EXCLUDED.reason, message = EXCLUDED.message, at = clock_timestamp()
+           ),
+           counted AS (
+             UPDATE noodle_migrate_batch SET
+               completed = completed + (SELECT count(*) FROM moved),
+               adopted = adopted + (SELECT count(*) FROM moved WHERE adopted),
+               bytes_moved = bytes_moved + (SELECT COALESCE(sum(bytes), 0) FROM moved WHERE NOT adopted),
+               failed = failed + (SELECT count(*) FROM unmoved WHERE outcome = 'failed'),
+               skipped = skipped + (SELECT count(*) FROM unmoved WHERE outcome = 'skipped')
+             WHERE id = $1
+           )
+           SELECT log_id FROM done"#
+    )
 }
 
 /// Commits a group; returns, for each change, whether its row was updated.
@@ -62,150 +121,48 @@ pub async fn commit(
     changes: &[PathChange],
     unmoved: &[Unmoved],
 ) -> Result<Vec<bool>, DbError> {
-    let work = conn.transaction::<_, DbError, _>(async move |conn| {
-        {
-            let mut updated: HashSet<(&'static str, Uuid)> = HashSet::new();
-            let mut tables: Vec<&'static str> = changes.iter().map(|c| target(c.kind).0).collect();
-            tables.sort_unstable();
-            tables.dedup();
-            for table in tables {
-                let group: Vec<&PathChange> = changes.iter().filter(|c| target(c.kind).0 == table).collect();
-                let column = target(group[0].kind).1;
-                let sql = format!(
-                    "UPDATE {table} t SET {column} = v.new_path
-                     FROM unnest($1::uuid[], $2::text[], $3::text[]) AS v(id, old_path, new_path)
-                     WHERE t.id = v.id AND t.{column} = v.old_path
-                     RETURNING t.id"
-                );
-                let ids: Vec<Id> = diesel::sql_query(sql)
-                    .bind::<Array<SqlUuid>, _>(group.iter().map(|c| c.row_id).collect::<Vec<_>>())
-                    .bind::<Array<Text>, _>(group.iter().map(|c| c.old_path.clone()).collect::<Vec<_>>())
-                    .bind::<Array<Text>, _>(group.iter().map(|c| c.new_path.clone()).collect::<Vec<_>>())
-                    .load(conn)
-                    .await?;
-                updated.extend(ids.into_iter().map(|r| (table, r.id)));
-            }
-            let done: Vec<bool> = changes
+    let log_ids: Vec<Uuid> = changes.iter().map(|_| Uuid::now_v7()).collect();
+    // One record per file; a later one in the same group wins.
+    let mut records: Vec<&Unmoved> = unmoved.iter().rev().collect();
+    let mut seen = HashSet::new();
+    records.retain(|r| seen.insert((r.kind, r.entity_id)));
+    let texts = |f: &dyn Fn(&PathChange) -> String| changes.iter().map(f).collect::<Vec<_>>();
+    let query = diesel::sql_query(group_sql())
+        .bind::<SqlUuid, _>(batch_id)
+        .bind::<Text, _>(direction.as_str())
+        .bind::<Array<Text>, _>(texts(&|c| c.kind.api_key().to_string()))
+        .bind::<Array<SqlUuid>, _>(changes.iter().map(|c| c.row_id).collect::<Vec<_>>())
+        .bind::<Array<SqlUuid>, _>(changes.iter().map(|c| c.entity_id).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(texts(&|c| c.old_path.clone()))
+        .bind::<Array<Text>, _>(texts(&|c| c.new_path.clone()))
+        .bind::<Array<Text>, _>(texts(&|c| c.kind.log_entity_type().to_string()))
+        .bind::<Array<Text>, _>(texts(&|c| c.kind.log_file_type().unwrap_or("").to_string()))
+        .bind::<Array<Bool>, _>(changes.iter().map(|c| c.adopted).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(changes.iter().map(|c| c.bytes).collect::<Vec<_>>())
+        .bind::<Array<SqlUuid>, _>(log_ids.clone())
+        .bind::<Array<Text>, _>(
+            records
                 .iter()
-                .map(|c| updated.contains(&(target(c.kind).0, c.row_id)))
-                .collect();
-            let committed: Vec<&PathChange> =
-                changes.iter().zip(&done).filter(|(_, ok)| **ok).map(|(c, _)| c).collect();
-
-            if !committed.is_empty() {
-                diesel::sql_query(
-                    r#"INSERT INTO storage_migration_log
-                         ("id", "entityType", "entityId", "fileType", "oldPath", "newPath", "direction", "batchId")
-                       SELECT v.id, v.entity_type, v.entity_id, v.file_type, v.old_path, v.new_path, $7, $8
-                       FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[], $6::text[])
-                         AS v(id, entity_type, entity_id, file_type, old_path, new_path)"#,
-                )
-                .bind::<Array<SqlUuid>, _>(committed.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
-                .bind::<Array<Text>, _>(
-                    committed.iter().map(|c| c.kind.log_entity_type().to_string()).collect::<Vec<_>>(),
-                )
-                .bind::<Array<SqlUuid>, _>(committed.iter().map(|c| c.entity_id).collect::<Vec<_>>())
-                .bind::<Array<Nullable<Text>>, _>(
-                    committed
-                        .iter()
-                        .map(|c| c.kind.log_file_type().map(str::to_string))
-                        .collect::<Vec<_>>(),
-                )
-                .bind::<Array<Text>, _>(committed.iter().map(|c| c.old_path.clone()).collect::<Vec<_>>())
-                .bind::<Array<Text>, _>(committed.iter().map(|c| c.new_path.clone()).collect::<Vec<_>>())
-                .bind::<Text, _>(direction.as_str())
-                .bind::<SqlUuid, _>(batch_id)
-                .execute(conn)
-                .await?;
-            }
-
-            // A file that moved is no longer a failure (a retry, a resume).
-            if !committed.is_empty() {
-                diesel::sql_query(
-                    "DELETE FROM noodle_migrate_failure f
-                     USING unnest($2::text[], $3::uuid[]) AS v(kind, entity_id)
-                     WHERE f.batch_id = $1 AND f.kind = v.kind AND f.entity_id = v.entity_id",
-                )
-                .bind::<SqlUuid, _>(batch_id)
-                .bind::<Array<Text>, _>(committed.iter().map(|c| c.kind.api_key().to_string()).collect::<Vec<_>>())
-                .bind::<Array<SqlUuid>, _>(committed.iter().map(|c| c.entity_id).collect::<Vec<_>>())
-                .execute(conn)
-                .await?;
-            }
-
-            // Rows changed by the gallery meanwhile are reported as skipped.
-            let mut records: Vec<Unmoved> = unmoved.to_vec();
-            for (change, ok) in changes.iter().zip(&done) {
-                if !ok {
-                    records.push(Unmoved {
-                        kind: change.kind,
-                        row_id: change.row_id,
-                        entity_id: change.entity_id,
-                        path: change.old_path.clone(),
-                        failed: false,
-                        reason: "row_changed".into(),
-                        message: "the gallery changed this row's path during the migration".into(),
-                    });
-                }
-            }
-            // One record per file; a later one in the same group wins.
-            records.reverse();
-            let mut seen = HashSet::new();
-            records.retain(|r| seen.insert((r.kind, r.entity_id)));
-            if !records.is_empty() {
-                diesel::sql_query(
-                    "INSERT INTO noodle_migrate_failure (batch_id, kind, row_id, entity_id, path, outcome, reason, message)
-                     SELECT $1, v.kind, v.row_id, v.entity_id, v.path, v.outcome, v.reason, v.message
-                     FROM unnest($2::text[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[], $8::text[])
-                       AS v(kind, row_id, entity_id, path, outcome, reason, message)
-                     ON CONFLICT (batch_id, kind, entity_id) DO UPDATE
-                       SET row_id = EXCLUDED.row_id, path = EXCLUDED.path, outcome = EXCLUDED.outcome,
-                           reason = EXCLUDED.reason, message = EXCLUDED.message, at = clock_timestamp()",
-                )
-                .bind::<SqlUuid, _>(batch_id)
-                .bind::<Array<Text>, _>(
-                    records
-                        .iter()
-                        .map(|r| r.kind.api_key().to_string())
-                        .collect::<Vec<_>>(),
-                )
-                .bind::<Array<SqlUuid>, _>(records.iter().map(|r| r.row_id).collect::<Vec<_>>())
-                .bind::<Array<SqlUuid>, _>(records.iter().map(|r| r.entity_id).collect::<Vec<_>>())
-                .bind::<Array<Text>, _>(records.iter().map(|r| r.path.clone()).collect::<Vec<_>>())
-                .bind::<Array<Text>, _>(
-                    records
-                        .iter()
-                        .map(|r| if r.failed { "failed" } else { "skipped" }.to_string())
-                        .collect::<Vec<_>>(),
-                )
-                .bind::<Array<Text>, _>(records.iter().map(|r| r.reason.clone()).collect::<Vec<_>>())
-                .bind::<Array<Text>, _>(records.iter().map(|r| r.message.clone()).collect::<Vec<_>>())
-                .execute(conn)
-                .await?;
-            }
-
-            let conflicts = done.iter().filter(|ok| !**ok).count() as i64;
-            let failed = unmoved.iter().filter(|u| u.failed).count() as i64;
-            let skipped = unmoved.len() as i64 - failed + conflicts;
-            diesel::sql_query(
-                "UPDATE noodle_migrate_batch
-                 SET completed = completed + $2, adopted = adopted + $3, bytes_moved = bytes_moved + $4,
-                     failed = failed + $5, skipped = skipped + $6
-                 WHERE id = $1",
-            )
-            .bind::<SqlUuid, _>(batch_id)
-            .bind::<BigInt, _>(committed.len() as i64)
-            .bind::<BigInt, _>(committed.iter().filter(|c| c.adopted).count() as i64)
-            .bind::<BigInt, _>(committed.iter().filter(|c| !c.adopted).map(|c| c.bytes).sum::<i64>())
-            .bind::<BigInt, _>(failed)
-            .bind::<BigInt, _>(skipped)
-            .execute(conn)
-            .await?;
-            Ok(done)
-        }
-    });
-    match tokio::time::timeout(super::QUERY_TIMEOUT, work).await {
-        Ok(result) => result,
-        Err(_) => Err(DbError::Timeout(super::QUERY_TIMEOUT)),
-    }
+                .map(|r| r.kind.api_key().to_string())
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<SqlUuid>, _>(records.iter().map(|r| r.row_id).collect::<Vec<_>>())
+        .bind::<Array<SqlUuid>, _>(records.iter().map(|r| r.entity_id).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(records.iter().map(|r| r.path.clone()).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(
+            records
+                .iter()
+                .map(|r| if r.failed { "failed" } else { "skipped" }.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Text>, _>(records.iter().map(|r| r.reason.clone()).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(
+            records
+                .iter()
+                .map(|r| r.message.clone())
+                .collect::<Vec<_>>(),
+        );
+    let done: Vec<Done> = timed(query.load(conn)).await?;
+    let done: HashSet<Uuid> = done.into_iter().map(|d| d.log_id).collect();
+    Ok(log_ids.iter().map(|id| done.contains(id)).collect())
 }
