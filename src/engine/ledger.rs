@@ -1,7 +1,7 @@
 //! The ledger actor: every database write of a run goes through it, so
-//! writes never interleave, and they are grouped: records that arrive
-//! within a few milliseconds of each other commit in one transaction
-//! (path updates, log rows, failure records, batch counters).
+//! writes never interleave, and they are grouped: the records that arrive
+//! while one commit is in flight commit together in the next one (path
+//! updates, log rows, failure records, batch counters: one statement).
 //!
 //! A mover waits for its record to be committed before it deletes a
 //! source, so a source is never deleted before the database stops
@@ -21,8 +21,6 @@ use tokio::sync::oneshot;
 use tracing::Instrument;
 use uuid::Uuid;
 
-/// How long the ledger waits for more records before committing a group.
-const GROUP_WINDOW: Duration = Duration::from_millis(3);
 /// The most records in one transaction.
 const MAX_GROUP: usize = 500;
 /// Attempts at a group commit when the database is briefly away.
@@ -38,45 +36,38 @@ pub struct Ledger {
     batch_id: Uuid,
     direction: Direction,
     pending: Vec<Pending>,
-    flush_scheduled: bool,
-    /// Movers wait for their record, so once this many are pending every
-    /// mover is waiting and there is no point in waiting for more.
-    group_size: usize,
+    /// A commit is in flight; records arriving meanwhile form the next group.
+    committing: bool,
     stats: Addr<Stats>,
 }
 
 impl Ledger {
-    pub fn new(
-        pool: DbPool,
-        batch_id: Uuid,
-        direction: Direction,
-        movers: usize,
-        stats: Addr<Stats>,
-    ) -> Ledger {
+    pub fn new(pool: DbPool, batch_id: Uuid, direction: Direction, stats: Addr<Stats>) -> Ledger {
         Ledger {
             pool,
             batch_id,
             direction,
             pending: Vec::new(),
-            flush_scheduled: false,
-            group_size: movers.clamp(1, MAX_GROUP),
+            committing: false,
             stats,
         }
     }
 
+    /// Commits everything pending (up to `MAX_GROUP`) unless a commit is in
+    /// flight; when it lands, the records that arrived meanwhile go next.
+    /// No timer: a lone record commits at once, a busy run groups itself.
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        self.flush_scheduled = false;
-        if self.pending.is_empty() {
+        if self.committing || self.pending.is_empty() {
             return;
         }
-        let group = std::mem::take(&mut self.pending);
+        self.committing = true;
+        let take = self.pending.len().min(MAX_GROUP);
+        let group: Vec<Pending> = self.pending.drain(..take).collect();
         let pool = self.pool.clone();
         let (batch_id, direction) = (self.batch_id, self.direction);
         let stats = self.stats.clone();
         let span = tracing::info_span!("ledger", batch_id = %batch_id);
-        // `wait` holds the mailbox until the commit is done: the next group
-        // collects meanwhile, and two commits can never overlap.
-        ctx.wait(
+        ctx.spawn(
             async move {
                 let mut changes: Vec<PathChange> = Vec::new();
                 let mut unmoved: Vec<Unmoved> = Vec::new();
@@ -97,7 +88,7 @@ impl Ledger {
             }
             .instrument(span)
             .into_actor(self)
-            .map(|(group, result), _, _| {
+            .map(|(group, result), act, ctx| {
                 let mut done = match &result {
                     Ok(done) => done.clone().into_iter(),
                     Err(_) => Vec::new().into_iter(),
@@ -110,6 +101,8 @@ impl Ledger {
                     };
                     let _ = p.reply.send(answer);
                 }
+                act.committing = false;
+                act.flush(ctx);
             }),
         );
     }
@@ -151,12 +144,7 @@ impl Handler<Record> for Ledger {
     fn handle(&mut self, record: Record, ctx: &mut Context<Self>) -> Self::Result {
         let (reply, answer) = oneshot::channel();
         self.pending.push(Pending { record, reply });
-        if self.pending.len() >= self.group_size {
-            self.flush(ctx);
-        } else if !self.flush_scheduled {
-            self.flush_scheduled = true;
-            ctx.run_later(GROUP_WINDOW, |act, ctx| act.flush(ctx));
-        }
+        self.flush(ctx);
         Box::pin(async move {
             answer
                 .await

@@ -260,7 +260,6 @@ async fn execute(
         run.shared.pool.clone(),
         run.batch_id,
         run.direction,
-        options.concurrency as usize,
         stats.clone(),
     )
     .start();

@@ -22,22 +22,11 @@ pub const TEMP_MARKER: &str = ".noodle-tmp-";
 pub struct DiskStore;
 
 impl DiskStore {
-    /// Whether `path` (or, when it does not exist yet, its deepest existing
-    /// folder) really lies under `root` once symbolic links are resolved.
-    /// `root` must itself be canonical.
+    /// Whether `path` really lies under `root` once symbolic links are
+    /// resolved. Either may not exist yet (a first copy to disk): the part
+    /// that exists is resolved, the rest is taken as written.
     pub async fn stays_under(&self, root: &Path, path: &Path) -> Result<bool, StoreError> {
-        let mut probe = path.to_path_buf();
-        loop {
-            match fs::canonicalize(&probe).await {
-                Ok(real) => return Ok(real.starts_with(root)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    if !probe.pop() {
-                        return Ok(false);
-                    }
-                }
-                Err(e) => return Err(StoreError::io("cannot resolve", &probe, e)),
-            }
-        }
+        Ok(resolve(path).await?.starts_with(resolve(root).await?))
     }
 
     /// The size of a regular file, or `None` when nothing is there.
@@ -142,6 +131,28 @@ impl DiskStore {
     }
 }
 
+/// `path` with its longest existing prefix canonicalised.
+async fn resolve(path: &Path) -> Result<PathBuf, StoreError> {
+    let mut existing = path.to_path_buf();
+    let mut rest = Vec::new();
+    loop {
+        match fs::canonicalize(&existing).await {
+            Ok(mut real) => {
+                real.extend(rest.iter().rev());
+                return Ok(real);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match existing.file_name() {
+                Some(name) => {
+                    rest.push(name.to_os_string());
+                    existing.pop();
+                }
+                None => return Ok(path.to_path_buf()),
+            },
+            Err(e) => return Err(StoreError::io("cannot resolve", &existing, e)),
+        }
+    }
+}
+
 /// A file being written next to its final name. Dropping it without
 /// `commit` leaves a temporary file behind; call `discard` on failure.
 pub struct TempFile {
@@ -233,6 +244,28 @@ mod tests {
         temp.write(b"partial").await.unwrap();
         temp.discard().await;
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn confinement_resolves_links_and_allows_missing_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("media-not-created-yet");
+        let store = DiskStore;
+        assert!(store
+            .stays_under(&root, &root.join("upload/a/b.jpg"))
+            .await
+            .unwrap());
+        std::fs::create_dir_all(&root).unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.join("link")).unwrap();
+        assert!(!store
+            .stays_under(&root, &root.join("link/x.jpg"))
+            .await
+            .unwrap());
+        assert!(store
+            .stays_under(&root, &root.join("upload/x.jpg"))
+            .await
+            .unwrap());
     }
 
     #[tokio::test]

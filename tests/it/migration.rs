@@ -295,6 +295,8 @@ async fn to_disk_with_delete_source_brings_everything_back() {
         );
     }
     assert_untouched(&env).await;
+    // Back to a media location that does not even exist yet.
+    std::fs::remove_dir_all(env.media_path()).expect("remove media");
     // The second seed's cut-over writes s3:// URLs; those are S3 paths too.
     let url_file = &env.seeded.files[1];
     let url = format!(
