@@ -31,7 +31,9 @@ now() { date +%s.%N; }
 rate() { python3 -c "print(f'{$1 / ($3 - $2):.1f}')"; }
 secs() { python3 -c "print(f'{$2 - $1:.2f}')"; }
 ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
-bucket() { aws --endpoint-url "$ENDPOINT" s3 mb "s3://$1" >/dev/null; }
+# Buckets are named per run so that runs never meet each other.
+RID=$(date +%s)
+bucket() { aws --endpoint-url "$ENDPOINT" s3 mb "s3://$1-$RID" >/dev/null; }
 fresh_db() { psqla -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)" -c "CREATE DATABASE $1 TEMPLATE $2"; }
 xacts() { psqla -c "SELECT xact_commit FROM pg_stat_database WHERE datname = '$1'"; }
 
@@ -78,23 +80,23 @@ declare -A R
 for c in 5 20; do
   fresh_db bench_run bench_small; bucket "nm-small-$c"
   x0=$(xacts bench_run)
-  nm_run bench_run "$WORK/small" s3 toS3 "$c" "nm-small-$c" >"$WORK/t"; read -r t rss <"$WORK/t"
+  nm_run bench_run "$WORK/small" s3 toS3 "$c" "nm-small-$c-$RID" >"$WORK/t"; read -r t rss <"$WORK/t"
   x1=$(xacts bench_run)
   R[nm_up_$c]=$(rate "$FILES" 0 "$t"); R[nm_up_rss_$c]=$rss; R[xact_$c]=$(python3 -c "print(f'{($x1 - $x0) / $FILES:.3f}')")
   [ "$c" = 5 ] && psqla -c "DROP DATABASE IF EXISTS bench_s3 WITH (FORCE)" -c "CREATE DATABASE bench_s3 TEMPLATE bench_run"
   bucket "rc-small-$c"
-  t=$(timed rclone copy --transfers "$c" "$WORK/small" "bench:rc-small-$c")
+  t=$(timed rclone copy --transfers "$c" "$WORK/small" "bench:rc-small-$c-$RID")
   R[rc_up_$c]=$(rate "$FILES" 0 "$t")
 done
 bucket aws-small
-t=$(timed aws --endpoint-url "$ENDPOINT" s3 sync "$WORK/small" s3://aws-small)
+t=$(timed aws --endpoint-url "$ENDPOINT" s3 sync "$WORK/small" s3://aws-small-$RID)
 R[aws_up]=$(rate "$FILES" 0 "$t")
 
 for c in 5 20; do
   fresh_db bench_run bench_s3
-  nm_run bench_run "$WORK/back-nm-$c" disk toDisk "$c" nm-small-5 >"$WORK/t"; read -r t rss <"$WORK/t"
+  nm_run bench_run "$WORK/back-nm-$c" disk toDisk "$c" "nm-small-5-$RID" >"$WORK/t"; read -r t rss <"$WORK/t"
   R[nm_down_$c]=$(rate "$FILES" 0 "$t")
-  t=$(timed rclone copy --transfers "$c" bench:nm-small-5 "$WORK/back-rc-$c")
+  t=$(timed rclone copy --transfers "$c" "bench:nm-small-5-$RID" "$WORK/back-rc-$c")
   R[rc_down_$c]=$(rate "$FILES" 0 "$t")
 done
 
@@ -106,10 +108,10 @@ load_assets bench_large "$WORK/large.csv"
 sync
 MB=$((LARGE_COUNT * LARGE_MB))
 bucket nm-large
-nm_run bench_large "$WORK/large" s3 toS3 5 nm-large >"$WORK/t"; read -r t rss <"$WORK/t"
+nm_run bench_large "$WORK/large" s3 toS3 5 "nm-large-$RID" >"$WORK/t"; read -r t rss <"$WORK/t"
 R[nm_large]=$(rate "$MB" 0 "$t"); R[nm_large_rss]=$((rss / 1024))
 bucket rc-large
-t=$(timed rclone copy --transfers 5 "$WORK/large" bench:rc-large)
+t=$(timed rclone copy --transfers 5 "$WORK/large" "bench:rc-large-$RID")
 R[rc_large]=$(rate "$MB" 0 "$t")
 rm -rf "$WORK/large"
 
@@ -122,7 +124,7 @@ psql "$BASE_URL/bench_scale" -qX \
   -c "VACUUM ANALYZE"
 PORT=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
 env -i PATH="$PATH" DB_URL="$BASE_URL/bench_scale" IMMICH_MEDIA_LOCATION="$WORK/scale" \
-  IMMICH_STORAGE_BACKEND=s3 S3_BUCKET=nm-small-5 S3_ENDPOINT="$ENDPOINT" S3_ACCESS_KEY_ID="$AK" \
+  IMMICH_STORAGE_BACKEND=s3 S3_BUCKET="nm-small-5-$RID" S3_ENDPOINT="$ENDPOINT" S3_ACCESS_KEY_ID="$AK" \
   S3_SECRET_ACCESS_KEY="$SK" NOODLE_MIGRATE_LISTEN="127.0.0.1:$PORT" RUST_LOG=error "$BIN" serve &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT

@@ -11,7 +11,7 @@ use super::messages::{Record, StatsEvent};
 use super::stats::Stats;
 use super::EngineError;
 use crate::db::ledger::{commit, PathChange, Unmoved};
-use crate::db::{self, DbPool};
+use crate::db::{self, DbConn, DbPool};
 use crate::model::Direction;
 use actix::{
     Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, ResponseFuture, WrapFuture,
@@ -38,6 +38,8 @@ pub struct Ledger {
     pending: Vec<Pending>,
     /// A commit is in flight; records arriving meanwhile form the next group.
     committing: bool,
+    /// The connection commits run on, between commits.
+    conn: Option<DbConn>,
     stats: Addr<Stats>,
 }
 
@@ -49,6 +51,7 @@ impl Ledger {
             direction,
             pending: Vec::new(),
             committing: false,
+            conn: None,
             stats,
         }
     }
@@ -64,6 +67,7 @@ impl Ledger {
         let take = self.pending.len().min(MAX_GROUP);
         let group: Vec<Pending> = self.pending.drain(..take).collect();
         let pool = self.pool.clone();
+        let mut held = self.conn.take();
         let (batch_id, direction) = (self.batch_id, self.direction);
         let stats = self.stats.clone();
         let span = tracing::info_span!("ledger", batch_id = %batch_id);
@@ -79,16 +83,18 @@ impl Ledger {
                 }
                 let clock = std::time::Instant::now();
                 let result =
-                    commit_with_retry(&pool, batch_id, direction, &changes, &unmoved).await;
+                    commit_with_retry(&pool, &mut held, batch_id, direction, &changes, &unmoved)
+                        .await;
                 stats.do_send(StatsEvent::CommitDone {
                     seconds: clock.elapsed().as_secs_f64(),
                     files: group.len(),
                 });
-                (group, result)
+                (group, result, held)
             }
             .instrument(span)
             .into_actor(self)
-            .map(|(group, result), act, ctx| {
+            .map(|(group, result, held), act, ctx| {
+                act.conn = held;
                 let mut done = match &result {
                     Ok(done) => done.clone().into_iter(),
                     Err(_) => Vec::new().into_iter(),
@@ -108,8 +114,12 @@ impl Ledger {
     }
 }
 
+/// Commits on the ledger's own connection (kept between groups, so a commit
+/// is one round trip: no pool check-out and its liveness probe), opening a
+/// new one after an error.
 async fn commit_with_retry(
     pool: &DbPool,
+    held: &mut Option<DbConn>,
     batch_id: Uuid,
     direction: Direction,
     changes: &[PathChange],
@@ -119,8 +129,15 @@ async fn commit_with_retry(
     loop {
         attempt += 1;
         let result = async {
-            let mut conn = db::conn(pool).await?;
-            commit(&mut conn, batch_id, direction, changes, unmoved).await
+            let mut conn = match held.take() {
+                Some(conn) => conn,
+                None => db::conn(pool).await?,
+            };
+            let result = commit(&mut conn, batch_id, direction, changes, unmoved).await;
+            if result.is_ok() {
+                *held = Some(conn);
+            }
+            result
         }
         .await;
         match result {

@@ -284,13 +284,15 @@ async fn copy(
 
 async fn to_s3(run: &RunContext, src: &Path, key: &str) -> Result<Copied, Stop> {
     let (disk, s3) = (&run.shared.disk, &run.shared.s3);
-    let size = disk.stat(src).await?.ok_or_else(|| {
+    // The source check and the target check are independent: do both at once.
+    let (size, existing) = tokio::join!(disk.stat(src), s3.head(key));
+    let size = size?.ok_or_else(|| {
         Stop::failed(
             "source_missing",
             format!("{} does not exist", src.display()),
         )
     })?;
-    if let Some(existing) = s3.head(key).await? {
+    if let Some(existing) = existing? {
         if existing.size != size {
             return Err(target_differs(key, existing.size, size));
         }
