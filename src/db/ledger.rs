@@ -52,6 +52,11 @@ struct Done {
 /// The whole group in one statement. Data-modifying CTEs all see the same
 /// snapshot, so each step reads `v` (the group) and the `RETURNING` of the
 /// path updates, never another step's writes.
+///
+/// It is idempotent, so a commit whose answer was lost can be sent again:
+/// a row already at its new path counts as moved (never as "changed by the
+/// gallery", which would delete the copy it now points at), and gets no
+/// second log row.
 fn group_sql() -> String {
     format!(
         r#"WITH v AS (
@@ -60,20 +65,29 @@ fn group_sql() -> String {
                AS v(kind, row_id, entity_id, old_path, new_path, entity_type, file_type, adopted, bytes, log_id)
            ),
            a AS (UPDATE asset t SET "originalPath" = v.new_path FROM v
-                 WHERE v.kind = 'originals' AND t.id = v.row_id AND t."originalPath" = v.old_path
+                 WHERE v.kind = 'originals' AND t.id = v.row_id AND t."originalPath" IN (v.old_path, v.new_path)
                  RETURNING v.log_id),
            f AS (UPDATE asset_file t SET path = v.new_path FROM v
-                 WHERE v.kind IN {ASSET_FILE_KINDS} AND t.id = v.row_id AND t.path = v.old_path
+                 WHERE v.kind IN {ASSET_FILE_KINDS} AND t.id = v.row_id AND t.path IN (v.old_path, v.new_path)
                  RETURNING v.log_id),
            p AS (UPDATE person t SET "thumbnailPath" = v.new_path FROM v
-                 WHERE v.kind = 'personThumbnails' AND t.id = v.row_id AND t."thumbnailPath" = v.old_path
+                 WHERE v.kind = 'personThumbnails' AND t.id = v.row_id AND t."thumbnailPath" IN (v.old_path, v.new_path)
                  RETURNING v.log_id),
            u AS (UPDATE "user" t SET "profileImagePath" = v.new_path FROM v
-                 WHERE v.kind = 'profileImages' AND t.id = v.row_id AND t."profileImagePath" = v.old_path
+                 WHERE v.kind = 'profileImages' AND t.id = v.row_id AND t."profileImagePath" IN (v.old_path, v.new_path)
                  RETURNING v.log_id),
            done AS (SELECT log_id FROM a UNION ALL SELECT log_id FROM f
                     UNION ALL SELECT log_id FROM p UNION ALL SELECT log_id FROM u),
-           moved AS (SELECT v.* FROM v JOIN done USING (log_id)),
+           done_rows AS (SELECT v.* FROM v JOIN done USING (log_id)),
+           -- A row already at its new path with its log row was committed by
+           -- an earlier attempt whose answer was lost: count it once.
+           moved AS (
+             SELECT d.* FROM done_rows d
+             WHERE NOT EXISTS (
+               SELECT 1 FROM storage_migration_log l
+               WHERE l."entityId" = d.entity_id AND l."batchId" = $1 AND l."newPath" = d.new_path
+             )
+           ),
            logged AS (
              INSERT INTO storage_migration_log
                ("id", "entityType", "entityId", "fileType", "oldPath", "newPath", "direction", "batchId")

@@ -129,10 +129,15 @@ async fn commit_with_retry(
     loop {
         attempt += 1;
         let result = async {
-            let mut conn = match held.take() {
-                Some(conn) => conn,
-                None => db::conn(pool).await?,
-            };
+            // A kept connection may have died since the last group (a
+            // database restart): on any error, try once more on a fresh one.
+            if let Some(mut conn) = held.take() {
+                if let Ok(done) = commit(&mut conn, batch_id, direction, changes, unmoved).await {
+                    *held = Some(conn);
+                    return Ok(done);
+                }
+            }
+            let mut conn = db::conn(pool).await?;
             let result = commit(&mut conn, batch_id, direction, changes, unmoved).await;
             if result.is_ok() {
                 *held = Some(conn);

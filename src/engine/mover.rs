@@ -322,11 +322,9 @@ async fn to_s3(run: &RunContext, src: &Path, key: &str) -> Result<Copied, Stop> 
 
 async fn to_disk(run: &RunContext, key: &str, dst: &Path) -> Result<Copied, Stop> {
     let (disk, s3) = (&run.shared.disk, &run.shared.s3);
-    let source = s3
-        .head(key)
-        .await?
-        .ok_or_else(|| Stop::failed("source_missing", format!("object {key} does not exist")))?;
+    let missing = || Stop::failed("source_missing", format!("object {key} does not exist"));
     if let Some(size) = disk.stat(dst).await? {
+        let source = s3.head(key).await?.ok_or_else(missing)?;
         if size != source.size {
             return Err(target_differs(
                 &dst.display().to_string(),
@@ -355,7 +353,15 @@ async fn to_disk(run: &RunContext, key: &str, dst: &Path) -> Result<Copied, Stop
         });
     }
 
-    let mut download = s3.get(key).await?;
+    // No target yet: the GET is the source check (a HEAD first would only
+    // cost a round trip).
+    let mut download = match s3.get(key).await {
+        Ok(d) => d,
+        Err(StoreError::S3 {
+            status: Some(404), ..
+        }) => return Err(missing()),
+        Err(e) => return Err(e.into()),
+    };
     let mut temp = disk.create_temp(dst).await?;
     let mut hasher = Hasher::new();
     let streamed: Result<(), StoreError> = async {

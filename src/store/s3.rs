@@ -216,7 +216,8 @@ impl S3Store {
             .map_err(|e| self.failed("DeleteObject", e))
     }
 
-    /// Starts a streamed download.
+    /// Starts a streamed download; a missing object is an `S3` error with
+    /// status 404.
     pub async fn get(&self, key: &str) -> Result<Download, StoreError> {
         let out = self
             .client
@@ -225,7 +226,14 @@ impl S3Store {
             .key(key)
             .send()
             .await
-            .map_err(|e| self.failed("GetObject", e))?;
+            .map_err(|e| {
+                // A missing object is an answer, not a failed request.
+                if status_of(&e) == Some(404) {
+                    s3_error("GetObject", e)
+                } else {
+                    self.failed("GetObject", e)
+                }
+            })?;
         Ok(Download {
             meta: ObjectMeta {
                 size: out.content_length().unwrap_or(0).max(0) as u64,

@@ -645,3 +645,36 @@ async fn assert_whole(env: &TestEnv, path: String, data: Vec<u8>) {
         );
     }
 }
+
+#[actix_rt::test]
+async fn a_missing_object_is_reported_as_source_missing() {
+    let env = TestEnv::new(EnvOptions::default()).await;
+    let file = env
+        .seeded
+        .of_kind(FileKind::Previews)
+        .next()
+        .expect("preview")
+        .clone();
+    env.set_path(file.kind, file.row_id, "thumbs/never-uploaded.jpeg")
+        .await;
+    let app = env.app("disk", "").await;
+    let (_, status) = app
+        .migrate(r#"{"direction":"toDisk","fileTypes":{"originals":false,"thumbnails":false,"fullsize":false,"sidecars":false,"encodedVideos":false,"personThumbnails":false,"profileImages":false}}"#)
+        .await;
+    assert_eq!(status["failed"], 1, "{status}");
+    assert_eq!(status["failureReasons"]["source_missing"], 1, "{status}");
+    assert_eq!(
+        env.current_path(file.kind, file.row_id).await,
+        "thumbs/never-uploaded.jpeg"
+    );
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .expect("m")
+        .text()
+        .await
+        .expect("t");
+    assert!(metrics.contains(r#"noodle_migrate_s3_request_errors_total{operation="GetObject"} 0"#));
+}
