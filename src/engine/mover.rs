@@ -14,7 +14,7 @@ use crate::db::candidates::Candidate;
 use crate::db::ledger::{PathChange, Unmoved};
 use crate::model::{Direction, FileKind};
 use crate::paths::{Location, Plan};
-use crate::store::{Digest, Hasher, StoreError};
+use crate::store::{Digest, Hasher, ObjectMeta, StoreError};
 use actix::{Actor, Addr, AtomicResponse, Context, Handler, WrapFuture};
 use std::path::Path;
 use std::sync::Arc;
@@ -297,12 +297,7 @@ async fn to_s3(run: &RunContext, src: &Path, key: &str) -> Result<Copied, Stop> 
             return Err(target_differs(key, existing.size, size));
         }
         let local = disk.hash_file(src).await?;
-        let same = match (existing.sha1, existing.md5) {
-            (Some(sha1), _) => sha1 == local.sha1,
-            (None, Some(md5)) => md5 == local.md5,
-            (None, None) => s3.hash_object(key).await?.sha1 == local.sha1,
-        };
-        if !same {
+        if !same_content(run, key, &existing, &local).await? {
             return Err(Stop::failed(
                 "target_differs",
                 format!("object {key} exists with the same size but different content"),
@@ -333,12 +328,7 @@ async fn to_disk(run: &RunContext, key: &str, dst: &Path) -> Result<Copied, Stop
             ));
         }
         let local = disk.hash_file(dst).await?;
-        let same = match (source.sha1, source.md5) {
-            (Some(sha1), _) => sha1 == local.sha1,
-            (None, Some(md5)) => md5 == local.md5,
-            (None, None) => s3.hash_object(key).await?.sha1 == local.sha1,
-        };
-        if !same {
+        if !same_content(run, key, &source, &local).await? {
             return Err(Stop::failed(
                 "target_differs",
                 format!(
@@ -401,6 +391,21 @@ async fn to_disk(run: &RunContext, key: &str, dst: &Path) -> Result<Copied, Stop
     Ok(Copied {
         digest,
         created: true,
+    })
+}
+
+/// Whether an object holds the same bytes as a local file of the same size:
+/// by the SHA-1 we stored, else the MD5 of a plain ETag, else by reading it.
+async fn same_content(
+    run: &RunContext,
+    key: &str,
+    object: &ObjectMeta,
+    local: &Digest,
+) -> Result<bool, Stop> {
+    Ok(match (object.sha1, object.md5) {
+        (Some(sha1), _) => sha1 == local.sha1,
+        (None, Some(md5)) => md5 == local.md5,
+        (None, None) => run.shared.s3.hash_object(key).await?.sha1 == local.sha1,
     })
 }
 

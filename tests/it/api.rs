@@ -195,15 +195,7 @@ async fn an_unreachable_bucket_is_explained() {
         "{json}"
     );
     assert!(!json.to_string().contains("wrong-secret"));
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("body");
+    let metrics = app.metrics().await;
     assert!(metrics.contains(r#"noodle_migrate_s3_request_errors_total{operation="HeadBucket"} 1"#));
     assert!(!metrics.contains("wrong-secret"));
     assert_nothing_changed(&env).await;

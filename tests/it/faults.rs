@@ -147,23 +147,7 @@ fn with_big_file(env: &TestEnv) -> (Uuid, String, Vec<u8>) {
         env.media_path().display()
     );
     let data = crate::seed::content(7, 20 * 1024 * 1024 + 17);
-    std::fs::create_dir_all(std::path::Path::new(&path).parent().expect("dir")).expect("mkdir");
-    std::fs::write(&path, &data).expect("write");
     (asset_id, path, data)
-}
-
-async fn insert_asset(env: &TestEnv, asset_id: Uuid, path: &str, data: &[u8]) {
-    use sha1::Digest as _;
-    let checksum = sha1::Sha1::digest(data).to_vec();
-    env.db
-        .execute(
-            r#"INSERT INTO asset ("id", "deviceAssetId", "ownerId", "deviceId", "type", "originalPath",
-                 "fileCreatedAt", "fileModifiedAt", "localDateTime", "checksum", "originalFileName")
-               VALUES ($1, 'big', $2, 'seed', 'VIDEO', $3, now(), now(), now(), $4, 'big.mp4')"#,
-            &[&asset_id, &env.seeded.users[0], &path, &checksum],
-        )
-        .await
-        .expect("asset");
 }
 
 #[actix_rt::test]
@@ -178,7 +162,7 @@ async fn flaky_s3_still_gets_every_file_both_ways() {
     })
     .await;
     let (asset_id, big_path, big) = with_big_file(&env);
-    insert_asset(&env, asset_id, &big_path, &big).await;
+    env.insert_original(asset_id, &big_path, &big).await;
     let proxy = FaultProxy::start(&crate::helpers::s3_endpoint(), 0.1, None).await;
     let mut vars = env.vars("s3", "");
     vars.insert("S3_ENDPOINT".into(), proxy.endpoint.clone());
@@ -255,15 +239,7 @@ async fn a_permanent_failure_is_reported_and_counted_not_retried_forever() {
         (1..=10).contains(&attempts),
         "bounded retries, got {attempts}"
     );
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .expect("m")
-        .text()
-        .await
-        .expect("t");
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains(r#"noodle_migrate_s3_request_errors_total{operation="HeadObject"} 1"#),
         "counted"
@@ -284,7 +260,7 @@ async fn a_failed_multipart_upload_is_aborted() {
     })
     .await;
     let (asset_id, big_path, big) = with_big_file(&env);
-    insert_asset(&env, asset_id, &big_path, &big).await;
+    env.insert_original(asset_id, &big_path, &big).await;
     // The second part always fails.
     let proxy = FaultProxy::start(
         &crate::helpers::s3_endpoint(),

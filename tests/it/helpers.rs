@@ -217,6 +217,23 @@ impl TestEnv {
         );
     }
 
+    /// Adds an original (row and file) for the first seeded user.
+    pub async fn insert_original(&self, id: Uuid, path: &str, data: &[u8]) {
+        use sha1::Digest as _;
+        let file = std::path::Path::new(path);
+        std::fs::create_dir_all(file.parent().expect("folder")).expect("mkdir");
+        std::fs::write(file, data).expect("write");
+        self.db
+            .execute(
+                r#"INSERT INTO asset ("id", "deviceAssetId", "ownerId", "deviceId", "type", "originalPath",
+                     "fileCreatedAt", "fileModifiedAt", "localDateTime", "checksum", "originalFileName")
+                   VALUES ($1, $2, $3, 'test', 'IMAGE', $4, now(), now(), now(), $5, 'added.jpg')"#,
+                &[&id, &id.to_string(), &self.seeded.users[0], &path, &sha1::Sha1::digest(data).to_vec()],
+            )
+            .await
+            .expect("insert original");
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         self.db.query_one(sql, &[]).await.expect("count").get(0)
     }
@@ -314,6 +331,17 @@ impl TestApp {
             .expect("request");
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The engine's Prometheus text.
+    pub async fn metrics(&self) -> String {
+        self.with_auth(self.http.get(format!("{}/metrics", self.base)))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body")
     }
 
     /// Starts a migration and asserts it was accepted; returns the batch id.

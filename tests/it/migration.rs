@@ -583,18 +583,7 @@ async fn a_gallery_writing_during_the_run_corrupts_nothing() {
         let id = Uuid::now_v7();
         let path = format!("{}/upload/{owner}/new/{id}.jpg", env.media_path().display());
         let data = crate::seed::content(20_000 + i as u64, 1500);
-        std::fs::create_dir_all(std::path::Path::new(&path).parent().expect("dir")).expect("mkdir");
-        std::fs::write(&path, &data).expect("write");
-        use sha1::Digest as _;
-        env.db
-            .execute(
-                r#"INSERT INTO asset ("id", "deviceAssetId", "ownerId", "deviceId", "type", "originalPath",
-                     "fileCreatedAt", "fileModifiedAt", "localDateTime", "checksum", "originalFileName")
-                   VALUES ($1, $2, $3, 'phone', 'IMAGE', $4, now(), now(), now(), $5, 'new.jpg')"#,
-                &[&id, &format!("new-{i}"), &owner, &path, &sha1::Sha1::digest(&data).to_vec()],
-            )
-            .await
-            .expect("upload");
+        env.insert_original(id, &path, &data).await;
         uploads.push((id, path, data));
         i += 1;
         tokio::time::sleep(std::time::Duration::from_millis(30)).await;
@@ -667,14 +656,6 @@ async fn a_missing_object_is_reported_as_source_missing() {
         env.current_path(file.kind, file.row_id).await,
         "thumbs/never-uploaded.jpeg"
     );
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .expect("m")
-        .text()
-        .await
-        .expect("t");
+    let metrics = app.metrics().await;
     assert!(metrics.contains(r#"noodle_migrate_s3_request_errors_total{operation="GetObject"} 0"#));
 }

@@ -65,15 +65,7 @@ async fn metrics_after_a_real_migration_match_the_database() {
     let env = TestEnv::new(EnvOptions::default()).await;
     let app = env.app("s3", "").await;
     let (batch, _) = app.migrate(r#"{"direction":"toS3"}"#).await;
-    let text = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("body");
+    let text = app.metrics().await;
 
     let mut child = promtool()
         .args(["check", "metrics"])
@@ -191,15 +183,7 @@ async fn metrics_after_a_real_migration_match_the_database() {
         .post(&format!("/storage-migration/rollback/{batch}"), "")
         .await;
     assert_eq!(code, 200);
-    let text = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("body");
+    let text = app.metrics().await;
     assert_eq!(
         sum(
             &text,
@@ -234,15 +218,7 @@ fn promtool_accepts_the_rules_and_their_tests() {
 async fn dashboard_and_rules_use_only_exported_metrics() {
     let env = TestEnv::new(EnvOptions::default()).await;
     let app = env.app("s3", "").await;
-    let exported_text = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("body");
+    let exported_text = app.metrics().await;
     let exported: BTreeSet<String> = exported_text
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))

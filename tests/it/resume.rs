@@ -154,19 +154,7 @@ async fn large_files_go_up_in_parts_and_come_back_whole() {
         env.media_path().display()
     );
     let data = crate::seed::content(99, 37 * 1024 * 1024 + 123);
-    std::fs::create_dir_all(std::path::Path::new(&path).parent().expect("dir")).expect("mkdir");
-    std::fs::write(&path, &data).expect("write");
-    use sha1::Digest as _;
-    let checksum = sha1::Sha1::digest(&data).to_vec();
-    env.db
-        .execute(
-            r#"INSERT INTO asset ("id", "deviceAssetId", "ownerId", "deviceId", "type", "originalPath",
-                 "fileCreatedAt", "fileModifiedAt", "localDateTime", "checksum", "originalFileName")
-               VALUES ($1, 'big', $2, 'seed', 'VIDEO', $3, now(), now(), now(), $4, 'big.mov')"#,
-            &[&asset_id, &owner, &path, &checksum],
-        )
-        .await
-        .expect("asset");
+    env.insert_original(asset_id, &path, &data).await;
 
     let app = env.app("s3", "").await;
     let (_, status) = app
@@ -260,18 +248,7 @@ async fn killed_ten_times_each_way_nothing_is_lost() {
         env.media_path().display()
     );
     let big = crate::seed::content(42, 40 * 1024 * 1024);
-    std::fs::create_dir_all(std::path::Path::new(&big_path).parent().expect("dir")).expect("mkdir");
-    std::fs::write(&big_path, &big).expect("write");
-    use sha1::Digest as _;
-    env.db
-        .execute(
-            r#"INSERT INTO asset ("id", "deviceAssetId", "ownerId", "deviceId", "type", "originalPath",
-                 "fileCreatedAt", "fileModifiedAt", "localDateTime", "checksum", "originalFileName")
-               VALUES ($1, 'big', $2, 'seed', 'VIDEO', $3, now(), now(), now(), $4, 'big.mov')"#,
-            &[&big_id, &owner, &big_path, &sha1::Sha1::digest(&big).to_vec()],
-        )
-        .await
-        .expect("asset");
+    env.insert_original(big_id, &big_path, &big).await;
     let mut all = env.seeded.files.clone();
     all.push(crate::seed::SeededFile {
         kind: FileKind::Originals,
