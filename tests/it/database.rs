@@ -19,6 +19,8 @@ struct Cluster {
 }
 
 fn as_postgres(cmd: &str) -> bool {
+    // The postgres user may not enter the test's working directory.
+    let cmd = &format!("cd / && {cmd}");
     let status = if nix_uid() == 0 {
         Command::new("su")
             .args(["postgres", "-s", "/bin/sh", "-c", cmd])
