@@ -17,31 +17,12 @@ async fn wait_for_progress(app: &TestApp, files: i64) {
     panic!("no progress");
 }
 
-async fn batch_state(env: &TestEnv, batch: Uuid) -> String {
-    env.db
-        .query_one(
-            "SELECT state FROM noodle_migrate_batch WHERE id = $1",
-            &[&batch],
-        )
-        .await
-        .expect("batch")
-        .get(0)
-}
-
 /// Every row either still points at its disk file or at an object that
 /// holds its bytes.
 async fn assert_consistent(env: &TestEnv) {
     for file in &env.seeded.files {
         let path = env.current_path(file.kind, file.row_id).await;
-        if path.starts_with('/') {
-            assert_eq!(std::fs::read(&path).expect("disk file"), file.content);
-        } else {
-            assert_eq!(
-                env.object(&path).await.as_deref(),
-                Some(file.content.as_slice()),
-                "{path}"
-            );
-        }
+        env.assert_whole(&path, &file.content).await;
     }
 }
 
@@ -74,7 +55,7 @@ async fn cancel_stops_cleanly_and_a_later_start_resumes() {
     assert_eq!(status["active"], 0);
     let done = status["completed"].as_i64().unwrap_or(0);
     assert!(done > 0 && done < env.seeded.files.len() as i64, "{status}");
-    assert_eq!(batch_state(&env, batch).await, "cancelled");
+    assert_eq!(env.batch_state(batch).await, "cancelled");
     assert_consistent(&env).await;
 
     let (code, json) = app
@@ -85,13 +66,7 @@ async fn cancel_stops_cleanly_and_a_later_start_resumes() {
     assert_eq!(json["resumed"], true);
     let status = app.wait_idle().await;
     assert_eq!(status["state"], "completed", "{status}");
-    assert_eq!(
-        env.count(&format!(
-            r#"SELECT count(*) FROM storage_migration_log WHERE "batchId" = '{batch}'"#
-        ))
-        .await,
-        env.seeded.files.len() as i64
-    );
+    assert_eq!(env.log_rows(batch).await, env.seeded.files.len() as i64);
     assert_consistent(&env).await;
 }
 
@@ -122,7 +97,7 @@ async fn sigterm_lets_files_in_flight_finish_and_records_the_batch() {
         panic!("noodle-migrate ignored SIGTERM");
     };
     assert!(status.success(), "clean exit: {status:?}");
-    assert_eq!(batch_state(&env, batch).await, "cancelled");
+    assert_eq!(env.batch_state(batch).await, "cancelled");
     assert_consistent(&env).await;
 }
 
@@ -234,7 +209,7 @@ async fn failures_are_listed_and_only_they_are_retried() {
     let items = page["items"].as_array().expect("items");
     assert_eq!(items.len(), 1, "only the skip is left: {page}");
     assert_eq!(items[0]["reason"], "outside_media_location");
-    assert_eq!(batch_state(&env, batch).await, "completed");
+    assert_eq!(env.batch_state(batch).await, "completed");
     let (code, json) = app
         .post(&format!("/storage-migration/batches/{batch}/retry"), "")
         .await;

@@ -234,6 +234,45 @@ impl TestEnv {
             .expect("insert original");
     }
 
+    /// Our batch table's state for a batch.
+    pub async fn batch_state(&self, batch: Uuid) -> String {
+        self.db
+            .query_one(
+                "SELECT state FROM noodle_migrate_batch WHERE id = $1",
+                &[&batch],
+            )
+            .await
+            .expect("batch row")
+            .get(0)
+    }
+
+    /// The batch's rows in `storage_migration_log`.
+    pub async fn log_rows(&self, batch: Uuid) -> i64 {
+        self.db
+            .query_one(
+                r#"SELECT count(*) FROM storage_migration_log WHERE "batchId" = $1"#,
+                &[&batch],
+            )
+            .await
+            .expect("log count")
+            .get(0)
+    }
+
+    /// Asserts that a stored path (disk or object key) holds exactly `data`.
+    pub async fn assert_whole(&self, path: &str, data: &[u8]) {
+        if path.starts_with('/') {
+            assert!(
+                std::fs::read(path).expect("disk file") == data,
+                "{path} whole"
+            );
+        } else {
+            assert!(
+                self.object(path).await.as_deref() == Some(data),
+                "{path} whole"
+            );
+        }
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         self.db.query_one(sql, &[]).await.expect("count").get(0)
     }

@@ -145,15 +145,7 @@ async fn to_s3_moves_every_file_and_logs_it() {
         .expect("head");
     assert_eq!(head.content_type(), Some("image/jpeg"));
     // The batch is recorded.
-    let state: String = env
-        .db
-        .query_one(
-            "SELECT state FROM noodle_migrate_batch WHERE id = $1",
-            &[&batch],
-        )
-        .await
-        .expect("batch row")
-        .get(0);
+    let state = env.batch_state(batch).await;
     assert_eq!(state, "completed");
 
     // Running it again finds nothing to do, and changes nothing.
@@ -597,15 +589,11 @@ async fn a_gallery_writing_during_the_run_corrupts_nothing() {
             Some((_, _, data)) => data.clone(),
             None => file.content.clone(),
         };
-        assert_whole(&env, current, expected).await;
+        env.assert_whole(&current, &expected).await;
     }
     for (id, _, data) in &uploads {
-        assert_whole(
-            &env,
-            env.current_path(FileKind::Originals, *id).await,
-            data.clone(),
-        )
-        .await;
+        let current = env.current_path(FileKind::Originals, *id).await;
+        env.assert_whole(&current, data).await;
     }
 
     // A second run picks up what the first could not.
@@ -614,24 +602,12 @@ async fn a_gallery_writing_during_the_run_corrupts_nothing() {
     for (t, _, data) in &rewritten {
         let current = env.current_path(t.kind, t.row_id).await;
         assert!(!current.starts_with('/'), "moved on the second run");
-        assert_whole(&env, current, data.clone()).await;
+        env.assert_whole(&current, data).await;
     }
     for (id, _, data) in &uploads {
         let current = env.current_path(FileKind::Originals, *id).await;
         assert!(!current.starts_with('/'));
-        assert_whole(&env, current, data.clone()).await;
-    }
-}
-
-async fn assert_whole(env: &TestEnv, path: String, data: Vec<u8>) {
-    if path.starts_with('/') {
-        assert_eq!(std::fs::read(&path).expect("disk file"), data, "{path}");
-    } else {
-        assert_eq!(
-            env.object(&path).await.as_deref(),
-            Some(data.as_slice()),
-            "{path}"
-        );
+        env.assert_whole(&current, data).await;
     }
 }
 

@@ -88,11 +88,7 @@ async fn metrics_after_a_real_migration_match_the_database() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let logged = env
-        .count(&format!(
-            r#"SELECT count(*) FROM storage_migration_log WHERE "batchId" = '{batch}'"#
-        ))
-        .await as f64;
+    let logged = env.log_rows(batch).await as f64;
     assert_eq!(
         sum(
             &text,

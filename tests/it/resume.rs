@@ -77,11 +77,7 @@ async fn a_killed_engine_resumes_its_batch() {
     }
     child.kill().expect("SIGKILL");
     child.wait().expect("reaped");
-    let moved: i64 = env
-        .count(&format!(
-            r#"SELECT count(*) FROM storage_migration_log WHERE "batchId" = '{batch}'"#
-        ))
-        .await;
+    let moved: i64 = env.log_rows(batch).await;
     assert!(
         moved > 0 && moved < env.seeded.files.len() as i64,
         "killed mid-run ({moved} moved)"
@@ -117,22 +113,10 @@ async fn a_killed_engine_resumes_its_batch() {
     let logged = env
         .count(&format!(r#"SELECT count(DISTINCT ("entityId", "newPath")) FROM storage_migration_log WHERE "batchId" = '{batch}'"#))
         .await;
-    let rows = env
-        .count(&format!(
-            r#"SELECT count(*) FROM storage_migration_log WHERE "batchId" = '{batch}'"#
-        ))
-        .await;
+    let rows = env.log_rows(batch).await;
     assert_eq!(rows, env.seeded.files.len() as i64, "one log row per file");
     assert_eq!(logged, rows);
-    let state: String = env
-        .db
-        .query_one(
-            "SELECT state FROM noodle_migrate_batch WHERE id = $1",
-            &[&batch],
-        )
-        .await
-        .expect("batch")
-        .get(0);
+    let state = env.batch_state(batch).await;
     assert_eq!(state, "completed");
 }
 

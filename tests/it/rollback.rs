@@ -19,11 +19,7 @@ async fn rollback_restores_every_path_and_deletes_the_log() {
     for file in &env.seeded.files {
         assert_eq!(env.current_path(file.kind, file.row_id).await, file.path);
     }
-    let left = env
-        .count(&format!(
-            r#"SELECT count(*) FROM storage_migration_log WHERE "batchId" = '{batch}'"#
-        ))
-        .await;
+    let left = env.log_rows(batch).await;
     assert_eq!(left, 0);
     // Rollback never touches files: the objects are still there.
     assert_eq!(env.keys().await.len() as i64, n);
@@ -60,11 +56,7 @@ async fn a_row_changed_after_the_migration_is_reported_and_the_log_kept() {
         env.current_path(changed.kind, changed.row_id).await,
         "upload/changed-by-the-gallery.jpg"
     );
-    let left = env
-        .count(&format!(
-            r#"SELECT count(*) FROM storage_migration_log WHERE "batchId" = '{batch}'"#
-        ))
-        .await;
+    let left = env.log_rows(batch).await;
     assert_eq!(left, n, "the log is kept for debugging");
 
     // Once the row is put back, a second rollback completes and clears the log.
