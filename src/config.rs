@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 /// The default listen address: loopback, so nothing is exposed by accident.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8385";
 
+/// Database dumps kept by default, as the gallery does.
+pub const DEFAULT_DUMP_KEEP: usize = 14;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{var}: {message}")]
@@ -79,6 +82,11 @@ pub struct Config {
     pub s3: S3Config,
     pub listen: SocketAddr,
     pub api_token: Option<Secret>,
+    /// Database dumps kept after each new one (`NOODLE_MIGRATE_DUMP_KEEP`).
+    pub dump_keep: usize,
+    /// The pg_dump to run (`NOODLE_MIGRATE_PG_DUMP`); found by server
+    /// version when unset.
+    pub pg_dump: Option<PathBuf>,
     /// Re-read before each start so the backend check sees the gallery's
     /// current setting, not the one from when the engine started.
     pub env_file: Option<PathBuf>,
@@ -337,6 +345,20 @@ impl Config {
             }
             Some(t) => Some(Secret::new(t)),
         };
+        let dump_keep = match vars.get("NOODLE_MIGRATE_DUMP_KEEP") {
+            None => DEFAULT_DUMP_KEEP,
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=10_000).contains(n))
+                .ok_or_else(|| {
+                    invalid(
+                        "NOODLE_MIGRATE_DUMP_KEEP",
+                        format!("expected a whole number from 1 to 10000, got {v:?}"),
+                    )
+                })?,
+        };
+        let pg_dump = vars.get("NOODLE_MIGRATE_PG_DUMP").map(PathBuf::from);
         Ok(Config {
             database_url: database_url(vars)?,
             media_location: media_location(vars)?,
@@ -344,8 +366,16 @@ impl Config {
             s3: s3_config(vars)?,
             listen,
             api_token,
+            dump_keep,
+            pg_dump,
             env_file: None,
         })
+    }
+
+    /// Where the gallery keeps its files now (and so its dumps): the
+    /// configured backend, or disk, the gallery's default.
+    pub fn active_backend(&self) -> Result<Backend, ConfigError> {
+        Ok(self.current_storage_backend()?.unwrap_or(Backend::Disk))
     }
 
     /// The gallery's backend as it is configured now: from the env file when
@@ -391,6 +421,8 @@ mod tests {
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(c.storage_backend, None);
         assert_eq!(c.s3.region, "us-east-1");
+        assert_eq!(c.dump_keep, 14);
+        assert_eq!(c.pg_dump, None);
         assert!(!c.s3.force_path_style);
         assert_eq!(
             c.database_url.expose(),
@@ -458,6 +490,14 @@ mod tests {
                 "IMMICH_MEDIA_LOCATION",
             ),
             (&[("S3_BUCKET", "")], "S3_BUCKET"),
+            (
+                &[("NOODLE_MIGRATE_DUMP_KEEP", "0")],
+                "NOODLE_MIGRATE_DUMP_KEEP",
+            ),
+            (
+                &[("NOODLE_MIGRATE_DUMP_KEEP", "many")],
+                "NOODLE_MIGRATE_DUMP_KEEP",
+            ),
         ];
         for (pairs, var) in cases {
             let err = Config::from_vars(&vars(pairs)).unwrap_err().to_string();

@@ -9,6 +9,8 @@
 //! - [`paths`]: disk path ↔ object key mapping, and what is refused.
 //! - [`store`]: the disk and S3 sides (stat, hash, atomic write, multipart).
 //! - [`db`]: the connection pool, our migrations, and every SQL statement.
+//! - [`dumps`]: database dumps with pg_dump on the active backend, and
+//!   their retention.
 //! - [`engine`]: the actors (orchestrator, movers, ledger, stats), the
 //!   estimate and the rollback.
 //! - [`http`]: the API, its errors and authentication.
@@ -18,6 +20,7 @@
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod dumps;
 pub mod engine;
 pub mod http;
 pub mod model;

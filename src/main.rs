@@ -60,6 +60,9 @@ struct Migration {
     /// Check originals against their recorded SHA-1 before committing.
     #[arg(long)]
     verify: bool,
+    /// Dump the database to the active backend before the first file.
+    #[arg(long)]
+    dump_database: bool,
 }
 
 impl Migration {
@@ -73,6 +76,7 @@ impl Migration {
                 None => FileKind::ALL.to_vec(),
             },
             verify: self.verify,
+            dump_database: self.dump_database,
         }
     }
 }
@@ -122,6 +126,23 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Database dumps on the gallery's active backend.
+    Dump {
+        #[command(subcommand)]
+        action: DumpAction,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand)]
+enum DumpAction {
+    /// Dump the database now (older dumps beyond NOODLE_MIGRATE_DUMP_KEEP are removed).
+    Create,
+    /// List the dumps, newest first.
+    List,
+    /// Delete one dump by name.
+    Delete { name: String },
 }
 
 /// A list of kinds as one argument (clap would read a bare Vec as many).
@@ -176,6 +197,14 @@ fn main() -> ExitCode {
         Command::Cancel { remote } => {
             block_on(async move { cli::cancel(&client(&remote), json).await })
         }
+        Command::Dump { action, remote } => block_on(async move {
+            let client = client(&remote);
+            match action {
+                DumpAction::Create => cli::dumps::create(&client, json).await,
+                DumpAction::List => cli::dumps::list(&client, json).await,
+                DumpAction::Delete { name } => cli::dumps::delete(&client, &name, json).await,
+            }
+        }),
     };
     ExitCode::from(exit.code())
 }

@@ -46,7 +46,8 @@ impl fmt::Display for Direction {
 }
 
 /// The gallery's storage backend for new uploads (`IMMICH_STORAGE_BACKEND`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Backend {
     Disk,
     S3,

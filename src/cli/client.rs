@@ -78,4 +78,9 @@ impl ApiClient {
         };
         self.send(req, path).await
     }
+
+    pub async fn delete(&self, path: &str) -> Result<Value, ClientError> {
+        self.send(self.http.delete(format!("{}{path}", self.base)), path)
+            .await
+    }
 }

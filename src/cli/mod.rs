@@ -5,6 +5,7 @@
 //! errors.
 
 pub mod client;
+pub mod dumps;
 pub mod progress;
 
 use crate::config::Config;
@@ -40,6 +41,7 @@ pub struct MigrateArgs {
     pub concurrency: u8,
     pub kinds: Vec<FileKind>,
     pub verify: bool,
+    pub dump_database: bool,
 }
 
 impl MigrateArgs {
@@ -54,6 +56,7 @@ impl MigrateArgs {
             "concurrency": self.concurrency,
             "fileTypes": file_types,
             "verify": self.verify,
+            "dumpDatabase": self.dump_database,
         })
     }
 }
@@ -80,7 +83,7 @@ pub fn parse_kinds(value: &str) -> Result<Vec<FileKind>, String> {
     Ok(kinds)
 }
 
-fn report(err: ClientError) -> Exit {
+pub(crate) fn report(err: ClientError) -> Exit {
     eprintln!("noodle-migrate: {err}");
     if err.is_usage() {
         Exit::Usage
@@ -89,7 +92,7 @@ fn report(err: ClientError) -> Exit {
     }
 }
 
-fn print_json(value: &Value) {
+pub(crate) fn print_json(value: &Value) {
     println!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
@@ -133,6 +136,9 @@ pub async fn start(client: &ApiClient, args: &MigrateArgs, wait: bool, as_json: 
                 "Started"
             };
             println!("{verb} batch {}", reply["batchId"].as_str().unwrap_or("?"));
+            if let Some(name) = reply["dumpName"].as_str() {
+                println!("Database dumped to {name}");
+            }
         }
         return Exit::Ok;
     }
@@ -249,10 +255,18 @@ pub async fn run(config: Config, args: &MigrateArgs, as_json: bool) -> Exit {
         kinds: args.kinds.clone(),
         verify: args.verify,
         retry_failed_of: None,
+        dump_database: args.dump_database,
     };
-    if let Err(e) = engine.start_migration(options).await {
-        eprintln!("noodle-migrate: {e}");
-        return Exit::Failed;
+    match engine.start_migration(options).await {
+        Err(e) => {
+            eprintln!("noodle-migrate: {e}");
+            return Exit::Failed;
+        }
+        Ok(reply) => {
+            if let Some(name) = reply.dump_name {
+                eprintln!("Database dumped to {name}");
+            }
+        }
     }
     let bar = progress::Bar::new(!as_json);
     let mut interrupted = Box::pin(crate::shutdown_signal());

@@ -49,10 +49,13 @@ pub struct BatchRow {
     pub finished_at: Option<DateTime<Utc>>,
     #[diesel(sql_type = Nullable<Text>)]
     pub error: Option<String>,
+    /// The database dump taken before the batch started.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub dump_name: Option<String>,
 }
 
 const COLUMNS: &str = "id, direction, state, options, total, completed, adopted, failed, skipped,
-                       bytes_moved, started_at, finished_at, error";
+                       bytes_moved, started_at, finished_at, error, dump_name";
 
 /// Batches left `running` by a process that died. Only call this while
 /// holding the migration lock, when no batch can really be running.
@@ -90,6 +93,7 @@ pub async fn open(
     direction: Direction,
     options: &serde_json::Value,
     to_do: i64,
+    dump_name: Option<&str>,
 ) -> Result<(), DbError> {
     timed(
         diesel::sql_query("DELETE FROM noodle_migrate_failure WHERE batch_id = $1")
@@ -99,17 +103,19 @@ pub async fn open(
     .await?;
     timed(
         diesel::sql_query(
-            "INSERT INTO noodle_migrate_batch (id, direction, state, options, total)
-             VALUES ($1, $2, 'running', $3, $4)
+            "INSERT INTO noodle_migrate_batch (id, direction, state, options, total, dump_name)
+             VALUES ($1, $2, 'running', $3, $4, $5)
              ON CONFLICT (id) DO UPDATE
                SET state = 'running', options = EXCLUDED.options,
                    total = noodle_migrate_batch.completed + EXCLUDED.total,
-                   failed = 0, skipped = 0, finished_at = NULL, error = NULL",
+                   failed = 0, skipped = 0, finished_at = NULL, error = NULL,
+                   dump_name = COALESCE(EXCLUDED.dump_name, noodle_migrate_batch.dump_name)",
         )
         .bind::<SqlUuid, _>(id)
         .bind::<Text, _>(direction.as_str())
         .bind::<Jsonb, _>(options.clone())
         .bind::<BigInt, _>(to_do)
+        .bind::<Nullable<Text>, _>(dump_name)
         .execute(conn),
     )
     .await?;

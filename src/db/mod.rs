@@ -10,6 +10,7 @@ pub mod candidates;
 pub mod ledger;
 pub mod lock;
 pub mod rollback;
+pub mod versions;
 
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::pooled_connection::AsyncDieselConnectionManager;

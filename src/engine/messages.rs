@@ -14,10 +14,12 @@ use uuid::Uuid;
 #[rtype(result = "Result<StartReply, EngineError>")]
 pub struct Start(pub StartOptions);
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct StartReply {
     pub batch_id: Uuid,
     pub resumed: bool,
+    /// The dump taken before the run, when one was asked for.
+    pub dump_name: Option<String>,
 }
 
 /// Run task → orchestrator: the run is over, a new one may start.

@@ -17,6 +17,7 @@ pub mod stats;
 
 use crate::config::{Config, ConfigError};
 use crate::db::{self, batches, rollback::RollbackReport, DbError, DbPool};
+use crate::dumps::{DumpError, DumpInfo, DumpReport, DumpSettings, Dumps};
 use crate::model::{Direction, FileKind};
 use crate::paths::Layout;
 use crate::store::{DiskStore, S3Store, StoreError};
@@ -62,6 +63,8 @@ pub enum EngineError {
     Db(#[from] DbError),
     #[error("configuration: {0}")]
     Config(#[from] ConfigError),
+    #[error("database dump: {0}")]
+    Dump(#[from] DumpError),
     #[error("ledger: {0}")]
     Ledger(String),
     #[error("internal error: {0}")]
@@ -87,6 +90,8 @@ pub struct StartOptions {
     pub verify: bool,
     /// Retry only the files that failed in this batch (and continue it).
     pub retry_failed_of: Option<Uuid>,
+    /// Dump the database to the active backend before the first file.
+    pub dump_database: bool,
 }
 
 impl StartOptions {
@@ -104,6 +109,8 @@ impl StartOptions {
             kinds,
             verify: stored["verify"].as_bool().unwrap_or(false),
             retry_failed_of: Some(batch_id),
+            // The batch's dump was taken when it started.
+            dump_database: false,
         })
     }
 
@@ -118,6 +125,7 @@ impl StartOptions {
             "concurrency": self.concurrency,
             "fileTypes": file_types,
             "verify": self.verify,
+            "dumpDatabase": self.dump_database,
         })
     }
 }
@@ -130,6 +138,7 @@ pub struct Shared {
     pub disk: DiskStore,
     pub s3: S3Store,
     pub metrics: Arc<Metrics>,
+    pub dumps: Dumps,
     /// The media location with symbolic links resolved.
     pub media_root_real: std::path::PathBuf,
 }
@@ -173,6 +182,18 @@ impl Engine {
         let media_root_real = std::fs::canonicalize(&config.media_location)
             .unwrap_or_else(|_| std::path::PathBuf::from(&config.media_location));
         let layout = Layout::new(&config.media_location, &config.s3.bucket, &config.s3.prefix);
+        let dumps = Dumps::new(
+            DumpSettings {
+                database_url: config.database_url.clone(),
+                pg_dump: config.pg_dump.clone(),
+                keep: config.dump_keep,
+                media_location: config.media_location.clone(),
+                s3_prefix: config.s3.prefix.clone(),
+            },
+            pool.clone(),
+            s3.clone(),
+            metrics.clone(),
+        );
         let shared = Arc::new(Shared {
             config,
             layout,
@@ -180,6 +201,7 @@ impl Engine {
             disk: DiskStore,
             s3,
             metrics: metrics.clone(),
+            dumps,
             media_root_real,
         });
         let stats = Stats::new(metrics).start();
@@ -297,6 +319,23 @@ impl Engine {
             return Err(EngineError::BatchNotFound(batch_id));
         }
         Ok(batches::failures(&mut conn, batch_id, after, limit).await?)
+    }
+
+    /// Dumps the database to the gallery's active backend.
+    pub async fn create_dump(&self) -> Result<DumpReport, EngineError> {
+        let backend = self.shared.config.active_backend()?;
+        Ok(self.shared.dumps.create(backend).await?)
+    }
+
+    /// The dumps on the active backend, newest first.
+    pub async fn list_dumps(&self) -> Result<(crate::model::Backend, Vec<DumpInfo>), EngineError> {
+        let backend = self.shared.config.active_backend()?;
+        Ok((backend, self.shared.dumps.list(backend).await?))
+    }
+
+    pub async fn delete_dump(&self, name: &str) -> Result<(), EngineError> {
+        let backend = self.shared.config.active_backend()?;
+        Ok(self.shared.dumps.delete(backend, name).await?)
     }
 
     /// Reverts a batch's database paths; never moves a file.

@@ -79,10 +79,16 @@ impl Handler<Cancel> for Orchestrator {
 /// What the pre-flight hands to the run.
 struct Prepared {
     lock: MigrationLock,
+    batch: Opened,
+}
+
+/// The batch a start opened (or re-opened).
+struct Opened {
     batch_id: Uuid,
     resumed: bool,
     total: i64,
     planned: PerKind<i64>,
+    dump_name: Option<String>,
 }
 
 impl Handler<Start> for Orchestrator {
@@ -101,18 +107,19 @@ impl Handler<Start> for Orchestrator {
             async move { prepare(&shared, &opts).await }
                 .into_actor(self)
                 .map(move |prepared, act, ctx| {
-                    let prepared = prepared?;
+                    let Prepared { lock, batch } = prepared?;
                     act.running = true;
                     let reply = StartReply {
-                        batch_id: prepared.batch_id,
-                        resumed: prepared.resumed,
+                        batch_id: batch.batch_id,
+                        resumed: batch.resumed,
+                        dump_name: batch.dump_name.clone(),
                     };
                     let cancel = Arc::new(AtomicBool::new(false));
-                    act.cancel = Some((cancel.clone(), prepared.batch_id));
+                    act.cancel = Some((cancel.clone(), batch.batch_id));
                     let run = Arc::new(RunContext {
                         shared: act.shared.clone(),
                         layout: act.shared.layout.clone(),
-                        batch_id: prepared.batch_id,
+                        batch_id: batch.batch_id,
                         direction: options.direction,
                         delete_source: options.delete_source,
                         verify: options.verify,
@@ -120,19 +127,19 @@ impl Handler<Start> for Orchestrator {
                         failed_in: options.retry_failed_of,
                     });
                     act.stats.do_send(StatsEvent::RunStarted {
-                        batch_id: prepared.batch_id,
+                        batch_id: batch.batch_id,
                         direction: options.direction,
-                        resumed: prepared.resumed,
-                        total: prepared.total,
-                        planned: prepared.planned,
+                        resumed: batch.resumed,
+                        total: batch.total,
+                        planned: batch.planned,
                         started_at: chrono::Utc::now(),
                     });
-                    let span = tracing::info_span!("batch", batch_id = %prepared.batch_id);
+                    let span = tracing::info_span!("batch", batch_id = %batch.batch_id);
                     let me = ctx.address();
                     let stats = act.stats.clone();
                     actix::spawn(
                         async move {
-                            execute(run, options, prepared.lock, stats).await;
+                            execute(run, options, lock, stats).await;
                             me.do_send(RunEnded);
                         }
                         .instrument(span),
@@ -166,13 +173,7 @@ async fn prepare(shared: &Shared, options: &StartOptions) -> Result<Prepared, En
         .await?
         .ok_or(EngineError::LockedElsewhere)?;
     match prepare_locked(shared, options).await {
-        Ok((batch_id, resumed, total, planned)) => Ok(Prepared {
-            lock,
-            batch_id,
-            resumed,
-            total,
-            planned,
-        }),
+        Ok(batch) => Ok(Prepared { lock, batch }),
         Err(e) => {
             lock.release().await;
             Err(e)
@@ -180,10 +181,7 @@ async fn prepare(shared: &Shared, options: &StartOptions) -> Result<Prepared, En
     }
 }
 
-async fn prepare_locked(
-    shared: &Shared,
-    options: &StartOptions,
-) -> Result<(Uuid, bool, i64, PerKind<i64>), EngineError> {
+async fn prepare_locked(shared: &Shared, options: &StartOptions) -> Result<Opened, EngineError> {
     let mut conn = db::conn(&shared.pool).await?;
     let in_flight = batches::gallery_moves_in_flight(&mut conn).await?;
     if in_flight > 0 {
@@ -211,7 +209,13 @@ async fn prepare_locked(
         }
         batches::reopen_for_retry(&mut conn, batch_id).await?;
         tracing::info!(batch_id = %batch_id, files = planned.total(), "Retrying the failed files of a batch");
-        return Ok((batch_id, true, planned.total(), planned));
+        return Ok(Opened {
+            batch_id,
+            resumed: true,
+            total: planned.total(),
+            planned,
+            dump_name: None,
+        });
     }
     let (movable, unmovable) = candidates::totals(
         &mut conn,
@@ -229,12 +233,23 @@ async fn prepare_locked(
     let resume = batches::resumable(&mut conn, options.direction).await?;
     let batch_id = resume.unwrap_or_else(Uuid::now_v7);
     let total = movable.total() + unmovable;
+    let dump = if options.dump_database {
+        // Under the lock, before the first file: the dump shows the
+        // database exactly as it was before this run.
+        drop(conn);
+        let report = shared.dumps.create(shared.config.active_backend()?).await?;
+        conn = db::conn(&shared.pool).await?;
+        Some(report.name)
+    } else {
+        None
+    };
     batches::open(
         &mut conn,
         batch_id,
         options.direction,
         &options.to_json(),
         total,
+        dump.as_deref(),
     )
     .await?;
     tracing::info!(
@@ -242,11 +257,18 @@ async fn prepare_locked(
         direction = %options.direction,
         files = total,
         resumed = resume.is_some(),
+        dump = dump.as_deref().unwrap_or("none"),
         concurrency = options.concurrency,
         delete_source = options.delete_source,
         "Migration started"
     );
-    Ok((batch_id, resume.is_some(), total, movable))
+    Ok(Opened {
+        batch_id,
+        resumed: resume.is_some(),
+        total,
+        planned: movable,
+        dump_name: dump,
+    })
 }
 
 /// The run itself: page, dispatch, drain, close the batch.

@@ -3,6 +3,7 @@
 //! nowhere else. The full cause goes to the log; secrets never appear in
 //! either (they live in `config::Secret`).
 
+use crate::dumps::DumpError;
 use crate::engine::EngineError;
 use crate::store::StoreError;
 use actix_web::http::StatusCode;
@@ -46,6 +47,18 @@ impl ApiError {
                 EngineError::Db(e) if e.is_unavailable() => "database_unavailable",
                 EngineError::Db(_) => "database_error",
                 EngineError::Config(_) => "configuration_error",
+                EngineError::Dump(e) => match e {
+                    DumpError::Busy => "dump_running",
+                    DumpError::InvalidName(_) => "invalid_dump_name",
+                    DumpError::NotFound(_) => "dump_not_found",
+                    DumpError::Store(StoreError::Bucket { .. }) => "bucket_unavailable",
+                    DumpError::Store(_) => "storage_error",
+                    DumpError::Db(e) if e.is_unavailable() => "database_unavailable",
+                    DumpError::Db(_) => "database_error",
+                    DumpError::PgDump(_) | DumpError::Setup(_) | DumpError::Cancelled => {
+                        "dump_failed"
+                    }
+                },
                 EngineError::Ledger(_) | EngineError::Internal(_) => "internal_error",
             },
         }
@@ -66,6 +79,18 @@ impl ResponseError for ApiError {
                 | EngineError::GalleryMovingFiles(_)
                 | EngineError::NotRunning => StatusCode::CONFLICT,
                 EngineError::BatchNotFound(_) => StatusCode::NOT_FOUND,
+                EngineError::Dump(DumpError::Busy) => StatusCode::CONFLICT,
+                EngineError::Dump(DumpError::InvalidName(_)) => StatusCode::BAD_REQUEST,
+                EngineError::Dump(DumpError::NotFound(_)) => StatusCode::NOT_FOUND,
+                EngineError::Dump(DumpError::Store(StoreError::Bucket { .. })) => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                EngineError::Dump(DumpError::Db(e)) if e.is_unavailable() => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                EngineError::Dump(
+                    DumpError::Store(_) | DumpError::PgDump(_) | DumpError::Cancelled,
+                ) => StatusCode::BAD_GATEWAY,
                 EngineError::Store(StoreError::Bucket { .. }) => StatusCode::SERVICE_UNAVAILABLE,
                 EngineError::Store(_) => StatusCode::BAD_GATEWAY,
                 EngineError::Db(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,

@@ -1,6 +1,11 @@
 //! The HTTP edge: the gallery's four storage-migration endpoints plus
 //! `/healthz`, bearer-token authentication, and the server itself.
+//!
+//! - [`routes`]: migration endpoints, batches, metrics, the admin page.
+//! - [`dumps`]: database dumps.
+//! - [`error`]: every failure mapped to a status and a stable code.
 
+pub mod dumps;
 pub mod error;
 pub mod routes;
 
@@ -71,6 +76,9 @@ impl Application {
                 .service(routes::batches)
                 .service(routes::failures)
                 .service(routes::retry)
+                .service(dumps::create)
+                .service(dumps::list)
+                .service(dumps::delete)
                 .default_service(web::to(routes::not_found))
         })
         .workers(2)

@@ -2,6 +2,7 @@
 //! anything odd), call the engine, return the gallery's JSON shapes.
 
 use super::error::ApiError;
+use crate::engine::messages::StartReply;
 use crate::engine::{Engine, StartOptions};
 use crate::model::{Direction, FileKind};
 use actix_web::{get, post, web, HttpResponse};
@@ -9,12 +10,13 @@ use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use uuid::Uuid;
 
-const START_FIELDS: [&str; 5] = [
+const START_FIELDS: [&str; 6] = [
     "direction",
     "deleteSource",
     "concurrency",
     "fileTypes",
     "verify",
+    "dumpDatabase",
 ];
 
 /// The admin page: static HTML, CSS and JS built into the binary. It holds
@@ -105,6 +107,7 @@ pub fn parse_start(body: &[u8]) -> Result<StartOptions, ApiError> {
     let direction = parse_direction(obj.get("direction"))?;
     let delete_source = parse_bool(obj, "deleteSource", false)?;
     let verify = parse_bool(obj, "verify", false)?;
+    let dump_database = parse_bool(obj, "dumpDatabase", false)?;
     let concurrency = match obj.get("concurrency") {
         None | Some(Value::Null) => 5,
         Some(Value::Number(n)) => match n.as_u64() {
@@ -167,6 +170,7 @@ pub fn parse_start(body: &[u8]) -> Result<StartOptions, ApiError> {
         kinds,
         verify,
         retry_failed_of: None,
+        dump_database,
     })
 }
 
@@ -174,10 +178,16 @@ pub fn parse_start(body: &[u8]) -> Result<StartOptions, ApiError> {
 pub async fn start(engine: web::Data<Engine>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     let options = parse_start(&body)?;
     let reply = engine.start_migration(options).await?;
-    Ok(
-        HttpResponse::Created()
-            .json(json!({ "batchId": reply.batch_id, "resumed": reply.resumed })),
-    )
+    Ok(started(&reply))
+}
+
+/// The answer to a start or a retry.
+fn started(reply: &StartReply) -> HttpResponse {
+    HttpResponse::Created().json(json!({
+        "batchId": reply.batch_id,
+        "resumed": reply.resumed,
+        "dumpName": reply.dump_name,
+    }))
 }
 
 #[get("/storage-migration/status")]
@@ -288,10 +298,7 @@ pub async fn retry(
 ) -> Result<HttpResponse, ApiError> {
     let batch_id = parse_batch_id(&path.into_inner())?;
     let reply = engine.retry(batch_id).await?;
-    Ok(
-        HttpResponse::Created()
-            .json(json!({ "batchId": reply.batch_id, "resumed": reply.resumed })),
-    )
+    Ok(started(&reply))
 }
 
 /// Prometheus text exposition.
@@ -328,6 +335,7 @@ mod tests {
         let o = parse_start(br#"{"direction":"toS3"}"#).unwrap();
         assert_eq!(o.concurrency, 5);
         assert!(!o.delete_source);
+        assert!(!o.dump_database);
         assert_eq!(o.kinds.len(), 8);
         let o = parse_start(br#"{"direction":"toDisk","fileTypes":{"originals":false}}"#).unwrap();
         assert_eq!(o.kinds.len(), 7);
@@ -358,6 +366,10 @@ mod tests {
         );
         assert_eq!(
             code(r#"{"direction":"toS3","deleteSource":"yes"}"#),
+            "invalid_field"
+        );
+        assert_eq!(
+            code(r#"{"direction":"toS3","dumpDatabase":1}"#),
             "invalid_field"
         );
         assert_eq!(

@@ -262,6 +262,15 @@ impl S3Store {
             .to_string()
     }
 
+    /// The encryption settings every upload carries.
+    fn sse_params(&self) -> (Option<ServerSideEncryption>, Option<String>) {
+        match &self.sse {
+            None => (None, None),
+            Some(Sse::Aes256) => (Some(ServerSideEncryption::Aes256), None),
+            Some(Sse::Kms { key_id }) => (Some(ServerSideEncryption::AwsKms), key_id.clone()),
+        }
+    }
+
     /// Uploads a file from disk and returns the digest of what was sent.
     /// `expected_size` is the size the source check saw: a file that grows
     /// or shrinks meanwhile is refused rather than uploaded half-changed.
@@ -285,7 +294,14 @@ impl S3Store {
             )));
         }
         let digest = digest_of(&data);
-        let mut request = self
+        self.put_bytes(key, Bytes::from(data), &digest).await?;
+        Ok(digest)
+    }
+
+    /// One PutObject, checked end to end with Content-MD5 and the ETag.
+    async fn put_bytes(&self, key: &str, data: Bytes, digest: &Digest) -> Result<(), StoreError> {
+        let (sse, kms_key) = self.sse_params();
+        let out = self
             .client
             .put_object()
             .bucket(&self.bucket)
@@ -294,15 +310,9 @@ impl S3Store {
             .content_md5(aws_smithy_types::base64::encode(digest.md5))
             .content_type(Self::content_type(key))
             .metadata(SHA1_METADATA, hex::encode(digest.sha1))
-            .body(ByteStream::from(data));
-        request = match &self.sse {
-            None => request,
-            Some(Sse::Aes256) => request.server_side_encryption(ServerSideEncryption::Aes256),
-            Some(Sse::Kms { key_id }) => request
-                .server_side_encryption(ServerSideEncryption::AwsKms)
-                .set_ssekms_key_id(key_id.clone()),
-        };
-        let out = request
+            .set_server_side_encryption(sse)
+            .set_ssekms_key_id(kms_key)
+            .body(ByteStream::from(data))
             .send()
             .await
             .map_err(|e| self.failed("PutObject", e))?;
@@ -315,7 +325,7 @@ impl S3Store {
                 });
             }
         }
-        Ok(digest)
+        Ok(())
     }
 
     /// Multipart upload. The file is hashed first so that the object can
@@ -332,95 +342,86 @@ impl S3Store {
         if digest.size != expected_size {
             return Err(StoreError::SourceChanged(path.display().to_string()));
         }
-        let mut create = self
+        let upload_id = self.create_upload(key, Some(&digest)).await?;
+        let result = self.send_parts(disk, path, key, &upload_id, &digest).await;
+        if result.is_err() {
+            self.abort_upload(key, &upload_id).await;
+        }
+        result.map(|_| digest)
+    }
+
+    async fn create_upload(
+        &self,
+        key: &str,
+        digest: Option<&Digest>,
+    ) -> Result<String, StoreError> {
+        let (sse, kms_key) = self.sse_params();
+        let created = self
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
             .content_type(Self::content_type(key))
-            .metadata(SHA1_METADATA, hex::encode(digest.sha1));
-        create = match &self.sse {
-            None => create,
-            Some(Sse::Aes256) => create.server_side_encryption(ServerSideEncryption::Aes256),
-            Some(Sse::Kms { key_id }) => create
-                .server_side_encryption(ServerSideEncryption::AwsKms)
-                .set_ssekms_key_id(key_id.clone()),
-        };
-        let created = create
+            .set_metadata(digest.map(|d| {
+                std::collections::HashMap::from([(SHA1_METADATA.to_string(), hex::encode(d.sha1))])
+            }))
+            .set_server_side_encryption(sse)
+            .set_ssekms_key_id(kms_key)
             .send()
             .await
             .map_err(|e| self.failed("CreateMultipartUpload", e))?;
-        let upload_id = created.upload_id().unwrap_or_default().to_string();
-        let result = self.send_parts(disk, path, key, &upload_id, &digest).await;
-        if result.is_err() {
-            // An incomplete upload is invisible but billed: always abort it.
-            if let Err(e) = self
-                .client
-                .abort_multipart_upload()
-                .bucket(&self.bucket)
-                .key(key)
-                .upload_id(&upload_id)
-                .send()
-                .await
-            {
-                tracing::warn!(error = %DisplayErrorContext(&e), key, "Cannot abort a failed multipart upload");
-                self.metrics.s3_error("AbortMultipartUpload");
-            }
-        }
-        result.map(|_| digest)
+        Ok(created.upload_id().unwrap_or_default().to_string())
     }
 
-    async fn send_parts(
+    /// An incomplete upload is invisible but billed: always abort it.
+    async fn abort_upload(&self, key: &str, upload_id: &str) {
+        if let Err(e) = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+        {
+            tracing::warn!(error = %DisplayErrorContext(&e), key, "Cannot abort a failed multipart upload");
+            self.metrics.s3_error("AbortMultipartUpload");
+        }
+    }
+
+    async fn upload_part(
         &self,
-        disk: &DiskStore,
-        path: &Path,
         key: &str,
         upload_id: &str,
-        digest: &Digest,
+        part_number: i32,
+        part: Bytes,
+    ) -> Result<CompletedPart, StoreError> {
+        let md5 = digest_of(&part).md5;
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(part_number)
+            .content_length(part.len() as i64)
+            .content_md5(aws_smithy_types::base64::encode(md5))
+            .body(ByteStream::from(part))
+            .send()
+            .await
+            .map_err(|e| self.failed("UploadPart", e))?;
+        Ok(CompletedPart::builder()
+            .set_e_tag(out.e_tag().map(str::to_string))
+            .part_number(part_number)
+            .build())
+    }
+
+    async fn complete_upload(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<CompletedPart>,
     ) -> Result<(), StoreError> {
-        let mut file = disk.open(path).await?;
-        let mut rehash = Hasher::new();
-        let mut parts = Vec::new();
-        let mut part_number = 1;
-        loop {
-            let mut part = bytes::BytesMut::with_capacity(PART_SIZE);
-            while part.len() < PART_SIZE {
-                let chunk = disk.read_chunk(&mut file, path).await?;
-                if chunk.is_empty() {
-                    break;
-                }
-                part.extend_from_slice(&chunk);
-            }
-            if part.is_empty() {
-                break;
-            }
-            let part: Bytes = part.freeze();
-            rehash.update(part.clone()).await;
-            let md5 = digest_of(&part).md5;
-            let out = self
-                .client
-                .upload_part()
-                .bucket(&self.bucket)
-                .key(key)
-                .upload_id(upload_id)
-                .part_number(part_number)
-                .content_length(part.len() as i64)
-                .content_md5(aws_smithy_types::base64::encode(md5))
-                .body(ByteStream::from(part))
-                .send()
-                .await
-                .map_err(|e| self.failed("UploadPart", e))?;
-            parts.push(
-                CompletedPart::builder()
-                    .set_e_tag(out.e_tag().map(str::to_string))
-                    .part_number(part_number)
-                    .build(),
-            );
-            part_number += 1;
-        }
-        if rehash.finish() != *digest {
-            return Err(StoreError::SourceChanged(path.display().to_string()));
-        }
         self.client
             .complete_multipart_upload()
             .bucket(&self.bucket)
@@ -435,6 +436,160 @@ impl S3Store {
             .await
             .map_err(|e| self.failed("CompleteMultipartUpload", e))?;
         Ok(())
+    }
+
+    async fn send_parts(
+        &self,
+        disk: &DiskStore,
+        path: &Path,
+        key: &str,
+        upload_id: &str,
+        digest: &Digest,
+    ) -> Result<(), StoreError> {
+        let mut file = disk.open(path).await?;
+        let mut rehash = Hasher::new();
+        let mut parts = Vec::new();
+        loop {
+            let mut part = bytes::BytesMut::with_capacity(PART_SIZE);
+            while part.len() < PART_SIZE {
+                let chunk = disk.read_chunk(&mut file, path).await?;
+                if chunk.is_empty() {
+                    break;
+                }
+                part.extend_from_slice(&chunk);
+            }
+            if part.is_empty() {
+                break;
+            }
+            let part: Bytes = part.freeze();
+            rehash.update(part.clone()).await;
+            let number = parts.len() as i32 + 1;
+            parts.push(self.upload_part(key, upload_id, number, part).await?);
+        }
+        if rehash.finish() != *digest {
+            return Err(StoreError::SourceChanged(path.display().to_string()));
+        }
+        self.complete_upload(key, upload_id, parts).await
+    }
+
+    /// Starts writing an object of unknown length piece by piece.
+    pub fn writer(&self, key: &str) -> ObjectWriter<'_> {
+        ObjectWriter {
+            store: self,
+            key: key.to_string(),
+            buffer: bytes::BytesMut::new(),
+            upload_id: None,
+            parts: Vec::new(),
+            size: 0,
+        }
+    }
+
+    /// Every object under `prefix`, following continuation tokens.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectEntry>, StoreError> {
+        let mut entries = Vec::new();
+        let mut token = None;
+        loop {
+            let out = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(|e| self.failed("ListObjectsV2", e))?;
+            for object in out.contents() {
+                let Some(key) = object.key() else { continue };
+                entries.push(ObjectEntry {
+                    key: key.to_string(),
+                    size: object.size().unwrap_or(0).max(0) as u64,
+                    modified: object
+                        .last_modified()
+                        .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), 0)),
+                });
+            }
+            match out.next_continuation_token() {
+                Some(next) if out.is_truncated().unwrap_or(false) => token = Some(next.to_string()),
+                _ => return Ok(entries),
+            }
+        }
+    }
+}
+
+/// One object of a listing.
+#[derive(Debug, Clone)]
+pub struct ObjectEntry {
+    pub key: String,
+    pub size: u64,
+    pub modified: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// An object written piece by piece: parts go up as they fill, so memory
+/// holds one part whatever the length. Small objects become one PutObject.
+/// After an error, call `abort` so that no partial upload is left behind.
+pub struct ObjectWriter<'a> {
+    store: &'a S3Store,
+    key: String,
+    buffer: bytes::BytesMut,
+    upload_id: Option<String>,
+    parts: Vec<CompletedPart>,
+    size: u64,
+}
+
+impl ObjectWriter<'_> {
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        self.buffer.extend_from_slice(data);
+        self.size += data.len() as u64;
+        while self.buffer.len() >= PART_SIZE {
+            let part = self.buffer.split_to(PART_SIZE).freeze();
+            self.send_part(part).await?;
+        }
+        Ok(())
+    }
+
+    async fn send_part(&mut self, part: Bytes) -> Result<(), StoreError> {
+        let upload_id = match &self.upload_id {
+            Some(id) => id.clone(),
+            None => {
+                let id = self.store.create_upload(&self.key, None).await?;
+                self.upload_id = Some(id.clone());
+                id
+            }
+        };
+        let number = self.parts.len() as i32 + 1;
+        let done = self
+            .store
+            .upload_part(&self.key, &upload_id, number, part)
+            .await?;
+        self.parts.push(done);
+        Ok(())
+    }
+
+    /// Completes the object; returns its size.
+    pub async fn finish(&mut self) -> Result<u64, StoreError> {
+        let rest = std::mem::take(&mut self.buffer).freeze();
+        if self.upload_id.is_none() {
+            let digest = digest_of(&rest);
+            self.store.put_bytes(&self.key, rest, &digest).await?;
+            return Ok(self.size);
+        }
+        if !rest.is_empty() {
+            self.send_part(rest).await?;
+        }
+        let upload_id = self.upload_id.clone().unwrap_or_default();
+        let parts = std::mem::take(&mut self.parts);
+        self.store
+            .complete_upload(&self.key, &upload_id, parts)
+            .await?;
+        self.upload_id = None;
+        Ok(self.size)
+    }
+
+    /// Drops whatever was uploaded so far.
+    pub async fn abort(&mut self) {
+        if let Some(upload_id) = self.upload_id.take() {
+            self.store.abort_upload(&self.key, &upload_id).await;
+        }
     }
 }
 

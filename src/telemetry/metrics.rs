@@ -9,8 +9,8 @@
 
 use crate::model::{Direction, FileKind};
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 const NAMESPACE: &str = "noodle_migrate";
@@ -50,10 +50,12 @@ pub const S3_OPERATIONS: &[&str] = &[
     "CompleteMultipartUpload",
     "AbortMultipartUpload",
     "DeleteObject",
+    "ListObjectsV2",
 ];
 
 pub const FILE_OUTCOMES: &[&str] = &["completed", "failed", "skipped"];
 pub const ROLLBACK_OUTCOMES: &[&str] = &["complete", "partial", "error"];
+pub const DUMP_OUTCOMES: &[&str] = &["success", "failure"];
 pub const DIRECTIONS: [Direction; 2] = [Direction::ToS3, Direction::ToDisk];
 
 pub fn bounded<'a>(value: &str, allowed: &'a [&'a str]) -> &'a str {
@@ -82,6 +84,10 @@ pub struct Metrics {
     pub commit_files: Histogram,
     pub s3_errors: IntCounterVec,
     pub rollbacks: IntCounterVec,
+    pub dumps: IntCounterVec,
+    pub last_dump_time: Gauge,
+    pub last_dump_size: IntGauge,
+    pub last_dump_duration: Gauge,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -178,6 +184,22 @@ impl Metrics {
                 ),
                 &["outcome"],
             )?,
+            dumps: IntCounterVec::new(
+                opts("database_dumps_total", "Database dumps by outcome: success or failure."),
+                &["outcome"],
+            )?,
+            last_dump_time: Gauge::with_opts(opts(
+                "last_database_dump_timestamp_seconds",
+                "Unix time the last successful database dump finished (0: none yet).",
+            ))?,
+            last_dump_size: IntGauge::with_opts(opts(
+                "last_database_dump_size_bytes",
+                "Compressed size of the last successful database dump.",
+            ))?,
+            last_dump_duration: Gauge::with_opts(opts(
+                "last_database_dump_duration_seconds",
+                "How long the last successful database dump took.",
+            ))?,
             registry,
         };
         m.register_all()?;
@@ -203,6 +225,10 @@ impl Metrics {
         r.register(Box::new(self.commit_files.clone()))?;
         r.register(Box::new(self.s3_errors.clone()))?;
         r.register(Box::new(self.rollbacks.clone()))?;
+        r.register(Box::new(self.dumps.clone()))?;
+        r.register(Box::new(self.last_dump_time.clone()))?;
+        r.register(Box::new(self.last_dump_size.clone()))?;
+        r.register(Box::new(self.last_dump_duration.clone()))?;
         Ok(())
     }
 
@@ -239,6 +265,9 @@ impl Metrics {
         }
         for outcome in ROLLBACK_OUTCOMES {
             self.rollbacks.with_label_values(&[outcome]);
+        }
+        for outcome in DUMP_OUTCOMES {
+            self.dumps.with_label_values(&[outcome]);
         }
     }
 

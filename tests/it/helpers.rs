@@ -372,6 +372,16 @@ impl TestApp {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        let resp = self
+            .with_auth(self.http.delete(format!("{}{path}", self.base)))
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
     /// The engine's Prometheus text.
     pub async fn metrics(&self) -> String {
         self.with_auth(self.http.get(format!("{}/metrics", self.base)))

@@ -7,6 +7,7 @@ mod cli;
 mod control;
 mod database;
 mod deploy;
+mod dumps;
 mod faults;
 mod helpers;
 mod migration;

@@ -1,0 +1,363 @@
+//! Database dumps on the gallery's active backend, in the gallery's own
+//! naming, so that the gallery lists, keeps and restores them too.
+//!
+//! - on S3: `<prefix>/backups/<name>` (multipart, constant memory);
+//! - on disk: `<media location>/backups/<name>` (temporary file, fsync,
+//!   rename).
+//!
+//! A dump that fails leaves nothing behind: the multipart upload is
+//! aborted, the temporary file removed. After each dump only the newest
+//! `NOODLE_MIGRATE_DUMP_KEEP` dumps are kept; files that do not carry a
+//! dump's name are never touched.
+
+pub mod name;
+pub mod pg_dump;
+
+use crate::config::Secret;
+use crate::db::{self, versions, DbError, DbPool};
+use crate::model::Backend;
+use crate::store::{DiskStore, S3Store, StoreError};
+use crate::telemetry::Metrics;
+use name::DumpName;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The folder (or key prefix) the gallery keeps its dumps in.
+pub const BACKUPS_FOLDER: &str = "backups";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    #[error("a database dump is already running")]
+    Busy,
+    #[error("pg_dump failed ({0})")]
+    PgDump(String),
+    #[error("{0}")]
+    Setup(String),
+    #[error("the dump stopped because its target failed")]
+    Cancelled,
+    #[error("{0:?} is not a database dump's name (immich-db-backup-<yyyyMMdd'T'HHmmss>-v<version>-pg<version>.sql.gz)")]
+    InvalidName(String),
+    #[error("no database dump named {0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// One dump in a listing.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DumpInfo {
+    pub name: String,
+    pub size: u64,
+    /// When the backend last wrote it.
+    pub created_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(skip)]
+    stamp: i64,
+}
+
+/// What one dump did.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DumpReport {
+    pub name: String,
+    pub backend: Backend,
+    /// `s3://bucket/key` or the file's path.
+    pub location: String,
+    /// Compressed size.
+    pub size: u64,
+    pub duration_ms: u64,
+    /// Older dumps removed by retention.
+    pub deleted: Vec<String>,
+}
+
+/// What dumping needs; one per engine.
+pub struct Dumps {
+    database_url: Secret,
+    pool: DbPool,
+    pg_dump: Option<PathBuf>,
+    keep: usize,
+    disk_folder: PathBuf,
+    s3_prefix: String,
+    disk: DiskStore,
+    s3: S3Store,
+    metrics: Arc<Metrics>,
+    /// Held for the length of a dump: one at a time.
+    busy: tokio::sync::Mutex<()>,
+}
+
+/// Where the dumps of one backend live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Disk,
+    S3,
+}
+
+impl From<Backend> for Side {
+    fn from(backend: Backend) -> Side {
+        match backend {
+            Backend::Disk => Side::Disk,
+            Backend::S3 => Side::S3,
+        }
+    }
+}
+
+pub struct DumpSettings {
+    pub database_url: Secret,
+    pub pg_dump: Option<PathBuf>,
+    pub keep: usize,
+    pub media_location: String,
+    pub s3_prefix: String,
+}
+
+impl Dumps {
+    pub fn new(settings: DumpSettings, pool: DbPool, s3: S3Store, metrics: Arc<Metrics>) -> Dumps {
+        let s3_prefix = if settings.s3_prefix.is_empty() {
+            format!("{BACKUPS_FOLDER}/")
+        } else {
+            format!("{}/{BACKUPS_FOLDER}/", settings.s3_prefix)
+        };
+        Dumps {
+            database_url: settings.database_url,
+            pool,
+            pg_dump: settings.pg_dump,
+            keep: settings.keep.max(1),
+            disk_folder: Path::new(&settings.media_location).join(BACKUPS_FOLDER),
+            s3_prefix,
+            disk: DiskStore,
+            s3,
+            metrics,
+            busy: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn location(&self, backend: Backend, name: &str) -> String {
+        match Side::from(backend) {
+            Side::Disk => self.disk_folder.join(name).display().to_string(),
+            Side::S3 => format!("s3://{}/{}{name}", self.s3.bucket(), self.s3_prefix),
+        }
+    }
+
+    /// Dumps the gallery database to `backend`, then applies retention.
+    pub async fn create(&self, backend: Backend) -> Result<DumpReport, DumpError> {
+        let _busy = self.busy.try_lock().map_err(|_| DumpError::Busy)?;
+        let started = Instant::now();
+        let result = self.dump(backend).await;
+        match &result {
+            Ok((name, size)) => {
+                let elapsed = started.elapsed();
+                self.metrics.dumps.with_label_values(&["success"]).inc();
+                self.metrics
+                    .last_dump_time
+                    .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+                self.metrics.last_dump_size.set(*size as i64);
+                self.metrics.last_dump_duration.set(elapsed.as_secs_f64());
+                tracing::info!(name = %name, size, backend = backend.as_str(), seconds = elapsed.as_secs_f64(), "Database dump written");
+            }
+            Err(e) => {
+                self.metrics.dumps.with_label_values(&["failure"]).inc();
+                tracing::error!(error = %e, backend = backend.as_str(), "Database dump failed; nothing was left behind");
+            }
+        }
+        let (name, size) = result?;
+        let duration_ms = started.elapsed().as_millis() as u64;
+        // The dump itself is safe by now: a failing clean-up only warns.
+        let deleted = match self.apply_retention(backend).await {
+            Ok(deleted) => deleted,
+            Err(e) => {
+                tracing::warn!(error = %e, "Cannot remove old database dumps");
+                Vec::new()
+            }
+        };
+        Ok(DumpReport {
+            location: self.location(backend, name.as_str()),
+            name: name.to_string(),
+            backend,
+            size,
+            duration_ms,
+            deleted,
+        })
+    }
+
+    async fn dump(&self, backend: Backend) -> Result<(DumpName, u64), DumpError> {
+        let (major, version) = {
+            let mut conn = db::conn(&self.pool).await?;
+            let major = versions::server_major(&mut conn).await?;
+            let version = versions::gallery_version(&mut conn).await;
+            (major, version)
+        };
+        let version = version.unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string());
+        let name = DumpName::new(chrono::Local::now(), &version, major);
+        let program = pg_dump::locate(self.pg_dump.as_deref(), major);
+        let connection = pg_dump::Connection::from_url(self.database_url.expose())?;
+        let mut chunks = pg_dump::spawn(&program, connection);
+        let size = match Side::from(backend) {
+            Side::S3 => {
+                let key = format!("{}{name}", self.s3_prefix);
+                let mut writer = self.s3.writer(&key);
+                let result = async {
+                    while let Some(chunk) = next(&mut chunks).await? {
+                        writer.write(&chunk).await?;
+                    }
+                    Ok::<_, DumpError>(writer.finish().await?)
+                }
+                .await;
+                if result.is_err() {
+                    writer.abort().await;
+                }
+                result?
+            }
+            Side::Disk => {
+                let target = self.disk_folder.join(name.as_str());
+                let mut temp = self.disk.create_temp(&target).await?;
+                let result = async {
+                    let mut size = 0u64;
+                    while let Some(chunk) = next(&mut chunks).await? {
+                        temp.write(&chunk).await?;
+                        size += chunk.len() as u64;
+                    }
+                    Ok::<_, DumpError>(size)
+                }
+                .await;
+                match result {
+                    Ok(size) => {
+                        temp.commit().await?;
+                        size
+                    }
+                    Err(e) => {
+                        temp.discard().await;
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        Ok((name, size))
+    }
+
+    /// The dumps on `backend`, newest first.
+    pub async fn list(&self, backend: Backend) -> Result<Vec<DumpInfo>, DumpError> {
+        let mut dumps = match Side::from(backend) {
+            Side::S3 => self
+                .s3
+                .list(&self.s3_prefix)
+                .await?
+                .into_iter()
+                .filter_map(|object| {
+                    let name = object.key.strip_prefix(&self.s3_prefix)?;
+                    let parsed = DumpName::parse(name)?;
+                    Some(DumpInfo {
+                        name: name.to_string(),
+                        size: object.size,
+                        created_at: object.modified,
+                        stamp: parsed.stamp(),
+                    })
+                })
+                .collect(),
+            Side::Disk => self.list_disk().await?,
+        };
+        dumps.sort_by(|a, b| {
+            (b.stamp, b.created_at, &b.name).cmp(&(a.stamp, a.created_at, &a.name))
+        });
+        Ok(dumps)
+    }
+
+    async fn list_disk(&self) -> Result<Vec<DumpInfo>, DumpError> {
+        let folder = &self.disk_folder;
+        let mut entries = match tokio::fs::read_dir(folder).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(StoreError::io("cannot list", folder, e).into()),
+        };
+        let mut dumps = Vec::new();
+        loop {
+            let entry = match entries.next_entry().await {
+                Ok(Some(entry)) => entry,
+                Ok(None) => break,
+                Err(e) => return Err(StoreError::io("cannot list", folder, e).into()),
+            };
+            let file_name = entry.file_name();
+            let Some(parsed) = file_name.to_str().and_then(DumpName::parse) else {
+                continue;
+            };
+            // `symlink_metadata`: a link named like a dump is not one.
+            let Ok(meta) = tokio::fs::symlink_metadata(entry.path()).await else {
+                continue;
+            };
+            if !meta.is_file() {
+                continue;
+            }
+            dumps.push(DumpInfo {
+                name: parsed.to_string(),
+                size: meta.len(),
+                created_at: meta
+                    .modified()
+                    .ok()
+                    .map(chrono::DateTime::<chrono::Utc>::from),
+                stamp: parsed.stamp(),
+            });
+        }
+        Ok(dumps)
+    }
+
+    /// Removes one dump; the name must be a dump's name.
+    pub async fn delete(&self, backend: Backend, name: &str) -> Result<(), DumpError> {
+        let parsed =
+            DumpName::parse(name).ok_or_else(|| DumpError::InvalidName(name.to_string()))?;
+        if !self
+            .list(backend)
+            .await?
+            .iter()
+            .any(|d| d.name == parsed.as_str())
+        {
+            return Err(DumpError::NotFound(name.to_string()));
+        }
+        self.remove(backend, &parsed).await?;
+        tracing::info!(name = %parsed, backend = backend.as_str(), "Database dump deleted");
+        Ok(())
+    }
+
+    async fn remove(&self, backend: Backend, name: &DumpName) -> Result<(), StoreError> {
+        match Side::from(backend) {
+            Side::S3 => {
+                self.s3
+                    .delete(&format!("{}{}", self.s3_prefix, name.as_str()))
+                    .await
+            }
+            Side::Disk => {
+                self.disk
+                    .delete(&self.disk_folder.join(name.as_str()))
+                    .await
+            }
+        }
+    }
+
+    /// Keeps the newest `keep` dumps; returns the names removed.
+    async fn apply_retention(&self, backend: Backend) -> Result<Vec<String>, DumpError> {
+        let dumps = self.list(backend).await?;
+        let mut deleted = Vec::new();
+        for old in dumps.iter().skip(self.keep) {
+            // Listed names have been parsed already; parse again to hold a
+            // `DumpName`, the only thing `remove` accepts.
+            let Some(name) = DumpName::parse(&old.name) else {
+                continue;
+            };
+            self.remove(backend, &name).await?;
+            tracing::info!(name = %name, "Old database dump removed by retention");
+            deleted.push(old.name.clone());
+        }
+        Ok(deleted)
+    }
+}
+
+/// The next compressed chunk, or `None` once pg_dump has succeeded.
+async fn next(
+    chunks: &mut tokio::sync::mpsc::Receiver<Result<Option<Vec<u8>>, DumpError>>,
+) -> Result<Option<Vec<u8>>, DumpError> {
+    match chunks.recv().await {
+        Some(item) => item,
+        None => Err(DumpError::PgDump("pg_dump stopped without a result".into())),
+    }
+}

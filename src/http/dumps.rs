@@ -1,0 +1,56 @@
+//! Database dumps: take one, list them, delete one. All on the gallery's
+//! active backend (`IMMICH_STORAGE_BACKEND`).
+
+use super::error::ApiError;
+use crate::engine::Engine;
+use actix_web::{delete, get, post, web, HttpResponse};
+use serde_json::{json, Value};
+
+/// Takes a dump now. The body may be empty or `{}`: there are no options,
+/// and anything else is refused rather than ignored.
+#[post("/database-dumps")]
+pub async fn create(engine: web::Data<Engine>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        let value: Value = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad(
+                "malformed_json",
+                format!("the request body is not valid JSON: {e}"),
+            )
+        })?;
+        match value.as_object() {
+            Some(obj) if obj.is_empty() => {}
+            Some(obj) => {
+                let field = obj.keys().next().cloned().unwrap_or_default();
+                return Err(ApiError::bad(
+                    "unknown_field",
+                    format!("unknown field {field:?}: a dump takes no options"),
+                ));
+            }
+            None => {
+                return Err(ApiError::bad(
+                    "invalid_body",
+                    "the request body must be empty or a JSON object",
+                ))
+            }
+        }
+    }
+    let report = engine.create_dump().await?;
+    Ok(HttpResponse::Created().json(report))
+}
+
+/// The dumps on the active backend, newest first.
+#[get("/database-dumps")]
+pub async fn list(engine: web::Data<Engine>) -> Result<HttpResponse, ApiError> {
+    let (backend, dumps) = engine.list_dumps().await?;
+    Ok(HttpResponse::Ok().json(json!({ "backend": backend, "dumps": dumps })))
+}
+
+#[delete("/database-dumps/{name}")]
+pub async fn delete(
+    engine: web::Data<Engine>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let name = path.into_inner();
+    engine.delete_dump(&name).await?;
+    Ok(HttpResponse::Ok().json(json!({ "deleted": name })))
+}
