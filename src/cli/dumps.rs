@@ -49,7 +49,11 @@ fn print_list(v: &Value) {
         println!("No database dumps on {backend}.");
         return;
     }
-    println!("{} database dumps on {backend}, newest first:", dumps.len());
+    let noun = if dumps.len() == 1 { "dump" } else { "dumps" };
+    println!(
+        "{} database {noun} on {backend}, newest first:",
+        dumps.len()
+    );
     for d in dumps {
         println!(
             "  {:<60} {:>10}  {}",

@@ -184,6 +184,12 @@ async fn the_admin_page_migrates_and_rolls_back() {
     browser.wait_text("state", |t| t == "completed").await;
     let batch = browser.text("batch").await;
     assert_eq!(batch.len(), 36, "a batch id is shown: {batch}");
+    // "Dump the database first" is on by default.
+    let started = browser.text("start-msg").await;
+    assert!(
+        started.contains("after dumping to immich-db-backup-"),
+        "{started}"
+    );
     browser.screenshot("admin-completed").await;
     for file in &env.seeded.files {
         assert_eq!(
@@ -203,4 +209,20 @@ async fn the_admin_page_migrates_and_rolls_back() {
     for file in &env.seeded.files {
         assert_eq!(env.current_path(file.kind, file.row_id).await, file.path);
     }
+
+    browser.click("#dump").await;
+    let msg = browser
+        .wait_text("dump-msg", |t| {
+            t.starts_with("Dumped to") || t.contains("fail")
+        })
+        .await;
+    assert!(msg.starts_with("Dumped to immich-db-backup-"), "{msg}");
+    let dumps = env
+        .keys()
+        .await
+        .into_iter()
+        .filter(|k| k.starts_with("backups/immich-db-backup-"))
+        .count();
+    assert_eq!(dumps, 2, "the start's dump and this one");
+    browser.screenshot("admin-dumps").await;
 }

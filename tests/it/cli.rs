@@ -103,7 +103,14 @@ async fn client_commands_drive_a_running_engine() {
 
     let out = cli(
         &client_vars,
-        &["start", "--direction", "toS3", "--wait", "--json"],
+        &[
+            "start",
+            "--direction",
+            "toS3",
+            "--dump-database",
+            "--wait",
+            "--json",
+        ],
     );
     assert_eq!(
         out.status.code(),
@@ -125,6 +132,50 @@ async fn client_commands_drive_a_running_engine() {
     let out = cli(&client_vars, &["rollback", &batch, "--json"]);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(json_of(&out)["rolledBack"], env.seeded.files.len() as i64);
+
+    // The start dumped the database first; dump again, list, delete.
+    let out = cli(&client_vars, &["dump", "create"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.starts_with(&format!(
+            "Dumped the database to s3://{}/backups/immich-db-backup-",
+            env.bucket
+        )),
+        "{text}"
+    );
+    let out = cli(&client_vars, &["dump", "list", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let listed = json_of(&out);
+    let names: Vec<String> = listed["dumps"]
+        .as_array()
+        .expect("dumps")
+        .iter()
+        .filter_map(|d| d["name"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(names.len(), 2, "{listed}");
+    let out = cli(&client_vars, &["dump", "delete", &names[1]]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("Deleted {}", names[1])
+    );
+    let out = cli(&client_vars, &["dump", "list"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.starts_with("1 database dump on s3"), "{text}");
+    assert!(text.contains(&names[0]), "{text}");
+    let out = cli(&client_vars, &["dump", "delete", "../../etc/passwd"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a refused name is a usage error"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a database dump's name"));
 
     let mut no_token = client_vars.clone();
     no_token.remove("NOODLE_MIGRATE_API_TOKEN");
