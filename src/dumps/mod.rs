@@ -190,7 +190,7 @@ impl Dumps {
             (major, version)
         };
         let version = version.unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string());
-        let name = DumpName::new(chrono::Local::now(), &version, major);
+        let name = self.unused_name(backend, &version, major).await?;
         let program = pg_dump::locate(self.pg_dump.as_deref(), major);
         let connection = pg_dump::Connection::from_url(self.database_url.expose())?;
         let mut chunks = pg_dump::spawn(&program, connection);
@@ -235,6 +235,40 @@ impl Dumps {
             }
         };
         Ok((name, size))
+    }
+
+    /// Names carry the second they were taken in: a second dump within the
+    /// same second waits for the next one rather than replace the first.
+    async fn unused_name(
+        &self,
+        backend: Backend,
+        version: &str,
+        major: u32,
+    ) -> Result<DumpName, DumpError> {
+        loop {
+            let name = DumpName::new(chrono::Local::now(), version, major);
+            let taken = match Side::from(backend) {
+                Side::S3 => self
+                    .s3
+                    .head(&format!("{}{name}", self.s3_prefix))
+                    .await?
+                    .is_some(),
+                Side::Disk => self
+                    .disk
+                    .stat(&self.disk_folder.join(name.as_str()))
+                    .await
+                    .unwrap_or(None)
+                    .is_some(),
+            };
+            if !taken {
+                return Ok(name);
+            }
+            let into_second = chrono::Local::now().timestamp_subsec_millis() as u64;
+            tokio::time::sleep(std::time::Duration::from_millis(
+                1001 - into_second.min(1000),
+            ))
+            .await;
+        }
     }
 
     /// The dumps on `backend`, newest first.

@@ -252,6 +252,16 @@ async fn retention_on_s3_stays_inside_the_backups_prefix() {
 }
 
 #[actix_rt::test]
+async fn dumps_in_the_same_second_get_their_own_names() {
+    let env = TestEnv::new(EnvOptions::default()).await;
+    let app = env.app("disk", "").await;
+    let first = dump_via_api(&app).await;
+    let second = dump_via_api(&app).await;
+    assert_ne!(first["name"], second["name"]);
+    assert_eq!(names_in(&backups(&env)).len(), 2);
+}
+
+#[actix_rt::test]
 async fn delete_takes_only_dump_names() {
     let env = TestEnv::new(EnvOptions::default()).await;
     let app = env.app("s3", "").await;
