@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Which way files travel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum Direction {
     #[serde(rename = "toS3")]
     ToS3,
@@ -46,7 +46,7 @@ impl fmt::Display for Direction {
 }
 
 /// The gallery's storage backend for new uploads (`IMMICH_STORAGE_BACKEND`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     Disk,
@@ -179,14 +179,19 @@ impl PerKind<i64> {
         self.values.iter().sum()
     }
 
+    /// One entry per kind (the gallery's keys), plus `total`.
+    pub fn to_map(&self) -> std::collections::BTreeMap<String, i64> {
+        let mut map: std::collections::BTreeMap<String, i64> = self
+            .iter()
+            .map(|(kind, value)| (kind.api_key().to_string(), value))
+            .collect();
+        map.insert("total".to_string(), self.total());
+        map
+    }
+
     /// The JSON object the API returns: one key per kind, then `total`.
     pub fn to_json(&self) -> serde_json::Value {
-        let mut map = serde_json::Map::new();
-        for (kind, value) in self.iter() {
-            map.insert(kind.api_key().to_string(), value.into());
-        }
-        map.insert("total".to_string(), self.total().into());
-        serde_json::Value::Object(map)
+        serde_json::to_value(self.to_map()).unwrap_or_default()
     }
 }
 

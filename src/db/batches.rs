@@ -20,7 +20,7 @@ pub mod state {
     pub const CANCELLED: &str = "cancelled";
 }
 
-#[derive(Debug, Clone, QueryableByName, Serialize)]
+#[derive(Debug, Clone, QueryableByName, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BatchRow {
     #[diesel(sql_type = SqlUuid)]
@@ -29,7 +29,9 @@ pub struct BatchRow {
     pub direction: String,
     #[diesel(sql_type = Text)]
     pub state: String,
+    /// The start options, as sent.
     #[diesel(sql_type = Jsonb)]
+    #[schema(value_type = Object)]
     pub options: serde_json::Value,
     #[diesel(sql_type = BigInt)]
     pub total: i64,
@@ -220,7 +222,7 @@ pub async fn list(
     .await
 }
 
-#[derive(Debug, Clone, QueryableByName, Serialize)]
+#[derive(Debug, Clone, QueryableByName, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FailureRow {
     #[diesel(sql_type = Text)]

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 const PAGE: i64 = 1000;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RollbackReport {
     pub rolled_back: i64,

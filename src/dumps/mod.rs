@@ -48,7 +48,7 @@ pub enum DumpError {
 }
 
 /// One dump in a listing.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DumpInfo {
     pub name: String,
@@ -60,7 +60,7 @@ pub struct DumpInfo {
 }
 
 /// What one dump did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DumpReport {
     pub name: String,

@@ -8,7 +8,6 @@ use crate::db::{self, candidates};
 use crate::model::{Direction, FileKind, PerKind};
 use crate::paths::Location;
 use futures_util::stream::{self, StreamExt};
-use serde_json::json;
 
 /// Files statted per kind to estimate sizes the database does not hold.
 const SAMPLE: i64 = 50;
@@ -22,25 +21,6 @@ pub struct Estimate {
     pub size_sources: Vec<(FileKind, &'static str)>,
     /// Candidate rows that a run will refuse (outside the media location).
     pub unmovable: i64,
-}
-
-impl Estimate {
-    pub fn to_json(&self) -> serde_json::Value {
-        let sources: serde_json::Map<String, serde_json::Value> = self
-            .size_sources
-            .iter()
-            .map(|(k, s)| (k.api_key().to_string(), (*s).into()))
-            .collect();
-        json!({
-            "direction": self.direction,
-            "fileCounts": self.counts.to_json(),
-            "estimatedSizeBytes": self.sizes.total(),
-            "estimatedSizeBytesByKind": self.sizes.to_json(),
-            "sizeSource": sources,
-            "countsAreExact": true,
-            "unmovable": self.unmovable,
-        })
-    }
 }
 
 pub async fn estimate(shared: &Shared, direction: Direction) -> Result<Estimate, EngineError> {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusView {
     pub is_active: bool,
@@ -37,6 +37,8 @@ pub struct StatusView {
     pub bytes_per_second: f64,
     pub eta_seconds: Option<f64>,
     pub failure_reasons: BTreeMap<String, i64>,
+    /// Completed files per kind (the `fileTypes` keys).
+    #[schema(value_type = BTreeMap<String, i64>)]
     pub completed_by_kind: serde_json::Value,
     pub error: Option<String>,
 }

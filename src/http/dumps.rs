@@ -1,13 +1,25 @@
 //! Database dumps: take one, list them, delete one. All on the gallery's
 //! active backend (`IMMICH_STORAGE_BACKEND`).
 
+use super::bodies::{DumpDeleted, DumpList, ErrorBody};
 use super::error::ApiError;
+use crate::dumps::DumpReport;
 use crate::engine::Engine;
 use actix_web::{delete, get, post, web, HttpResponse};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// Takes a dump now. The body may be empty or `{}`: there are no options,
 /// and anything else is refused rather than ignored.
+#[utoipa::path(post, path = "/database-dumps", tag = "dumps",
+    request_body(content = Option<Object>, description = "empty, or {}"),
+    responses(
+        (status = 201, body = DumpReport),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "another dump is running"),
+        (status = 502, body = ErrorBody, description = "pg_dump or the write failed; nothing was kept"),
+        (status = 503, body = ErrorBody, description = "the bucket or the database is unreachable"),
+    ))]
 #[post("/database-dumps")]
 pub async fn create(engine: web::Data<Engine>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     if !body.iter().all(u8::is_ascii_whitespace) {
@@ -39,12 +51,27 @@ pub async fn create(engine: web::Data<Engine>, body: web::Bytes) -> Result<HttpR
 }
 
 /// The dumps on the active backend, newest first.
+#[utoipa::path(get, path = "/database-dumps", tag = "dumps",
+    responses(
+        (status = 200, body = DumpList),
+        (status = 401, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ))]
 #[get("/database-dumps")]
 pub async fn list(engine: web::Data<Engine>) -> Result<HttpResponse, ApiError> {
     let (backend, dumps) = engine.list_dumps().await?;
-    Ok(HttpResponse::Ok().json(json!({ "backend": backend, "dumps": dumps })))
+    Ok(HttpResponse::Ok().json(DumpList { backend, dumps }))
 }
 
+/// Deletes one dump; only names of dumps are accepted.
+#[utoipa::path(delete, path = "/database-dumps/{name}", tag = "dumps",
+    params(("name" = String, Path, description = "immich-db-backup-….sql.gz")),
+    responses(
+        (status = 200, body = DumpDeleted),
+        (status = 400, body = ErrorBody, description = "not a dump's name"),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "no such dump"),
+    ))]
 #[delete("/database-dumps/{name}")]
 pub async fn delete(
     engine: web::Data<Engine>,
@@ -52,5 +79,5 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     let name = path.into_inner();
     engine.delete_dump(&name).await?;
-    Ok(HttpResponse::Ok().json(json!({ "deleted": name })))
+    Ok(HttpResponse::Ok().json(DumpDeleted { deleted: name }))
 }

@@ -3,12 +3,12 @@
 //! nowhere else. The full cause goes to the log; secrets never appear in
 //! either (they live in `config::Secret`).
 
+use super::bodies::ErrorBody;
 use crate::dumps::DumpError;
 use crate::engine::EngineError;
 use crate::store::StoreError;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use serde_json::json;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -110,6 +110,9 @@ impl ResponseError for ApiError {
         if matches!(self, ApiError::Unauthorized) {
             response.insert_header(("WWW-Authenticate", "Bearer"));
         }
-        response.json(json!({ "error": self.code(), "message": self.to_string() }))
+        response.json(ErrorBody {
+            error: self.code().to_string(),
+            message: self.to_string(),
+        })
     }
 }

@@ -3,10 +3,14 @@
 //!
 //! - [`routes`]: migration endpoints, batches, metrics, the admin page.
 //! - [`dumps`]: database dumps.
+//! - [`bodies`]: the JSON bodies the handlers send.
+//! - [`openapi`]: the OpenAPI document at `/openapi.json`.
 //! - [`error`]: every failure mapped to a status and a stable code.
 
+pub mod bodies;
 pub mod dumps;
 pub mod error;
+pub mod openapi;
 pub mod routes;
 
 use crate::config::Config;
@@ -79,6 +83,7 @@ impl Application {
                 .service(dumps::create)
                 .service(dumps::list)
                 .service(dumps::delete)
+                .service(openapi::openapi_json)
                 .default_service(web::to(routes::not_found))
         })
         .workers(2)

@@ -1,12 +1,17 @@
 //! The API handlers: parse and validate input (400 with a clear message for
 //! anything odd), call the engine, return the gallery's JSON shapes.
 
+use super::bodies::{
+    BatchPage, Cancelling, ErrorBody, EstimateBody, FailurePage, Health, StartRequest, Started,
+};
 use super::error::ApiError;
+use crate::db::rollback::RollbackReport;
 use crate::engine::messages::StartReply;
+use crate::engine::stats::StatusView;
 use crate::engine::{Engine, StartOptions};
 use crate::model::{Direction, FileKind};
 use actix_web::{get, post, web, HttpResponse};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use std::collections::HashMap;
 use uuid::Uuid;
 
@@ -33,9 +38,14 @@ pub async fn admin_page() -> HttpResponse {
         .body(include_str!("admin.html"))
 }
 
+/// Liveness, without authentication.
+#[utoipa::path(get, path = "/healthz", tag = "engine", security(()),
+    responses((status = 200, body = Health)))]
 #[get("/healthz")]
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "status": "ok" }))
+    HttpResponse::Ok().json(Health {
+        status: "ok".into(),
+    })
 }
 
 fn parse_direction(value: Option<&Value>) -> Result<Direction, ApiError> {
@@ -57,6 +67,15 @@ fn parse_direction(value: Option<&Value>) -> Result<Direction, ApiError> {
     }
 }
 
+/// Files and bytes a migration in this direction would move, per kind.
+#[utoipa::path(get, path = "/storage-migration/estimate", tag = "migration",
+    params(("direction" = Direction, Query, description = "toS3 or toDisk")),
+    responses(
+        (status = 200, body = EstimateBody),
+        (status = 400, body = ErrorBody, description = "missing or unknown direction"),
+        (status = 401, body = ErrorBody),
+        (status = 503, body = ErrorBody, description = "the database is unreachable"),
+    ))]
 #[get("/storage-migration/estimate")]
 pub async fn estimate(
     engine: web::Data<Engine>,
@@ -69,7 +88,7 @@ pub async fn estimate(
             .as_ref(),
     )?;
     let estimate = engine.estimate(direction).await?;
-    Ok(HttpResponse::Ok().json(estimate.to_json()))
+    Ok(HttpResponse::Ok().json(EstimateBody::from(&estimate)))
 }
 
 fn parse_bool(obj: &Map<String, Value>, field: &str, default: bool) -> Result<bool, ApiError> {
@@ -174,6 +193,18 @@ pub fn parse_start(body: &[u8]) -> Result<StartOptions, ApiError> {
     })
 }
 
+/// Starts (or resumes) a migration; the run goes on in the background.
+#[utoipa::path(post, path = "/storage-migration/start", tag = "migration",
+    request_body = StartRequest,
+    responses(
+        (status = 201, body = Started),
+        (status = 400, body = ErrorBody, description = "a malformed or invalid body"),
+        (status = 401, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "already running, backend mismatch, gallery moving files, or nothing to migrate"),
+        (status = 413, description = "the body is too large"),
+        (status = 502, body = ErrorBody, description = "with dumpDatabase: the dump failed"),
+        (status = 503, body = ErrorBody, description = "the bucket or the database is unreachable"),
+    ))]
 #[post("/storage-migration/start")]
 pub async fn start(engine: web::Data<Engine>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     let options = parse_start(&body)?;
@@ -183,18 +214,31 @@ pub async fn start(engine: web::Data<Engine>, body: web::Bytes) -> Result<HttpRe
 
 /// The answer to a start or a retry.
 fn started(reply: &StartReply) -> HttpResponse {
-    HttpResponse::Created().json(json!({
-        "batchId": reply.batch_id,
-        "resumed": reply.resumed,
-        "dumpName": reply.dump_name,
-    }))
+    HttpResponse::Created().json(Started {
+        batch_id: reply.batch_id,
+        resumed: reply.resumed,
+        dump_name: reply.dump_name.clone(),
+    })
 }
 
+/// The run in progress, or the last one.
+#[utoipa::path(get, path = "/storage-migration/status", tag = "migration",
+    responses((status = 200, body = StatusView), (status = 401, body = ErrorBody)))]
 #[get("/storage-migration/status")]
 pub async fn status(engine: web::Data<Engine>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(engine.status().await?))
 }
 
+/// Reverts the database paths a batch changed; moves no file.
+#[utoipa::path(post, path = "/storage-migration/rollback/{batch_id}", tag = "migration",
+    params(("batch_id" = Uuid, Path)),
+    responses(
+        (status = 200, body = RollbackReport),
+        (status = 400, body = ErrorBody, description = "not a UUID"),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "no such batch"),
+        (status = 409, body = ErrorBody, description = "a migration is running"),
+    ))]
 #[post("/storage-migration/rollback/{batch_id}")]
 pub async fn rollback(
     engine: web::Data<Engine>,
@@ -205,10 +249,20 @@ pub async fn rollback(
     Ok(HttpResponse::Ok().json(report))
 }
 
+/// Stops handing out files; the files in flight finish first.
+#[utoipa::path(post, path = "/storage-migration/cancel", tag = "migration",
+    responses(
+        (status = 202, body = Cancelling),
+        (status = 401, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "no migration is running"),
+    ))]
 #[post("/storage-migration/cancel")]
 pub async fn cancel(engine: web::Data<Engine>) -> Result<HttpResponse, ApiError> {
     let batch_id = engine.cancel().await?;
-    Ok(HttpResponse::Accepted().json(json!({ "batchId": batch_id, "cancelling": true })))
+    Ok(HttpResponse::Accepted().json(Cancelling {
+        batch_id,
+        cancelling: true,
+    }))
 }
 
 fn parse_batch_id(raw: &str) -> Result<Uuid, ApiError> {
@@ -237,6 +291,16 @@ fn parse_limit(query: &HashMap<String, String>, default: i64, max: i64) -> Resul
 }
 
 /// Batch history, newest first; `before` (RFC 3339) pages back in time.
+#[utoipa::path(get, path = "/storage-migration/batches", tag = "batches",
+    params(
+        ("limit" = Option<i64>, Query, description = "1–500, default 50"),
+        ("before" = Option<String>, Query, description = "RFC 3339 time: batches started before it"),
+    ),
+    responses(
+        (status = 200, body = BatchPage),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+    ))]
 #[get("/storage-migration/batches")]
 pub async fn batches(
     engine: web::Data<Engine>,
@@ -257,10 +321,25 @@ pub async fn batches(
     let next = (rows.len() as i64 == limit)
         .then(|| rows.last().map(|b| b.started_at.to_rfc3339()))
         .flatten();
-    Ok(HttpResponse::Ok().json(json!({ "batches": rows, "nextBefore": next })))
+    Ok(HttpResponse::Ok().json(BatchPage {
+        batches: rows,
+        next_before: next,
+    }))
 }
 
 /// A batch's failed and skipped files, paged by an opaque `after` cursor.
+#[utoipa::path(get, path = "/storage-migration/batches/{batch_id}/failures", tag = "batches",
+    params(
+        ("batch_id" = Uuid, Path),
+        ("limit" = Option<i64>, Query, description = "1–1000, default 100"),
+        ("after" = Option<String>, Query, description = "the nextAfter of the previous page"),
+    ),
+    responses(
+        (status = 200, body = FailurePage),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "no such batch"),
+    ))]
 #[get("/storage-migration/batches/{batch_id}/failures")]
 pub async fn failures(
     engine: web::Data<Engine>,
@@ -287,10 +366,23 @@ pub async fn failures(
     let next = (items.len() as i64 == limit)
         .then(|| items.last().map(|f| format!("{}:{}", f.kind, f.entity_id)))
         .flatten();
-    Ok(HttpResponse::Ok().json(json!({ "batchId": batch_id, "items": items, "nextAfter": next })))
+    Ok(HttpResponse::Ok().json(FailurePage {
+        batch_id,
+        items,
+        next_after: next,
+    }))
 }
 
 /// Runs only the failed files of a batch again, under the same batch id.
+#[utoipa::path(post, path = "/storage-migration/batches/{batch_id}/retry", tag = "batches",
+    params(("batch_id" = Uuid, Path)),
+    responses(
+        (status = 201, body = Started),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "no such batch"),
+        (status = 409, body = ErrorBody, description = "running, or no failed file left"),
+    ))]
 #[post("/storage-migration/batches/{batch_id}/retry")]
 pub async fn retry(
     engine: web::Data<Engine>,
@@ -302,6 +394,11 @@ pub async fn retry(
 }
 
 /// Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "engine",
+    responses(
+        (status = 200, content_type = "text/plain", body = String),
+        (status = 401, body = ErrorBody),
+    ))]
 #[get("/metrics")]
 pub async fn metrics(engine: web::Data<Engine>) -> Result<HttpResponse, ApiError> {
     let text = engine.metrics().render().map_err(|e| {

@@ -350,14 +350,21 @@ impl TestApp {
         }
     }
 
+    /// Every answer is checked against `/openapi.json`.
+    async fn answer(method: &str, path: &str, resp: reqwest::Response) -> (u16, Value) {
+        let status = resp.status().as_u16();
+        let body = resp.json().await.unwrap_or(Value::Null);
+        crate::openapi::check(method, path, status, &body);
+        (status, body)
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let resp = self
             .with_auth(self.http.get(format!("{}{path}", self.base)))
             .send()
             .await
             .expect("request");
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
+        Self::answer("GET", path, resp).await
     }
 
     pub async fn post(&self, path: &str, body: &str) -> (u16, Value) {
@@ -368,8 +375,7 @@ impl TestApp {
             .send()
             .await
             .expect("request");
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
+        Self::answer("POST", path, resp).await
     }
 
     pub async fn delete(&self, path: &str) -> (u16, Value) {
@@ -378,8 +384,7 @@ impl TestApp {
             .send()
             .await
             .expect("request");
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
+        Self::answer("DELETE", path, resp).await
     }
 
     /// The engine's Prometheus text.

@@ -12,6 +12,7 @@ mod faults;
 mod helpers;
 mod migration;
 mod observability;
+mod openapi;
 mod resume;
 mod rollback;
 mod seed;

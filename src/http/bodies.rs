@@ -1,0 +1,128 @@
+//! The JSON bodies of the API that are not engine types themselves: what
+//! the handlers send, and the start request as the OpenAPI document
+//! describes it (the handler parses it by hand, to refuse odd input with
+//! precise messages).
+
+use crate::db::batches::{BatchRow, FailureRow};
+use crate::dumps::DumpInfo;
+use crate::model::{Backend, Direction};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// Every error: a stable code and a sentence for people.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable, machine-readable (`invalid_direction`, `migration_running`, …).
+    pub error: String,
+    pub message: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: String,
+}
+
+/// Files per kind (the `fileTypes` keys) plus `total`.
+pub type PerKindCounts = BTreeMap<String, i64>;
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EstimateBody {
+    pub direction: Direction,
+    /// Files that would move, per kind and in total.
+    pub file_counts: PerKindCounts,
+    pub estimated_size_bytes: i64,
+    pub estimated_size_bytes_by_kind: PerKindCounts,
+    /// Per kind, where the size comes from: `exact` (recorded sizes),
+    /// `sampled` (a sample of files statted and scaled up) or `mixed`.
+    pub size_source: BTreeMap<String, String>,
+    pub counts_are_exact: bool,
+    /// Rows that cannot be moved (outside the media location, other bucket …).
+    pub unmovable: i64,
+}
+
+/// `POST /storage-migration/start`. Only `direction` is required; unknown
+/// fields are refused.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StartRequest {
+    pub direction: Direction,
+    /// Delete each source once its new path is committed (default false).
+    pub delete_source: Option<bool>,
+    /// Files moved in parallel, 1–20 (default 5).
+    #[schema(minimum = 1, maximum = 20)]
+    pub concurrency: Option<u8>,
+    /// Kinds to move; omitted kinds are included.
+    pub file_types: Option<BTreeMap<String, bool>>,
+    /// Check originals against `asset.checksum` before committing.
+    pub verify: Option<bool>,
+    /// Dump the database to the active backend before the first file.
+    pub dump_database: Option<bool>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Started {
+    pub batch_id: Uuid,
+    /// True when an interrupted batch was continued under its own id.
+    pub resumed: bool,
+    /// The dump taken first, with `dumpDatabase`.
+    pub dump_name: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Cancelling {
+    pub batch_id: Uuid,
+    pub cancelling: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchPage {
+    pub batches: Vec<BatchRow>,
+    /// Pass as `before` for the next page; null on the last one.
+    pub next_before: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailurePage {
+    pub batch_id: Uuid,
+    pub items: Vec<FailureRow>,
+    /// Pass as `after` for the next page; null on the last one.
+    pub next_after: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DumpList {
+    pub backend: Backend,
+    /// Newest first.
+    pub dumps: Vec<DumpInfo>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DumpDeleted {
+    pub deleted: String,
+}
+
+impl From<&crate::engine::estimate::Estimate> for EstimateBody {
+    fn from(e: &crate::engine::estimate::Estimate) -> EstimateBody {
+        EstimateBody {
+            direction: e.direction,
+            file_counts: e.counts.to_map(),
+            estimated_size_bytes: e.sizes.total(),
+            estimated_size_bytes_by_kind: e.sizes.to_map(),
+            size_source: e
+                .size_sources
+                .iter()
+                .map(|(k, s)| (k.api_key().to_string(), s.to_string()))
+                .collect(),
+            counts_are_exact: true,
+            unmovable: e.unmovable,
+        }
+    }
+}

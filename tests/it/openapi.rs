@@ -1,0 +1,242 @@
+//! The OpenAPI document at `/openapi.json`, and the check every test's
+//! API call goes through: a response must be documented for its path,
+//! method and status, and its body must match the documented schema (with
+//! objects closed: a field the document does not name is an error).
+
+use crate::helpers::{EnvOptions, TestApp, TestEnv};
+use noodle_migrate::http::openapi::ApiDoc;
+use serde_json::Value;
+use std::sync::OnceLock;
+use utoipa::OpenApi;
+
+fn spec() -> &'static Value {
+    static SPEC: OnceLock<Value> = OnceLock::new();
+    SPEC.get_or_init(|| serde_json::to_value(ApiDoc::openapi()).expect("the document serialises"))
+}
+
+/// The documented path template matching a concrete path, if any.
+fn template_for(path: &str) -> Option<&'static str> {
+    let path = path.split('?').next().unwrap_or(path);
+    let parts: Vec<&str> = path.split('/').collect();
+    spec()["paths"]
+        .as_object()?
+        .keys()
+        .find(|template| {
+            let t: Vec<&str> = template.split('/').collect();
+            t.len() == parts.len()
+                && t.iter()
+                    .zip(&parts)
+                    .all(|(t, p)| (t.starts_with('{') && !p.is_empty()) || t == p)
+        })
+        .map(String::as_str)
+}
+
+/// Checks one response against the document. Paths the API does not
+/// serve (the tests of unknown endpoints) are not in it and not checked.
+pub fn check(method: &str, path: &str, status: u16, body: &Value) {
+    let Some(template) = template_for(path) else {
+        return;
+    };
+    let operation = &spec()["paths"][template][method.to_ascii_lowercase()];
+    assert!(
+        operation.is_object(),
+        "{method} {template} is not documented in /openapi.json"
+    );
+    let response = &operation["responses"][status.to_string()];
+    assert!(
+        response.is_object(),
+        "{method} {path} answered {status}, which /openapi.json does not document: {body}"
+    );
+    let Some(schema) = response["content"]["application/json"]
+        .get("schema")
+        .filter(|_| !body.is_null() || status < 300)
+    else {
+        return;
+    };
+    if let Err(e) = validate(schema, body, "$") {
+        panic!("{method} {path} {status}: the body does not match /openapi.json: {e}\n{body}");
+    }
+}
+
+fn resolve(schema: &Value) -> &Value {
+    match schema["$ref"].as_str() {
+        Some(r) => {
+            let name = r.rsplit('/').next().unwrap_or_default();
+            let target = &spec()["components"]["schemas"][name];
+            assert!(target.is_object(), "dangling $ref {r}");
+            resolve(target)
+        }
+        None => schema,
+    }
+}
+
+fn type_matches(t: &str, v: &Value) -> bool {
+    match t {
+        "null" => v.is_null(),
+        "boolean" => v.is_boolean(),
+        "object" => v.is_object(),
+        "array" => v.is_array(),
+        "string" => v.is_string(),
+        "integer" => v.is_i64() || v.is_u64(),
+        "number" => v.is_number(),
+        _ => false,
+    }
+}
+
+/// The subset of JSON Schema the document uses.
+fn validate(schema: &Value, v: &Value, at: &str) -> Result<(), String> {
+    let schema = resolve(schema);
+    if schema.as_object().is_some_and(|o| o.is_empty()) {
+        return Ok(());
+    }
+    if let Some(options) = schema["oneOf"].as_array().or(schema["anyOf"].as_array()) {
+        if !options.iter().any(|o| validate(o, v, at).is_ok()) {
+            return Err(format!(
+                "{at}: matches none of {}",
+                Value::from(options.clone())
+            ));
+        }
+    }
+    if let Some(all) = schema["allOf"].as_array() {
+        for s in all {
+            validate(s, v, at)?;
+        }
+    }
+    let types: Vec<&str> = match &schema["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    if !types.is_empty() && !types.iter().any(|t| type_matches(t, v)) {
+        return Err(format!("{at}: expected {types:?}, got {v}"));
+    }
+    if let Some(values) = schema["enum"].as_array() {
+        if !values.contains(v) {
+            return Err(format!("{at}: {v} is not one of {values:?}"));
+        }
+    }
+    if let Some(s) = v.as_str() {
+        match schema["format"].as_str() {
+            Some("uuid") if uuid::Uuid::parse_str(s).is_err() => {
+                return Err(format!("{at}: {s:?} is not a UUID"))
+            }
+            Some("date-time") if chrono::DateTime::parse_from_rfc3339(s).is_err() => {
+                return Err(format!("{at}: {s:?} is not an RFC 3339 time"))
+            }
+            _ => {}
+        }
+    }
+    if let Some(n) = v.as_f64() {
+        if schema["minimum"].as_f64().is_some_and(|min| n < min) {
+            return Err(format!("{at}: {n} is below the minimum"));
+        }
+        if schema["maximum"].as_f64().is_some_and(|max| n > max) {
+            return Err(format!("{at}: {n} is above the maximum"));
+        }
+    }
+    if let Value::Array(items) = v {
+        if let Some(item_schema) = schema.get("items") {
+            for (i, item) in items.iter().enumerate() {
+                validate(item_schema, item, &format!("{at}[{i}]"))?;
+            }
+        }
+    }
+    if let Value::Object(fields) = v {
+        let properties = schema["properties"].as_object();
+        for required in schema["required"].as_array().into_iter().flatten() {
+            let name = required.as_str().unwrap_or_default();
+            if !fields.contains_key(name) {
+                return Err(format!("{at}: the required field {name} is missing"));
+            }
+        }
+        for (name, value) in fields {
+            let field_at = format!("{at}.{name}");
+            match (
+                properties.and_then(|p| p.get(name)),
+                &schema["additionalProperties"],
+            ) {
+                (Some(s), _) => validate(s, value, &field_at)?,
+                (None, Value::Bool(false)) => return Err(format!("{field_at}: not allowed")),
+                (None, extra) if extra.is_object() => validate(extra, value, &field_at)?,
+                // Objects with named fields are closed: an undocumented
+                // field is an error, not a surprise for clients.
+                (None, _) if properties.is_some() => {
+                    return Err(format!("{field_at}: not in the document"))
+                }
+                (None, _) => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn the_checker_catches_wrong_bodies() {
+    let schema = serde_json::json!({"$ref": "#/components/schemas/Started"});
+    let good = serde_json::json!({"batchId": "01a20775-bb66-75a6-a016-a23c40a57aec", "resumed": false, "dumpName": null});
+    assert!(validate(&schema, &good, "$").is_ok());
+    for bad in [
+        serde_json::json!({"batchId": "nope", "resumed": false}),
+        serde_json::json!({"batchId": "01a20775-bb66-75a6-a016-a23c40a57aec"}),
+        serde_json::json!({"batchId": "01a20775-bb66-75a6-a016-a23c40a57aec", "resumed": 1}),
+        serde_json::json!({"batchId": "01a20775-bb66-75a6-a016-a23c40a57aec", "resumed": false, "extra": 1}),
+    ] {
+        assert!(validate(&schema, &bad, "$").is_err(), "{bad}");
+    }
+}
+
+#[actix_rt::test]
+async fn the_document_is_served_and_covers_every_route() {
+    let env = TestEnv::new(EnvOptions::default()).await;
+    let app: TestApp = env.app("s3", "").await;
+    let (status, served) = app.get("/openapi.json").await;
+    assert_eq!(status, 200);
+    assert_eq!(&served, spec(), "the served document is the built one");
+    assert!(served["openapi"].as_str().unwrap_or("").starts_with("3."));
+    let documented: Vec<(String, String)> = served["paths"]
+        .as_object()
+        .expect("paths")
+        .iter()
+        .flat_map(|(path, ops)| {
+            ops.as_object()
+                .into_iter()
+                .flat_map(|o| o.keys())
+                .map(move |m| (m.to_uppercase(), path.clone()))
+        })
+        .collect();
+    // Every route the server has (from its source), and nothing else.
+    let mut served_routes: Vec<(String, String)> = Vec::new();
+    for file in [
+        "src/http/routes.rs",
+        "src/http/dumps.rs",
+        "src/http/openapi.rs",
+    ] {
+        let text =
+            std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file))
+                .expect("source");
+        for line in text.lines() {
+            for method in ["get", "post", "delete", "put", "patch"] {
+                if let Some(rest) = line.strip_prefix(&format!("#[{method}(\"")) {
+                    let path = rest.split('"').next().unwrap_or_default().to_string();
+                    if path != "/" {
+                        served_routes.push((method.to_uppercase(), path));
+                    }
+                }
+            }
+        }
+    }
+    let mut a = documented.clone();
+    a.sort();
+    served_routes.sort();
+    assert_eq!(a, served_routes, "documented routes = served routes");
+
+    // The security scheme is there, and /healthz is the only exception.
+    assert_eq!(
+        served["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    assert_eq!(
+        served["paths"]["/healthz"]["get"]["security"],
+        serde_json::json!([{}])
+    );
+}
