@@ -126,6 +126,14 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// List files and objects no row points at (what a crash can leave).
+    Orphans {
+        /// Orphans listed at most.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        limit: u32,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Database dumps on the gallery's active backend.
     Dump {
         #[command(subcommand)]
@@ -196,6 +204,9 @@ fn main() -> ExitCode {
         }
         Command::Cancel { remote } => {
             block_on(async move { cli::cancel(&client(&remote), json).await })
+        }
+        Command::Orphans { limit, remote } => {
+            block_on(async move { cli::orphans(&client(&remote), limit, json).await })
         }
         Command::Dump { action, remote } => block_on(async move {
             let client = client(&remote);

@@ -130,6 +130,14 @@ impl Layout {
         }
     }
 
+    /// The object key a stored S3 path names, if it is in our bucket and
+    /// prefix.
+    pub fn stored_object_key(&self, stored: &str) -> Option<String> {
+        let (key, relative) = self.key_of_stored_object(stored).ok()?;
+        check_relative(&relative).ok()?;
+        Some(key)
+    }
+
     /// For a stored S3 path, the object key and the gallery-relative path.
     fn key_of_stored_object(&self, stored: &str) -> Result<(String, String), Refusal> {
         if stored.starts_with('/') {

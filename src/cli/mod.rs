@@ -238,6 +238,29 @@ pub async fn cancel(client: &ApiClient, as_json: bool) -> Exit {
     }
 }
 
+/// Files and objects no row points at; exits 1 when there are any.
+pub async fn orphans(client: &ApiClient, limit: u32, as_json: bool) -> Exit {
+    match client
+        .get(&format!("/storage-migration/orphans?limit={limit}"))
+        .await
+    {
+        Err(e) => report(e),
+        Ok(v) => {
+            if as_json {
+                print_json(&v);
+            } else {
+                progress::print_orphans(&v);
+            }
+            let found = v["orphans"].as_array().is_some_and(|o| !o.is_empty());
+            if found {
+                Exit::Failed
+            } else {
+                Exit::Ok
+            }
+        }
+    }
+}
+
 /// A whole migration in this process, without a server. Ctrl-C or SIGTERM
 /// cancels it cleanly (the next run resumes).
 pub async fn run(config: Config, args: &MigrateArgs, as_json: bool) -> Exit {

@@ -109,3 +109,32 @@ pub fn print_summary(s: &Value) {
         println!("  reasons: {}", list.join(", "));
     }
 }
+
+/// The orphan report as text: counts, then one line per orphan.
+pub fn print_orphans(v: &Value) {
+    let n = |k: &str| v[k].as_u64().unwrap_or(0);
+    let uploads = match v["incompleteUploads"].as_u64() {
+        Some(u) => u.to_string(),
+        None => "? (the server cannot list them)".to_string(),
+    };
+    println!(
+        "Scanned {} files and {} objects: {} temporary files, {} unreferenced files, {} unreferenced objects, {uploads} incomplete uploads.",
+        n("filesScanned"),
+        n("objectsScanned"),
+        n("tempFiles"),
+        n("unreferencedFiles"),
+        n("unreferencedObjects"),
+    );
+    for o in v["orphans"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<17} {:<4} {:>10}  {}",
+            o["reason"].as_str().unwrap_or("?"),
+            o["backend"].as_str().unwrap_or("?"),
+            HumanBytes(o["size"].as_u64().unwrap_or(0)).to_string(),
+            o["path"].as_str().unwrap_or("?")
+        );
+    }
+    if v["truncated"] == true {
+        println!("  … more not listed (raise --limit)");
+    }
+}

@@ -9,6 +9,7 @@ pub mod batches;
 pub mod candidates;
 pub mod ledger;
 pub mod lock;
+pub mod orphans;
 pub mod rollback;
 pub mod versions;
 

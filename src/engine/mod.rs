@@ -6,13 +6,15 @@
 //! - [`mover`]: one file at a time through the six steps.
 //! - [`ledger`]: every database write of a run, group-committed.
 //! - [`stats`]: the live view behind the status endpoint.
-//! - [`estimate`] and [`Engine::rollback`] work directly on the database.
+//! - [`estimate`] and [`Engine::rollback`] work directly on the database;
+//!   [`orphans`] compares the database with the disk and the bucket.
 
 pub mod estimate;
 pub mod ledger;
 pub mod messages;
 pub mod mover;
 pub mod orchestrator;
+pub mod orphans;
 pub mod stats;
 
 use crate::config::{Config, ConfigError};
@@ -319,6 +321,15 @@ impl Engine {
             return Err(EngineError::BatchNotFound(batch_id));
         }
         Ok(batches::failures(&mut conn, batch_id, after, limit).await?)
+    }
+
+    /// Files and objects no row points at. Refused while a migration runs
+    /// here: its copies in flight would show up as orphans.
+    pub async fn orphans(&self, limit: usize) -> Result<orphans::OrphanReport, EngineError> {
+        if self.orchestrator.send(IsRunning).await? {
+            return Err(EngineError::AlreadyRunning);
+        }
+        orphans::scan(&self.shared, limit).await
     }
 
     /// Dumps the database to the gallery's active backend.

@@ -80,6 +80,7 @@ impl Application {
                 .service(routes::batches)
                 .service(routes::failures)
                 .service(routes::retry)
+                .service(routes::orphans)
                 .service(dumps::create)
                 .service(dumps::list)
                 .service(dumps::delete)

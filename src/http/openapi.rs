@@ -10,6 +10,7 @@ use super::{dumps, routes};
 use crate::db::batches::{BatchRow, FailureRow};
 use crate::db::rollback::RollbackReport;
 use crate::dumps::{DumpInfo, DumpReport};
+use crate::engine::orphans::{Orphan, OrphanReport};
 use crate::engine::stats::StatusView;
 use crate::model::{Backend, Direction};
 use actix_web::{get, HttpResponse};
@@ -32,6 +33,7 @@ use utoipa::{Modify, OpenApi};
         routes::batches,
         routes::failures,
         routes::retry,
+        routes::orphans,
         routes::metrics,
         dumps::create,
         dumps::list,
@@ -41,7 +43,7 @@ use utoipa::{Modify, OpenApi};
     components(schemas(
         ErrorBody, Health, EstimateBody, StartRequest, Started, StatusView, RollbackReport,
         Cancelling, BatchPage, BatchRow, FailurePage, FailureRow, DumpReport, DumpInfo, DumpList,
-        DumpDeleted, Direction, Backend
+        DumpDeleted, Direction, Backend, OrphanReport, Orphan
     )),
     modifiers(&BearerToken),
     security(("bearer" = []))

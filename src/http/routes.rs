@@ -7,6 +7,7 @@ use super::bodies::{
 use super::error::ApiError;
 use crate::db::rollback::RollbackReport;
 use crate::engine::messages::StartReply;
+use crate::engine::orphans::OrphanReport;
 use crate::engine::stats::StatusView;
 use crate::engine::{Engine, StartOptions};
 use crate::model::{Direction, FileKind};
@@ -391,6 +392,27 @@ pub async fn retry(
     let batch_id = parse_batch_id(&path.into_inner())?;
     let reply = engine.retry(batch_id).await?;
     Ok(started(&reply))
+}
+
+/// Files and objects in the gallery's folders that no row points at: what
+/// a crash can leave (temporary files, sources of the last committed moves
+/// with deleteSource, multipart uploads cut short). Nothing is deleted.
+#[utoipa::path(get, path = "/storage-migration/orphans", tag = "batches",
+    params(("limit" = Option<i64>, Query, description = "orphans listed, 1–100000, default 1000")),
+    responses(
+        (status = 200, body = OrphanReport),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "a migration is running"),
+        (status = 503, body = ErrorBody),
+    ))]
+#[get("/storage-migration/orphans")]
+pub async fn orphans(
+    engine: web::Data<Engine>,
+    query: web::Query<HashMap<String, String>>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = parse_limit(&query, 1000, 100_000)?;
+    Ok(HttpResponse::Ok().json(engine.orphans(limit as usize).await?))
 }
 
 /// Prometheus text exposition.

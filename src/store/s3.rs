@@ -487,6 +487,17 @@ impl S3Store {
     /// Every object under `prefix`, following continuation tokens.
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectEntry>, StoreError> {
         let mut entries = Vec::new();
+        self.list_each(prefix, |entry| entries.push(entry)).await?;
+        Ok(entries)
+    }
+
+    /// Hands every object under `prefix` to `each`, a page at a time, so
+    /// that a listing of millions of keys never sits in memory.
+    pub async fn list_each(
+        &self,
+        prefix: &str,
+        mut each: impl FnMut(ObjectEntry),
+    ) -> Result<(), StoreError> {
         let mut token = None;
         loop {
             let out = self
@@ -500,7 +511,7 @@ impl S3Store {
                 .map_err(|e| self.failed("ListObjectsV2", e))?;
             for object in out.contents() {
                 let Some(key) = object.key() else { continue };
-                entries.push(ObjectEntry {
+                each(ObjectEntry {
                     key: key.to_string(),
                     size: object.size().unwrap_or(0).max(0) as u64,
                     modified: object
@@ -510,7 +521,49 @@ impl S3Store {
             }
             match out.next_continuation_token() {
                 Some(next) if out.is_truncated().unwrap_or(false) => token = Some(next.to_string()),
-                _ => return Ok(entries),
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// Multipart uploads started under `prefix` and never completed or
+    /// aborted (what a process killed mid-upload leaves). `None` when the
+    /// server does not implement the listing.
+    pub async fn incomplete_uploads(
+        &self,
+        prefix: &str,
+    ) -> Result<Option<Vec<ObjectEntry>>, StoreError> {
+        let mut uploads = Vec::new();
+        let mut key_marker: Option<String> = None;
+        let mut id_marker: Option<String> = None;
+        loop {
+            let result = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(id_marker.take())
+                .send()
+                .await;
+            let out = match result {
+                Ok(out) => out,
+                Err(e) if matches!(status_of(&e), Some(501)) => return Ok(None),
+                Err(e) => return Err(self.failed("ListMultipartUploads", e)),
+            };
+            for upload in out.uploads() {
+                uploads.push(ObjectEntry {
+                    key: upload.key().unwrap_or_default().to_string(),
+                    size: 0,
+                    modified: upload
+                        .initiated()
+                        .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), 0)),
+                });
+            }
+            key_marker = out.next_key_marker().map(str::to_string);
+            id_marker = out.next_upload_id_marker().map(str::to_string);
+            if !out.is_truncated().unwrap_or(false) || key_marker.is_none() {
+                return Ok(Some(uploads));
             }
         }
     }

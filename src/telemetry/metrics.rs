@@ -51,6 +51,7 @@ pub const S3_OPERATIONS: &[&str] = &[
     "AbortMultipartUpload",
     "DeleteObject",
     "ListObjectsV2",
+    "ListMultipartUploads",
 ];
 
 pub const FILE_OUTCOMES: &[&str] = &["completed", "failed", "skipped"];

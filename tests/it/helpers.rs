@@ -277,6 +277,51 @@ impl TestEnv {
         self.db.query_one(sql, &[]).await.expect("count").get(0)
     }
 
+    /// What the test itself finds that no row points at, as
+    /// (backend, path) pairs: files under the gallery's folders, and
+    /// objects in the bucket (outside `backups/`).
+    pub async fn unreferenced(&self) -> Vec<(String, String)> {
+        let rows = self
+            .db
+            .query(
+                r#"SELECT "originalPath" FROM asset UNION ALL SELECT path FROM asset_file
+                   UNION ALL SELECT "thumbnailPath" FROM person
+                   UNION ALL SELECT "profileImagePath" FROM "user""#,
+                &[],
+            )
+            .await
+            .expect("paths");
+        let referenced: std::collections::HashSet<String> =
+            rows.iter().map(|r| r.get::<_, String>(0)).collect();
+        let mut found = Vec::new();
+        fn files(dir: &Path, out: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    files(&path, out);
+                } else {
+                    out.push(path.display().to_string());
+                }
+            }
+        }
+        let mut disk = Vec::new();
+        for folder in ["upload", "library", "thumbs", "encoded-video", "profile"] {
+            files(&self.media_path().join(folder), &mut disk);
+        }
+        for path in disk {
+            if !referenced.contains(&path) {
+                found.push(("disk".to_string(), path));
+            }
+        }
+        for key in self.keys().await {
+            if !key.starts_with("backups/") && !referenced.contains(&key) {
+                found.push(("s3".to_string(), key));
+            }
+        }
+        found.sort();
+        found
+    }
+
     pub fn key(&self, prefix: &str, relative: &str) -> String {
         if prefix.is_empty() {
             relative.to_string()

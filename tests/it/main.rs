@@ -13,6 +13,7 @@ mod helpers;
 mod migration;
 mod observability;
 mod openapi;
+mod orphans;
 mod resume;
 mod rollback;
 mod seed;
