@@ -288,8 +288,24 @@ async fn execute(
     let movers: Vec<Addr<Mover>> = (0..options.concurrency)
         .map(|_| Mover::new(run.clone(), ledger.clone(), stats.clone()).start())
         .collect();
+    let lock = lock.keep(
+        run.shared.config.database_url.expose().to_string(),
+        run.cancel.clone(),
+    );
 
     let result = dispatch_all(&run, &options, movers).await;
+    if lock.lost() {
+        // The batch is no longer ours to close: the process holding the
+        // lock now has marked it interrupted and may be resuming it.
+        let error = "another noodle-migrate process took the migration lock while the database restarted; this run stopped and left the batch to it".to_string();
+        tracing::error!(error = %error, "Migration stopped");
+        lock.release().await;
+        stats.do_send(StatsEvent::RunFinished {
+            state: state::INTERRUPTED,
+            error: Some(error),
+        });
+        return;
+    }
     let (final_state, error) = match result {
         Ok(_) if run.cancelled() => (state::CANCELLED, None),
         Ok(0) => (state::COMPLETED, None),

@@ -110,62 +110,146 @@ impl Drop for Cluster {
     }
 }
 
-#[actix_rt::test]
-async fn a_database_restart_mid_run_loses_nothing() {
-    let cluster = Cluster::start();
-    let admin = pg(&cluster.url("postgres")).await;
-    admin
-        .batch_execute("CREATE DATABASE gallery")
-        .await
-        .expect("create db");
-    let db = pg(&cluster.url("gallery")).await;
-    seed::create_schema(&db, true).await;
-    let media = tempfile::tempdir().expect("media");
-    let outside = tempfile::tempdir().expect("outside");
-    let options = EnvOptions {
-        spec: SeedSpec {
-            users: 1,
-            assets_per_user: 150,
-            max_size: 3000,
-        },
-        ..Default::default()
-    };
-    let seeded = seed::seed(&db, media.path(), outside.path(), &options.spec).await;
-    drop(db);
-    drop(admin);
-    let bucket = format!("nm-pg-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let s3 = crate::helpers::s3_client();
-    s3.create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .expect("bucket");
+/// A gallery on a private cluster, with its media and a bucket.
+struct Gallery {
+    cluster: Cluster,
+    media: tempfile::TempDir,
+    _outside: tempfile::TempDir,
+    seeded: seed::Seeded,
+    bucket: String,
+    s3: aws_sdk_s3::Client,
+}
 
-    let vars: HashMap<String, String> = [
-        ("DB_URL", cluster.url("gallery")),
-        ("IMMICH_MEDIA_LOCATION", media.path().display().to_string()),
-        ("IMMICH_STORAGE_BACKEND", "s3".into()),
-        ("S3_BUCKET", bucket.clone()),
-        ("S3_ENDPOINT", s3_endpoint()),
-        ("S3_ACCESS_KEY_ID", s3_access_key()),
-        ("S3_SECRET_ACCESS_KEY", s3_secret_key()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let (mut child, app) = crate::resume::spawn_binary(&vars, free_port()).await;
-    app.start(r#"{"direction":"toS3","concurrency":2,"deleteSource":true}"#)
-        .await;
-    for _ in 0..500 {
+impl Gallery {
+    async fn new(assets: usize) -> Gallery {
+        let cluster = Cluster::start();
+        let admin = pg(&cluster.url("postgres")).await;
+        admin
+            .batch_execute("CREATE DATABASE gallery")
+            .await
+            .expect("create db");
+        let db = pg(&cluster.url("gallery")).await;
+        seed::create_schema(&db, true).await;
+        let media = tempfile::tempdir().expect("media");
+        let outside = tempfile::tempdir().expect("outside");
+        let options = EnvOptions {
+            spec: SeedSpec {
+                users: 1,
+                assets_per_user: assets,
+                max_size: 3000,
+            },
+            ..Default::default()
+        };
+        let seeded = seed::seed(&db, media.path(), outside.path(), &options.spec).await;
+        let bucket = format!("nm-pg-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let s3 = crate::helpers::s3_client();
+        s3.create_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .expect("bucket");
+        Gallery {
+            cluster,
+            media,
+            _outside: outside,
+            seeded,
+            bucket,
+            s3,
+        }
+    }
+
+    fn vars(&self, s3_endpoint: String) -> HashMap<String, String> {
+        [
+            ("DB_URL", self.cluster.url("gallery")),
+            (
+                "IMMICH_MEDIA_LOCATION",
+                self.media.path().display().to_string(),
+            ),
+            ("IMMICH_STORAGE_BACKEND", "s3".into()),
+            ("S3_BUCKET", self.bucket.clone()),
+            ("S3_ENDPOINT", s3_endpoint),
+            ("S3_ACCESS_KEY_ID", s3_access_key()),
+            ("S3_SECRET_ACCESS_KEY", s3_secret_key()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    fn restart(&self) {
+        self.cluster.pg_ctl("stop");
+        std::thread::sleep(Duration::from_secs(2));
+        self.cluster.pg_ctl("start");
+    }
+
+    /// Every row moved once, its object whole, one log row each.
+    async fn assert_all_moved(&self) {
+        let db = pg(&self.cluster.url("gallery")).await;
+        for file in &self.seeded.files {
+            let sql = match file.kind {
+                noodle_migrate::model::FileKind::Originals => {
+                    r#"SELECT "originalPath" FROM asset WHERE id = $1"#
+                }
+                noodle_migrate::model::FileKind::PersonThumbnails => {
+                    r#"SELECT "thumbnailPath" FROM person WHERE id = $1"#
+                }
+                noodle_migrate::model::FileKind::ProfileImages => {
+                    r#"SELECT "profileImagePath" FROM "user" WHERE id = $1"#
+                }
+                _ => "SELECT path FROM asset_file WHERE id = $1",
+            };
+            let path: String = db
+                .query_one(sql, &[&file.row_id])
+                .await
+                .expect("row")
+                .get(0);
+            let relative = file.relative(self.media.path());
+            assert_eq!(path, relative, "every row moved");
+            let object = self
+                .s3
+                .get_object()
+                .bucket(&self.bucket)
+                .key(&relative)
+                .send()
+                .await
+                .expect("object");
+            let bytes = object.body.collect().await.expect("body").into_bytes();
+            assert!(
+                bytes.as_ref() == file.content.as_slice(),
+                "{relative} whole"
+            );
+            let logged: i64 = db
+                .query_one(
+                    r#"SELECT count(*) FROM storage_migration_log WHERE "entityId" = $1 AND "newPath" = $2"#,
+                    &[&file.entity_id, &relative],
+                )
+                .await
+                .expect("log")
+                .get(0);
+            assert_eq!(logged, 1, "exactly one log row for {relative}");
+        }
+    }
+}
+
+async fn wait_for_progress(app: &crate::helpers::TestApp, files: i64) {
+    for _ in 0..1000 {
         let (_, s) = app.get("/storage-migration/status").await;
-        if s["completed"].as_i64().unwrap_or(0) >= 20 {
-            break;
+        if s["completed"].as_i64().unwrap_or(0) >= files {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    cluster.pg_ctl("stop");
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    cluster.pg_ctl("start");
+}
+
+#[actix_rt::test]
+async fn a_database_restart_mid_run_loses_nothing() {
+    let gallery = Gallery::new(150).await;
+    let vars = gallery.vars(s3_endpoint());
+    let (mut child, app) = crate::resume::spawn_binary(&vars, free_port()).await;
+    app.start(r#"{"direction":"toS3","concurrency":2,"deleteSource":true}"#)
+        .await;
+    wait_for_progress(&app, 20).await;
+    gallery.restart();
     let first = app.wait_idle().await;
     let state = first["state"].as_str().unwrap_or_default().to_string();
     eprintln!("after the restart the run ended as {state}: {first}");
@@ -195,48 +279,98 @@ async fn a_database_restart_mid_run_loses_nothing() {
     }
     child.kill().ok();
     child.wait().ok();
+    gallery.assert_all_moved().await;
+}
 
-    let db = pg(&cluster.url("gallery")).await;
-    for file in &seeded.files {
-        let sql = match file.kind {
-            noodle_migrate::model::FileKind::Originals => {
-                r#"SELECT "originalPath" FROM asset WHERE id = $1"#
-            }
-            noodle_migrate::model::FileKind::PersonThumbnails => {
-                r#"SELECT "thumbnailPath" FROM person WHERE id = $1"#
-            }
-            noodle_migrate::model::FileKind::ProfileImages => {
-                r#"SELECT "profileImagePath" FROM "user" WHERE id = $1"#
-            }
-            _ => "SELECT path FROM asset_file WHERE id = $1",
-        };
-        let path: String = db
-            .query_one(sql, &[&file.row_id])
-            .await
-            .expect("row")
-            .get(0);
-        let relative = file.relative(media.path());
-        assert_eq!(path, relative, "every row moved");
-        let object = s3
-            .get_object()
-            .bucket(&bucket)
-            .key(&relative)
-            .send()
-            .await
-            .expect("object");
-        let bytes = object.body.collect().await.expect("body").into_bytes();
-        assert!(
-            bytes.as_ref() == file.content.as_slice(),
-            "{relative} whole"
-        );
-        let logged: i64 = db
-            .query_one(
-                r#"SELECT count(*) FROM storage_migration_log WHERE "entityId" = $1 AND "newPath" = $2"#,
-                &[&file.entity_id, &relative],
-            )
-            .await
-            .expect("log")
-            .get(0);
-        assert_eq!(logged, 1, "exactly one log row for {relative}");
+/// The engine's advisory lock key.
+const LOCK_KEY: i64 = 0x6E6F_6F64_6C65_6D67;
+
+async fn advisory_locks(url: &str) -> i64 {
+    pg(url)
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted",
+            &[],
+        )
+        .await
+        .expect("pg_locks")
+        .get(0)
+}
+
+#[actix_rt::test]
+async fn the_lock_survives_a_restart_or_the_run_stops() {
+    let gallery = Gallery::new(40).await;
+    // Every S3 request takes 150 ms more: the run outlives two restarts.
+    let proxy = crate::faults::FaultProxy::slow(&s3_endpoint(), Duration::from_millis(150)).await;
+    let vars = gallery.vars(proxy.endpoint.clone());
+    let (mut child, app) = crate::resume::spawn_binary(&vars, free_port()).await;
+    let batch = app.start(r#"{"direction":"toS3","concurrency":1}"#).await;
+    wait_for_progress(&app, 2).await;
+    let url = gallery.cluster.url("gallery");
+    assert_eq!(advisory_locks(&url).await, 1, "the run holds the lock");
+
+    // A restart frees the lock; the engine takes it back.
+    gallery.restart();
+    let mut retaken = false;
+    for _ in 0..100 {
+        if advisory_locks(&url).await == 1 {
+            retaken = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert!(retaken, "the engine holds the lock again");
+    let (_, status) = app.get("/storage-migration/status").await;
+    assert_eq!(status["isActive"], true, "the run goes on: {status}");
+
+    // Another process grabs the lock right after a restart, before the
+    // engine takes it back (rarely the engine is quicker: restart again).
+    // The run stops and leaves the batch alone.
+    let mut thief = None;
+    for _ in 0..5 {
+        gallery.restart();
+        let client = pg(&url).await;
+        let taken: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
+            .await
+            .expect("try lock")
+            .get(0);
+        if taken {
+            thief = Some(client);
+            break;
+        }
+    }
+    let thief = thief.expect("the lock is free right after a restart");
+    let stopped = app.wait_idle().await;
+    assert_eq!(stopped["state"], "interrupted", "{stopped}");
+    assert!(
+        stopped["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("took the migration lock"),
+        "{stopped}"
+    );
+    let (code, refused) = app
+        .post("/storage-migration/start", r#"{"direction":"toS3"}"#)
+        .await;
+    assert_eq!(code, 409, "the other process holds the lock: {refused}");
+    assert_eq!(refused["error"], "migration_running");
+
+    // Once it lets go, the batch resumes where it stopped.
+    drop(thief);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (code, json) = app
+        .post(
+            "/storage-migration/start",
+            r#"{"direction":"toS3","concurrency":4}"#,
+        )
+        .await;
+    assert_eq!(code, 201, "{json}");
+    assert_eq!(json["batchId"], batch.to_string());
+    assert_eq!(json["resumed"], true);
+    let done = app.wait_idle().await;
+    assert_eq!(done["failed"], 0, "{done}");
+    child.kill().ok();
+    child.wait().ok();
+    gallery.assert_all_moved().await;
 }

@@ -29,12 +29,28 @@ struct Plan {
     upstream: String,
     rate: f64,
     poison: Option<String>,
+    /// Added to every request.
+    delay: Duration,
 }
 
 impl FaultProxy {
     /// `rate`: share of requests that get a fault; requests whose first line
     /// contains `poison` always fail with 500.
     pub async fn start(upstream: &str, rate: f64, poison: Option<String>) -> FaultProxy {
+        Self::launch(upstream, rate, poison, Duration::ZERO).await
+    }
+
+    /// No faults, only a delay on every request: a slow server.
+    pub async fn slow(upstream: &str, delay: Duration) -> FaultProxy {
+        Self::launch(upstream, 0.0, None, delay).await
+    }
+
+    async fn launch(
+        upstream: &str,
+        rate: f64,
+        poison: Option<String>,
+        delay: Duration,
+    ) -> FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
         let counters = Arc::new(Counters::default());
@@ -42,6 +58,7 @@ impl FaultProxy {
             upstream: upstream.trim_start_matches("http://").to_string(),
             rate,
             poison,
+            delay,
         };
         let c = counters.clone();
         tokio::spawn(async move {
@@ -130,6 +147,7 @@ async fn serve(mut client: TcpStream, plan: Plan, counters: Arc<Counters>) -> st
             _ => tokio::time::sleep(Duration::from_millis(800)).await,
         }
     }
+    tokio::time::sleep(plan.delay).await;
     let mut upstream = TcpStream::connect(&plan.upstream).await?;
     upstream.write_all(forwarded.as_bytes()).await?;
     upstream.write_all(&body).await?;
