@@ -31,15 +31,16 @@ s3:
 
 lint:
 	cargo fmt --check
-	cargo clippy --all-targets -- -D warnings
+	cargo clippy --all-targets --features failpoints -- -D warnings
 
 # Databases left by interrupted test runs.
 clean-test-dbs: postgres
 	@psql "$(TEST_DATABASE_URL)" -qtAc "SELECT datname FROM pg_database WHERE datname LIKE 'nm\_test\_%'" \
 	  | while read -r db; do psql "$(TEST_DATABASE_URL)" -qc "DROP DATABASE IF EXISTS \"$$db\" WITH (FORCE)"; done
 
+# The crash points are compiled in for the tests only (see src/failpoint.rs).
 test: services tools lint clean-test-dbs
-	cargo test --tests
+	cargo test --tests --features failpoints
 
 demo: services build
 	@scripts/demo.sh

@@ -13,6 +13,7 @@
 //!   their retention.
 //! - [`engine`]: the actors (orchestrator, movers, ledger, stats), the
 //!   estimate and the rollback.
+//! - [`failpoint`]: named crash points for the crash tests.
 //! - [`http`]: the API, its errors and authentication.
 //! - [`cli`]: the command-line commands (API client, progress bars).
 //! - [`telemetry`]: how the engine logs (tracing, text or JSON).
@@ -22,6 +23,7 @@ pub mod config;
 pub mod db;
 pub mod dumps;
 pub mod engine;
+pub mod failpoint;
 pub mod http;
 pub mod model;
 pub mod paths;

@@ -175,6 +175,8 @@ fn client(remote: &Remote) -> ApiClient {
 }
 
 fn main() -> ExitCode {
+    #[cfg(feature = "failpoints")]
+    let _failpoints = noodle_migrate::failpoint::setup();
     let cli = Cli::parse();
     let json = cli.json;
     let exit = match cli.command {

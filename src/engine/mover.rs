@@ -12,6 +12,7 @@ use super::stats::Stats;
 use super::RunContext;
 use crate::db::candidates::Candidate;
 use crate::db::ledger::{PathChange, Unmoved};
+use crate::failpoint::crash_point;
 use crate::model::{Direction, FileKind};
 use crate::paths::{Location, Plan};
 use crate::store::{Digest, Hasher, ObjectMeta, StoreError};
@@ -123,6 +124,7 @@ async fn move_file(
         Err(stop) => return settle_unmoved(ledger, kind, &item, stop).await,
     };
     copy_seconds = clock.elapsed().as_secs_f64();
+    crash_point("after-copy");
 
     let change = PathChange {
         kind,
@@ -161,6 +163,7 @@ async fn move_file(
         }
     }
 
+    crash_point("after-commit");
     if run.delete_source {
         if let Err(e) = delete(run, &plan.source).await {
             tracing::warn!(error = %e, path = %item.path, "Migrated, but the source could not be deleted");
@@ -358,6 +361,7 @@ async fn to_disk(run: &RunContext, key: &str, dst: &Path) -> Result<Copied, Stop
         while let Some(chunk) = download.next_chunk().await? {
             temp.write(&chunk).await?;
             hasher.update(chunk).await;
+            crash_point("mid-download");
         }
         Ok(())
     }

@@ -465,6 +465,7 @@ impl S3Store {
             rehash.update(part.clone()).await;
             let number = parts.len() as i32 + 1;
             parts.push(self.upload_part(key, upload_id, number, part).await?);
+            crate::failpoint::crash_point("mid-multipart");
         }
         if rehash.finish() != *digest {
             return Err(StoreError::SourceChanged(path.display().to_string()));

@@ -5,6 +5,8 @@ mod api;
 mod browser;
 mod cli;
 mod control;
+#[cfg(feature = "failpoints")]
+mod crashpoints;
 mod database;
 mod deploy;
 mod dumps;

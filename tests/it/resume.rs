@@ -217,10 +217,17 @@ async fn crash_loop(
     } else {
         assert_eq!(json["error"], "nothing_to_migrate", "{json}");
     }
-    let (code, report) = app.get("/storage-migration/orphans?limit=100000").await;
-    assert_eq!(code, 200, "{report}");
+    let report = assert_leftovers_reported(env, &app).await;
     child.kill().ok();
     child.wait().ok();
+    report
+}
+
+/// Asks the engine for its orphan report and checks that it names exactly
+/// what the test itself finds unreferenced; returns the report.
+pub async fn assert_leftovers_reported(env: &TestEnv, app: &TestApp) -> Value {
+    let (code, report) = app.get("/storage-migration/orphans?limit=100000").await;
+    assert_eq!(code, 200, "{report}");
     let mut reported: Vec<(String, String)> = report["orphans"]
         .as_array()
         .expect("orphans")
