@@ -1,11 +1,13 @@
 //! The ledger actor: every database write of a run goes through it, so
-//! writes never interleave, and they are grouped: the records that arrive
-//! while one commit is in flight commit together in the next one (path
-//! updates, log rows, failure records, batch counters: one statement).
+//! writes never interleave, and they are grouped (path updates, log rows,
+//! failure records, batch counters: one statement per group). A group
+//! commits once it holds `GROUP_TARGET` records or its first record has
+//! waited `LINGER`; records that arrive while one commit is in flight go
+//! into the next.
 //!
-//! A mover waits for its record to be committed before it deletes a
-//! source, so a source is never deleted before the database stops
-//! needing it.
+//! Movers do not wait for commits; each file's own task does, and deletes
+//! the source only after its record is committed, so a source is never
+//! deleted before the database stops needing it.
 
 use super::messages::{Record, StatsEvent};
 use super::stats::Stats;
@@ -23,6 +25,12 @@ use uuid::Uuid;
 
 /// The most records in one transaction.
 const MAX_GROUP: usize = 500;
+/// A group this large commits at once.
+const GROUP_TARGET: usize = 200;
+/// How long the first record of a group waits for company. Nobody waits
+/// on a commit but the file's own task, so this costs no throughput and
+/// saves most round trips.
+const LINGER: Duration = Duration::from_millis(100);
 /// Attempts at a group commit when the database is briefly away.
 const COMMIT_ATTEMPTS: u32 = 4;
 
@@ -36,6 +44,10 @@ pub struct Ledger {
     batch_id: Uuid,
     direction: Direction,
     pending: Vec<Pending>,
+    /// When the oldest pending record arrived.
+    first_at: Option<std::time::Instant>,
+    /// A wake-up for when the oldest pending record has lingered enough.
+    timer: Option<actix::SpawnHandle>,
     /// A commit is in flight; records arriving meanwhile form the next group.
     committing: bool,
     /// The connection commits run on, between commits.
@@ -50,22 +62,45 @@ impl Ledger {
             batch_id,
             direction,
             pending: Vec::new(),
+            first_at: None,
+            timer: None,
             committing: false,
             conn: None,
             stats,
         }
     }
 
-    /// Commits everything pending (up to `MAX_GROUP`) unless a commit is in
-    /// flight; when it lands, the records that arrived meanwhile go next.
-    /// No timer: a lone record commits at once, a busy run groups itself.
-    fn flush(&mut self, ctx: &mut Context<Self>) {
+    /// Commits the pending records if the group is big or old enough and
+    /// no commit is in flight; otherwise makes sure a timer will look again.
+    fn consider(&mut self, ctx: &mut Context<Self>) {
         if self.committing || self.pending.is_empty() {
             return;
         }
+        let waited = self.first_at.map(|t| t.elapsed()).unwrap_or(LINGER);
+        if self.pending.len() >= GROUP_TARGET || waited >= LINGER {
+            if let Some(timer) = self.timer.take() {
+                ctx.cancel_future(timer);
+            }
+            self.flush(ctx);
+        } else if self.timer.is_none() {
+            self.timer = Some(ctx.run_later(LINGER - waited, |act, ctx| {
+                act.timer = None;
+                act.consider(ctx);
+            }));
+        }
+    }
+
+    /// Commits everything pending (up to `MAX_GROUP`); when it lands, the
+    /// records that arrived meanwhile are considered next.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
         self.committing = true;
         let take = self.pending.len().min(MAX_GROUP);
         let group: Vec<Pending> = self.pending.drain(..take).collect();
+        self.first_at = if self.pending.is_empty() {
+            None
+        } else {
+            Some(std::time::Instant::now())
+        };
         let pool = self.pool.clone();
         let mut held = self.conn.take();
         let (batch_id, direction) = (self.batch_id, self.direction);
@@ -108,7 +143,7 @@ impl Ledger {
                     let _ = p.reply.send(answer);
                 }
                 act.committing = false;
-                act.flush(ctx);
+                act.consider(ctx);
             }),
         );
     }
@@ -165,8 +200,11 @@ impl Handler<Record> for Ledger {
 
     fn handle(&mut self, record: Record, ctx: &mut Context<Self>) -> Self::Result {
         let (reply, answer) = oneshot::channel();
+        if self.pending.is_empty() {
+            self.first_at = Some(std::time::Instant::now());
+        }
         self.pending.push(Pending { record, reply });
-        self.flush(ctx);
+        self.consider(ctx);
         Box::pin(async move {
             answer
                 .await

@@ -38,14 +38,19 @@ pub struct Cancel;
 #[rtype(result = "bool")]
 pub struct IsRunning;
 
-/// Orchestrator → mover: move one file. The mover answers when the file
-/// has reached its final outcome.
+/// Orchestrator → mover: move one file. The mover answers as soon as its
+/// part is done (the copy made and verified, or the file refused); the
+/// answer carries the file's final outcome, which comes once the ledger
+/// has committed its record and the source is deleted.
 #[derive(Message)]
-#[rtype(result = "Outcome")]
+#[rtype(result = "Handoff")]
 pub struct MoveFile {
     pub kind: FileKind,
     pub candidate: Candidate,
 }
+
+/// A mover's answer: the file's outcome, to come.
+pub struct Handoff(pub tokio::sync::oneshot::Receiver<Outcome>);
 
 /// How one file ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -156,6 +156,9 @@ pub struct RunContext {
     /// Set to stop handing out files.
     pub cancel: Arc<AtomicBool>,
     pub failed_in: Option<Uuid>,
+    /// Work that follows a commit (source deletions), limited to the run's
+    /// concurrency.
+    pub side_work: tokio::sync::Semaphore,
 }
 
 impl RunContext {

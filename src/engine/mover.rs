@@ -7,7 +7,7 @@
 //! never adopt a target that differs from its source.
 
 use super::ledger::Ledger;
-use super::messages::{MoveFile, Outcome, Record, StatsEvent};
+use super::messages::{Handoff, MoveFile, Outcome, Record, StatsEvent};
 use super::stats::Stats;
 use super::RunContext;
 use crate::db::candidates::Candidate;
@@ -15,6 +15,7 @@ use crate::db::ledger::{PathChange, Unmoved};
 use crate::failpoint::crash_point;
 use crate::model::{Direction, FileKind};
 use crate::paths::{Location, Plan};
+use crate::store::disk::TempFile;
 use crate::store::{Digest, Hasher, ObjectMeta, StoreError};
 use actix::{Actor, Addr, AtomicResponse, Context, Handler, WrapFuture};
 use std::path::Path;
@@ -38,9 +39,12 @@ impl Actor for Mover {
 }
 
 impl Handler<MoveFile> for Mover {
-    // Atomic: a mover works on exactly one file at a time, which is what
-    // makes the pool size the real concurrency.
-    type Result = AtomicResponse<Self, Outcome>;
+    // Atomic: a mover copies exactly one file at a time, which is what
+    // makes the pool size the real concurrency. The rest of a file's way
+    // (durable rename, commit, source deletion) goes on in a task of its
+    // own, so the mover takes the next file while the ledger groups many
+    // records into one transaction.
+    type Result = AtomicResponse<Self, Handoff>;
 
     fn handle(&mut self, msg: MoveFile, _: &mut Context<Self>) -> Self::Result {
         let run = self.run.clone();
@@ -50,14 +54,28 @@ impl Handler<MoveFile> for Mover {
         AtomicResponse::new(Box::pin(
             async move {
                 stats.do_send(StatsEvent::FileStarted);
-                let (outcome, copy_seconds) =
-                    move_file(&run, &ledger, msg.kind, msg.candidate).await;
-                stats.do_send(StatsEvent::FileDone {
-                    kind: msg.kind,
-                    outcome: outcome.clone(),
-                    copy_seconds,
-                });
-                outcome
+                let clock = std::time::Instant::now();
+                let kind = msg.kind;
+                let item = msg.candidate;
+                let copied = prepare(&run, kind, &item).await;
+                let copy_seconds = clock.elapsed().as_secs_f64();
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                actix::spawn(
+                    async move {
+                        let outcome = match copied {
+                            Ok(ready) => finish(&run, &ledger, kind, &item, ready).await,
+                            Err(stop) => settle_unmoved(&ledger, kind, &item, stop).await,
+                        };
+                        stats.do_send(StatsEvent::FileDone {
+                            kind,
+                            outcome: outcome.clone(),
+                            copy_seconds,
+                        });
+                        let _ = tx.send(outcome);
+                    }
+                    .instrument(tracing::Span::current()),
+                );
+                Handoff(rx)
             }
             .instrument(span)
             .into_actor(self),
@@ -100,30 +118,42 @@ struct Copied {
     digest: Digest,
     /// False when an identical target already existed and was adopted.
     created: bool,
+    /// A download, written and verified but not yet flushed and renamed
+    /// into place: that happens off the mover, in `finish`.
+    temp: Option<TempFile>,
 }
 
-/// Moves one file; returns its outcome and the seconds spent before the commit.
-async fn move_file(
+/// A verified copy, not yet recorded.
+struct Ready {
+    plan: Plan,
+    copied: Copied,
+}
+
+/// The mover's part: plan, check, copy, verify.
+async fn prepare(run: &RunContext, kind: FileKind, item: &Candidate) -> Result<Ready, Stop> {
+    let plan = match run.layout.plan(run.direction, &item.path) {
+        Ok(plan) => plan,
+        Err(refusal) => return Err(Stop::skipped(refusal.code(), refusal.to_string())),
+    };
+    let copied = copy(run, kind, item, &plan).await?;
+    Ok(Ready { plan, copied })
+}
+
+/// The rest of a file's way: make a download durable under its final
+/// name, record the new path, then (only then) delete the source.
+async fn finish(
     run: &RunContext,
     ledger: &Addr<Ledger>,
     kind: FileKind,
-    item: Candidate,
-) -> (Outcome, f64) {
-    let clock = std::time::Instant::now();
-    let mut copy_seconds = 0.0;
-    let outcome = async {
-    let plan = match run.layout.plan(run.direction, &item.path) {
-        Ok(plan) => plan,
-        Err(refusal) => {
-            let stop = Stop::skipped(refusal.code(), refusal.to_string());
-            return settle_unmoved(ledger, kind, &item, stop).await;
+    item: &Candidate,
+    ready: Ready,
+) -> Outcome {
+    let Ready { plan, mut copied } = ready;
+    if let Some(temp) = copied.temp.take() {
+        if let Err(e) = temp.commit().await {
+            return settle_unmoved(ledger, kind, item, e.into()).await;
         }
-    };
-    let copied = match copy(run, kind, &item, &plan).await {
-        Ok(c) => c,
-        Err(stop) => return settle_unmoved(ledger, kind, &item, stop).await,
-    };
-    copy_seconds = clock.elapsed().as_secs_f64();
+    }
     crash_point("after-copy");
 
     let change = PathChange {
@@ -165,6 +195,9 @@ async fn move_file(
 
     crash_point("after-commit");
     if run.delete_source {
+        // Deletions come in bursts after each commit: keep them to the
+        // run's concurrency.
+        let _permit = run.side_work.acquire().await;
         if let Err(e) = delete(run, &plan.source).await {
             tracing::warn!(error = %e, path = %item.path, "Migrated, but the source could not be deleted");
         }
@@ -174,9 +207,6 @@ async fn move_file(
         adopted: !copied.created,
         bytes: copied.digest.size,
     }
-    }
-    .await;
-    (outcome, copy_seconds)
 }
 
 async fn settle_unmoved(
@@ -268,8 +298,12 @@ async fn copy(
     if run.verify && kind == FileKind::Originals {
         if let Some(expected) = &item.checksum {
             if expected.as_slice() != copied.digest.sha1 {
-                if copied.created {
-                    let _ = delete(run, &plan.target).await;
+                match copied.temp {
+                    Some(temp) => temp.discard().await,
+                    None if copied.created => {
+                        let _ = delete(run, &plan.target).await;
+                    }
+                    None => {}
                 }
                 return Err(Stop::failed(
                     "checksum_mismatch",
@@ -309,12 +343,14 @@ async fn to_s3(run: &RunContext, src: &Path, key: &str) -> Result<Copied, Stop> 
         return Ok(Copied {
             digest: local,
             created: false,
+            temp: None,
         });
     }
     let digest = s3.put_file(disk, src, key, size).await?;
     Ok(Copied {
         digest,
         created: true,
+        temp: None,
     })
 }
 
@@ -343,6 +379,7 @@ async fn to_disk(run: &RunContext, key: &str, dst: &Path) -> Result<Copied, Stop
         return Ok(Copied {
             digest: local,
             created: false,
+            temp: None,
         });
     }
 
@@ -391,10 +428,10 @@ async fn to_disk(run: &RunContext, key: &str, dst: &Path) -> Result<Copied, Stop
             format!("object {key}: {problem}"),
         ));
     }
-    temp.commit().await?;
     Ok(Copied {
         digest,
         created: true,
+        temp: Some(temp),
     })
 }
 

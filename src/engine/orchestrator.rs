@@ -7,7 +7,7 @@
 
 use super::ledger::Ledger;
 use super::messages::{
-    Cancel, IsRunning, MoveFile, Outcome, RunEnded, Start, StartReply, StatsEvent,
+    Cancel, Handoff, IsRunning, MoveFile, Outcome, RunEnded, Start, StartReply, StatsEvent,
 };
 use super::mover::Mover;
 use super::stats::Stats;
@@ -125,6 +125,7 @@ impl Handler<Start> for Orchestrator {
                         verify: options.verify,
                         cancel,
                         failed_in: options.retry_failed_of,
+                        side_work: tokio::sync::Semaphore::new(options.concurrency as usize),
                     });
                     act.stats.do_send(StatsEvent::RunStarted {
                         batch_id: batch.batch_id,
@@ -331,16 +332,25 @@ async fn execute(
     });
 }
 
+/// Files copied whose records are not committed yet, at most: enough for
+/// the ledger to group a few hundred per transaction, few enough to keep
+/// memory small.
+const MAX_UNCOMMITTED: usize = 2000;
+
 /// Feeds every candidate to the movers; returns how many files failed.
+/// Two kinds of work are in flight: movers copying (at most
+/// `concurrency`), and copied files waiting for their commit and source
+/// deletion (at most `MAX_UNCOMMITTED`).
 async fn dispatch_all(
     run: &RunContext,
     options: &StartOptions,
     movers: Vec<Addr<Mover>>,
 ) -> Result<i64, EngineError> {
     let mut idle = movers;
-    let mut in_flight = FuturesUnordered::new();
+    let mut copying = FuturesUnordered::new();
+    let mut committing = FuturesUnordered::new();
     let mut failed = 0i64;
-    let mut count = |outcome: &Outcome| {
+    let mut count = |outcome: Outcome| {
         if matches!(outcome, Outcome::Failed { .. }) {
             failed += 1;
         }
@@ -376,24 +386,28 @@ async fn dispatch_all(
                 if run.cancelled() {
                     break 'kinds;
                 }
-                let mover = match idle.pop() {
-                    Some(m) => m,
-                    None => {
-                        // Back-pressure: wait for a mover to come free.
-                        let (mover, outcome) = in_flight.next().await.expect("a mover is busy");
-                        count(&outcome);
-                        mover
+                while committing.len() >= MAX_UNCOMMITTED {
+                    if let Some(outcome) = committing.next().await {
+                        count(outcome);
+                    }
+                }
+                // Back-pressure: wait for a mover to come free, collecting
+                // the outcomes that are ready meanwhile.
+                let mover = loop {
+                    if let Some(m) = idle.pop() {
+                        break m;
+                    }
+                    tokio::select! {
+                        Some((mover, handoff)) = copying.next() => {
+                            committing.push(settle(handoff));
+                            break mover;
+                        }
+                        Some(outcome) = committing.next(), if !committing.is_empty() => count(outcome),
                     }
                 };
-                in_flight.push(async move {
-                    let outcome =
-                        mover
-                            .send(MoveFile { kind, candidate })
-                            .await
-                            .unwrap_or(Outcome::Failed {
-                                reason: "internal".into(),
-                            });
-                    (mover, outcome)
+                copying.push(async move {
+                    let handoff = mover.send(MoveFile { kind, candidate }).await;
+                    (mover, handoff)
                 });
             }
             if !full {
@@ -401,11 +415,25 @@ async fn dispatch_all(
             }
         }
     }
-    while let Some((_, outcome)) = in_flight.next().await {
-        count(&outcome);
+    while let Some((_, handoff)) = copying.next().await {
+        committing.push(settle(handoff));
+    }
+    while let Some(outcome) = committing.next().await {
+        count(outcome);
     }
     match page_error {
         Some(e) => Err(e),
         None => Ok(failed),
+    }
+}
+
+/// A file's final outcome, from its mover's handoff.
+async fn settle(handoff: Result<Handoff, actix::MailboxError>) -> Outcome {
+    let internal = || Outcome::Failed {
+        reason: "internal".into(),
+    };
+    match handoff {
+        Ok(Handoff(outcome)) => outcome.await.unwrap_or_else(|_| internal()),
+        Err(_) => internal(),
     }
 }
