@@ -9,6 +9,7 @@
 //! - `mid-download`: a download to disk has written its first chunk.
 
 /// Aborts the process here when `FAILPOINTS` says so.
+#[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
 pub fn crash_point(name: &str) {
     fail::fail_point!(name, |_| {
         tracing::warn!(point = name, "Crash point reached: aborting");

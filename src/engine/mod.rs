@@ -16,6 +16,7 @@ pub mod mover;
 pub mod orchestrator;
 pub mod orphans;
 pub mod stats;
+pub mod targets;
 
 use crate::config::{Config, ConfigError};
 use crate::db::{self, batches, rollback::RollbackReport, DbError, DbPool};
@@ -159,6 +160,8 @@ pub struct RunContext {
     /// Work that follows a commit (source deletions), limited to the run's
     /// concurrency.
     pub side_work: tokio::sync::Semaphore,
+    /// What the bucket held when the run began (toward S3).
+    pub targets: targets::TargetSnapshot,
 }
 
 impl RunContext {

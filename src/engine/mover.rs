@@ -321,8 +321,17 @@ async fn copy(
 
 async fn to_s3(run: &RunContext, src: &Path, key: &str) -> Result<Copied, Stop> {
     let (disk, s3) = (&run.shared.disk, &run.shared.s3);
-    // The source check and the target check are independent: do both at once.
-    let (size, existing) = tokio::join!(disk.stat(src), s3.head(key));
+    // The source check and the target check are independent: do both at
+    // once. A key the run's snapshot of the bucket does not hold needs no
+    // HEAD: no other writer puts objects at the keys of rows still on disk.
+    let target_check = async {
+        if run.targets.known_absent(key) {
+            Ok(None)
+        } else {
+            s3.head(key).await
+        }
+    };
+    let (size, existing) = tokio::join!(disk.stat(src), target_check);
     let size = size?.ok_or_else(|| {
         Stop::failed(
             "source_missing",

@@ -16,7 +16,7 @@ use crate::db::batches::{self, state};
 use crate::db::candidates::{self, PAGE_SIZE};
 use crate::db::lock::MigrationLock;
 use crate::db::{self};
-use crate::model::PerKind;
+use crate::model::{Direction, PerKind};
 use actix::{
     Actor, ActorFutureExt, Addr, AsyncContext, AtomicResponse, Context, Handler, WrapFuture,
 };
@@ -126,6 +126,7 @@ impl Handler<Start> for Orchestrator {
                         cancel,
                         failed_in: options.retry_failed_of,
                         side_work: tokio::sync::Semaphore::new(options.concurrency as usize),
+                        targets: Default::default(),
                     });
                     act.stats.do_send(StatsEvent::RunStarted {
                         batch_id: batch.batch_id,
@@ -293,6 +294,20 @@ async fn execute(
         run.shared.config.database_url.expose().to_string(),
         run.cancel.clone(),
     );
+    if run.direction == Direction::ToS3 {
+        // The prefix followed by a slash, or the whole bucket.
+        let prefix = run.layout.object_key("");
+        match run.targets.take(&run.shared.s3, &prefix).await {
+            Ok(()) => match run.targets.len() {
+                Some(n) => tracing::info!(
+                    keys = n,
+                    "Bucket listed: files without a target skip the HEAD"
+                ),
+                None => tracing::info!("Bucket too large to list up front: every file gets a HEAD"),
+            },
+            Err(e) => tracing::warn!(error = %e, "Cannot list the bucket: every file gets a HEAD"),
+        }
+    }
 
     let result = dispatch_all(&run, &options, movers).await;
     if lock.lost() {
