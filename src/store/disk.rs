@@ -43,6 +43,17 @@ impl DiskStore {
         }
     }
 
+    /// Size and modification time: what changes when a file is written.
+    pub async fn version(
+        &self,
+        path: &Path,
+    ) -> Result<(u64, Option<std::time::SystemTime>), StoreError> {
+        let meta = fs::metadata(path)
+            .await
+            .map_err(|e| StoreError::io("cannot stat", path, e))?;
+        Ok((meta.len(), meta.modified().ok()))
+    }
+
     pub async fn open(&self, path: &Path) -> Result<fs::File, StoreError> {
         fs::File::open(path)
             .await

@@ -62,6 +62,20 @@ impl Hasher {
     }
 }
 
+/// The MD5 of one multipart part (for its Content-MD5), off the async
+/// thread when it is large.
+pub async fn md5_of(data: Bytes) -> [u8; 16] {
+    if data.len() < BLOCKING_HASH_THRESHOLD {
+        return md5::Md5::digest(&data).into();
+    }
+    let shared = data.clone();
+    match tokio::task::spawn_blocking(move || md5::Md5::digest(&shared).into()).await {
+        Ok(md5) => md5,
+        // Only at shutdown; hash here rather than fail.
+        Err(_) => md5::Md5::digest(&data).into(),
+    }
+}
+
 /// Hashes a whole byte slice (small files, already in memory).
 pub fn digest_of(data: &[u8]) -> Digest {
     let mut h = Hasher::new();

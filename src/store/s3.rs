@@ -6,7 +6,7 @@
 //! SDK's newer default trailers; integrity is checked here instead, with
 //! Content-MD5 on every upload and our own SHA-1 in the object's metadata.
 
-use super::hash::{digest_of, Digest, Hasher};
+use super::hash::{digest_of, md5_of, Digest, Hasher};
 use super::{BucketProblem, DiskStore, StoreError};
 use crate::config::{S3Config, Sse};
 use crate::telemetry::Metrics;
@@ -330,7 +330,8 @@ impl S3Store {
 
     /// Multipart upload. The file is hashed first so that the object can
     /// carry its SHA-1 (what makes a later adoption cheap), then sent part
-    /// by part while being hashed again to catch a file changing under us.
+    /// by part; a file written meanwhile (its size or modification time
+    /// changed) is refused and the upload aborted.
     async fn put_multipart(
         &self,
         disk: &DiskStore,
@@ -338,12 +339,20 @@ impl S3Store {
         key: &str,
         expected_size: u64,
     ) -> Result<Digest, StoreError> {
+        let before = disk.version(path).await?;
         let digest = disk.hash_file(path).await?;
         if digest.size != expected_size {
             return Err(StoreError::SourceChanged(path.display().to_string()));
         }
         let upload_id = self.create_upload(key, Some(&digest)).await?;
-        let result = self.send_parts(disk, path, key, &upload_id, &digest).await;
+        let result = async {
+            let parts = self.send_parts(disk, path, key, &upload_id).await?;
+            if disk.version(path).await? != before {
+                return Err(StoreError::SourceChanged(path.display().to_string()));
+            }
+            self.complete_upload(key, &upload_id, parts).await
+        }
+        .await;
         if result.is_err() {
             self.abort_upload(key, &upload_id).await;
         }
@@ -396,7 +405,7 @@ impl S3Store {
         part_number: i32,
         part: Bytes,
     ) -> Result<CompletedPart, StoreError> {
-        let md5 = digest_of(&part).md5;
+        let md5 = md5_of(part.clone()).await;
         let out = self
             .client
             .upload_part()
@@ -444,10 +453,8 @@ impl S3Store {
         path: &Path,
         key: &str,
         upload_id: &str,
-        digest: &Digest,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<CompletedPart>, StoreError> {
         let mut file = disk.open(path).await?;
-        let mut rehash = Hasher::new();
         let mut parts = Vec::new();
         loop {
             let mut part = bytes::BytesMut::with_capacity(PART_SIZE);
@@ -461,16 +468,14 @@ impl S3Store {
             if part.is_empty() {
                 break;
             }
-            let part: Bytes = part.freeze();
-            rehash.update(part.clone()).await;
             let number = parts.len() as i32 + 1;
-            parts.push(self.upload_part(key, upload_id, number, part).await?);
+            parts.push(
+                self.upload_part(key, upload_id, number, part.freeze())
+                    .await?,
+            );
             crate::failpoint::crash_point("mid-multipart");
         }
-        if rehash.finish() != *digest {
-            return Err(StoreError::SourceChanged(path.display().to_string()));
-        }
-        self.complete_upload(key, upload_id, parts).await
+        Ok(parts)
     }
 
     /// Starts writing an object of unknown length piece by piece.
