@@ -229,13 +229,13 @@ pub async fn totals(
     kinds: &[FileKind],
     direction: Direction,
     media_root: &str,
-) -> Result<(PerKind<i64>, i64), DbError> {
+) -> Result<(PerKind<i64>, PerKind<i64>), DbError> {
     let mut movable = PerKind::default();
-    let mut unmovable = 0;
+    let mut unmovable = PerKind::default();
     for &kind in kinds {
         let c = count(conn, kind, direction, media_root).await?;
         movable.set(kind, c.movable);
-        unmovable += c.unmovable;
+        unmovable.set(kind, c.unmovable);
     }
     Ok((movable, unmovable))
 }

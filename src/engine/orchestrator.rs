@@ -88,6 +88,8 @@ struct Opened {
     resumed: bool,
     total: i64,
     planned: PerKind<i64>,
+    /// Rows to read per kind (planned plus those to report as skipped).
+    to_visit: PerKind<i64>,
     dump_name: Option<String>,
 }
 
@@ -141,7 +143,7 @@ impl Handler<Start> for Orchestrator {
                     let stats = act.stats.clone();
                     actix::spawn(
                         async move {
-                            execute(run, options, lock, stats).await;
+                            execute(run, options, batch.to_visit, lock, stats).await;
                             me.do_send(RunEnded);
                         }
                         .instrument(span),
@@ -215,6 +217,7 @@ async fn prepare_locked(shared: &Shared, options: &StartOptions) -> Result<Opene
             batch_id,
             resumed: true,
             total: planned.total(),
+            to_visit: planned,
             planned,
             dump_name: None,
         });
@@ -229,9 +232,16 @@ async fn prepare_locked(shared: &Shared, options: &StartOptions) -> Result<Opene
     if movable.total() == 0 {
         return Err(EngineError::NothingToMigrate {
             direction: options.direction,
-            unmovable,
+            unmovable: unmovable.total(),
         });
     }
+    // The rows a run visits per kind: movable ones, and the ones it will
+    // report as skipped.
+    let mut to_visit = movable;
+    for (kind, n) in unmovable.iter() {
+        to_visit.add(kind, n);
+    }
+    let unmovable = unmovable.total();
     let resume = batches::resumable(&mut conn, options.direction).await?;
     let batch_id = resume.unwrap_or_else(Uuid::now_v7);
     let total = movable.total() + unmovable;
@@ -269,6 +279,7 @@ async fn prepare_locked(shared: &Shared, options: &StartOptions) -> Result<Opene
         resumed: resume.is_some(),
         total,
         planned: movable,
+        to_visit,
         dump_name: dump,
     })
 }
@@ -277,6 +288,7 @@ async fn prepare_locked(shared: &Shared, options: &StartOptions) -> Result<Opene
 async fn execute(
     run: Arc<RunContext>,
     options: StartOptions,
+    to_visit: PerKind<i64>,
     lock: MigrationLock,
     stats: Addr<Stats>,
 ) {
@@ -298,7 +310,7 @@ async fn execute(
         // The prefix followed by a slash, or the whole bucket.
         let prefix = run.layout.object_key("");
         match run.targets.take(&run.shared.s3, &prefix).await {
-            Ok(()) => match run.targets.len() {
+            Ok(()) => match run.targets.keys_held() {
                 Some(n) => tracing::info!(
                     keys = n,
                     "Bucket listed: files without a target skip the HEAD"
@@ -309,7 +321,7 @@ async fn execute(
         }
     }
 
-    let result = dispatch_all(&run, &options, movers).await;
+    let result = dispatch_all(&run, &options, &to_visit, movers).await;
     if lock.lost() {
         // The batch is no longer ours to close: the process holding the
         // lock now has marked it interrupted and may be resuming it.
@@ -359,6 +371,7 @@ const MAX_UNCOMMITTED: usize = 2000;
 async fn dispatch_all(
     run: &RunContext,
     options: &StartOptions,
+    to_visit: &PerKind<i64>,
     movers: Vec<Addr<Mover>>,
 ) -> Result<i64, EngineError> {
     let mut idle = movers;
@@ -371,7 +384,9 @@ async fn dispatch_all(
         }
     };
     let mut page_error = None;
-    'kinds: for &kind in &options.kinds {
+    // Kinds the pre-flight found nothing of cost no page read.
+    let kinds = options.kinds.iter().filter(|k| to_visit.get(**k) > 0);
+    'kinds: for &kind in kinds {
         let mut after = Uuid::nil();
         loop {
             let page = async {

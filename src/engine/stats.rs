@@ -40,6 +40,9 @@ pub struct StatusView {
     /// Completed files per kind (the `fileTypes` keys).
     #[schema(value_type = BTreeMap<String, i64>)]
     pub completed_by_kind: serde_json::Value,
+    /// Database transactions the run's ledger made (each records many
+    /// files); null for a run of another process.
+    pub ledger_commits: Option<i64>,
     pub error: Option<String>,
 }
 
@@ -67,6 +70,7 @@ impl StatusView {
             eta_seconds: None,
             failure_reasons: BTreeMap::new(),
             completed_by_kind: PerKind::<i64>::default().to_json(),
+            ledger_commits: None,
             error: None,
         }
     }
@@ -85,6 +89,7 @@ struct Run {
     bytes_moved: i64,
     completed_by_kind: PerKind<i64>,
     reasons: BTreeMap<String, i64>,
+    ledger_commits: i64,
     started_at: DateTime<Utc>,
     clock: Instant,
     cancelling: bool,
@@ -163,6 +168,7 @@ impl Handler<StatsEvent> for Stats {
                     bytes_moved: 0,
                     completed_by_kind: PerKind::default(),
                     reasons: BTreeMap::new(),
+                    ledger_commits: 0,
                     started_at,
                     clock: Instant::now(),
                     cancelling: false,
@@ -228,6 +234,9 @@ impl Handler<StatsEvent> for Stats {
             StatsEvent::CommitDone { seconds, files } => {
                 m.commit_duration.observe(seconds);
                 m.commit_files.observe(files as f64);
+                if let Some(run) = self.run.as_mut() {
+                    run.ledger_commits += 1;
+                }
             }
             StatsEvent::Cancelling => {
                 if let Some(run) = self.run.as_mut() {
@@ -287,6 +296,7 @@ impl Handler<GetStatus> for Stats {
             eta_seconds,
             failure_reasons: run.reasons.clone(),
             completed_by_kind: run.completed_by_kind.to_json(),
+            ledger_commits: Some(run.ledger_commits),
             error: run.finished.as_ref().and_then(|f| f.3.clone()),
         })
     }

@@ -44,7 +44,7 @@ impl TargetSnapshot {
     }
 
     /// Keys held, when a snapshot was taken.
-    pub fn len(&self) -> Option<usize> {
+    pub fn keys_held(&self) -> Option<usize> {
         self.keys.get().and_then(|k| k.as_ref().map(HashSet::len))
     }
 }
@@ -69,6 +69,6 @@ mod tests {
             .set(Some(HashSet::from(["upload/a.jpg".to_string()])));
         assert!(!snapshot.known_absent("upload/a.jpg"));
         assert!(snapshot.known_absent("upload/b.jpg"));
-        assert_eq!(snapshot.len(), Some(1));
+        assert_eq!(snapshot.keys_held(), Some(1));
     }
 }
