@@ -83,10 +83,16 @@ fn source(kind: FileKind) -> Source {
                     r#"f.id AS row_id, f.id AS entity_id, f.path AS path,
                        NULL::bytea AS checksum, NULL::bigint AS size_hint"#
                 },
-                from: format!(
-                    r#"asset_file f JOIN asset a ON a.id = f."assetId"
-                       WHERE f."type" = '{file_type}'{external}"#
-                ),
+                // Only sidecars need their asset (to leave external
+                // libraries alone); the foreign key vouches for the rest.
+                from: if external.is_empty() {
+                    format!(r#"asset_file f WHERE f."type" = '{file_type}'"#)
+                } else {
+                    format!(
+                        r#"asset_file f JOIN asset a ON a.id = f."assetId"
+                           WHERE f."type" = '{file_type}'{external}"#
+                    )
+                },
                 id: "f.id",
                 path: "f.path",
             }

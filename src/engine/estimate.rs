@@ -23,45 +23,73 @@ pub struct Estimate {
     pub unmovable: i64,
 }
 
+/// One kind's part of the estimate.
+struct KindEstimate {
+    kind: FileKind,
+    movable: i64,
+    unmovable: i64,
+    bytes: i64,
+    source: &'static str,
+}
+
+/// The kinds are counted at the same time, each on a connection of its
+/// own: the database scans them in parallel, and the size samples of one
+/// kind overlap the counts of the others.
 pub async fn estimate(shared: &Shared, direction: Direction) -> Result<Estimate, EngineError> {
+    let parts = futures_util::future::try_join_all(
+        FileKind::ALL.map(|kind| estimate_kind(shared, direction, kind)),
+    )
+    .await?;
+    let mut estimate = Estimate {
+        direction,
+        counts: PerKind::default(),
+        sizes: PerKind::default(),
+        size_sources: Vec::new(),
+        unmovable: 0,
+    };
+    for part in parts {
+        estimate.counts.set(part.kind, part.movable);
+        estimate.sizes.set(part.kind, part.bytes);
+        estimate.size_sources.push((part.kind, part.source));
+        estimate.unmovable += part.unmovable;
+    }
+    Ok(estimate)
+}
+
+async fn estimate_kind(
+    shared: &Shared,
+    direction: Direction,
+    kind: FileKind,
+) -> Result<KindEstimate, EngineError> {
     let mut conn = db::conn(&shared.pool).await?;
     let root = shared.layout.media_root();
-    let mut counts = PerKind::default();
-    let mut sizes = PerKind::default();
-    let mut size_sources = Vec::new();
-    let mut unmovable = 0;
-    for kind in FileKind::ALL {
-        let count = candidates::count(&mut conn, kind, direction, &root).await?;
-        counts.set(kind, count.movable);
-        unmovable += count.unmovable;
-        let (unknown, known_bytes) = if kind == FileKind::Originals {
-            (count.unknown_size, count.known_bytes)
-        } else {
-            (count.movable, 0)
-        };
-        let mut bytes = known_bytes;
-        if unknown > 0 {
-            let sample = candidates::sample(&mut conn, kind, direction, &root, SAMPLE).await?;
-            let sizes_seen = sample_sizes(shared, direction, &sample).await;
-            if !sizes_seen.is_empty() {
-                let average = sizes_seen.iter().sum::<u64>() as f64 / sizes_seen.len() as f64;
-                bytes += (average * unknown as f64).round() as i64;
-            }
+    let count = candidates::count(&mut conn, kind, direction, &root).await?;
+    let (unknown, known_bytes) = if kind == FileKind::Originals {
+        (count.unknown_size, count.known_bytes)
+    } else {
+        (count.movable, 0)
+    };
+    let mut bytes = known_bytes;
+    if unknown > 0 {
+        let sample = candidates::sample(&mut conn, kind, direction, &root, SAMPLE).await?;
+        drop(conn);
+        let sizes_seen = sample_sizes(shared, direction, &sample).await;
+        if !sizes_seen.is_empty() {
+            let average = sizes_seen.iter().sum::<u64>() as f64 / sizes_seen.len() as f64;
+            bytes += (average * unknown as f64).round() as i64;
         }
-        sizes.set(kind, bytes);
-        let source = match (unknown, count.movable) {
-            (_, 0) | (0, _) => "exact",
-            (u, m) if u == m => "sampled",
-            _ => "mixed",
-        };
-        size_sources.push((kind, source));
     }
-    Ok(Estimate {
-        direction,
-        counts,
-        sizes,
-        size_sources,
-        unmovable,
+    let source = match (unknown, count.movable) {
+        (_, 0) | (0, _) => "exact",
+        (u, m) if u == m => "sampled",
+        _ => "mixed",
+    };
+    Ok(KindEstimate {
+        kind,
+        movable: count.movable,
+        unmovable: count.unmovable,
+        bytes,
+        source,
     })
 }
 
