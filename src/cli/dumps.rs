@@ -2,44 +2,35 @@
 //! engine.
 
 use super::client::ApiClient;
-use super::{print_json, report, Exit};
+use super::{exit_of, show, Exit};
 use indicatif::HumanBytes;
 use serde_json::Value;
 
 pub async fn create(client: &ApiClient, as_json: bool) -> Exit {
-    match client.post("/database-dumps", None).await {
-        Err(e) => report(e),
-        Ok(v) => {
-            if as_json {
-                print_json(&v);
-            } else {
-                println!(
-                    "Dumped the database to {} ({}, {:.1} s)",
-                    v["location"].as_str().unwrap_or("?"),
-                    HumanBytes(v["size"].as_u64().unwrap_or(0)),
-                    v["durationMs"].as_u64().unwrap_or(0) as f64 / 1000.0
-                );
-                for old in v["deleted"].as_array().into_iter().flatten() {
-                    println!("Removed old dump {}", old.as_str().unwrap_or("?"));
-                }
-            }
-            Exit::Ok
+    let text = |v: &Value| {
+        println!(
+            "Dumped the database to {} ({}, {:.1} s)",
+            v["location"].as_str().unwrap_or("?"),
+            HumanBytes(v["size"].as_u64().unwrap_or(0)),
+            v["durationMs"].as_u64().unwrap_or(0) as f64 / 1000.0
+        );
+        for old in v["deleted"].as_array().into_iter().flatten() {
+            println!("Removed old dump {}", old.as_str().unwrap_or("?"));
         }
-    }
+    };
+    exit_of(show(
+        client.post("/database-dumps", None).await,
+        as_json,
+        text,
+    ))
 }
 
 pub async fn list(client: &ApiClient, as_json: bool) -> Exit {
-    match client.get("/database-dumps").await {
-        Err(e) => report(e),
-        Ok(v) => {
-            if as_json {
-                print_json(&v);
-            } else {
-                print_list(&v);
-            }
-            Exit::Ok
-        }
-    }
+    exit_of(show(
+        client.get("/database-dumps").await,
+        as_json,
+        print_list,
+    ))
 }
 
 fn print_list(v: &Value) {
@@ -67,15 +58,6 @@ fn print_list(v: &Value) {
 pub async fn delete(client: &ApiClient, name: &str, as_json: bool) -> Exit {
     // The engine validates the name; encoding keeps it one path segment.
     let encoded = percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC);
-    match client.delete(&format!("/database-dumps/{encoded}")).await {
-        Err(e) => report(e),
-        Ok(v) => {
-            if as_json {
-                print_json(&v);
-            } else {
-                println!("Deleted {name}");
-            }
-            Exit::Ok
-        }
-    }
+    let answer = client.delete(&format!("/database-dumps/{encoded}")).await;
+    exit_of(show(answer, as_json, |_| println!("Deleted {name}")))
 }

@@ -92,6 +92,30 @@ pub(crate) fn report(err: ClientError) -> Exit {
     }
 }
 
+/// An engine's answer, printed as JSON or as text; a refusal is reported
+/// and becomes the command's exit status.
+pub(crate) fn show(
+    answer: Result<Value, ClientError>,
+    as_json: bool,
+    text: impl FnOnce(&Value),
+) -> Result<Value, Exit> {
+    let value = answer.map_err(report)?;
+    if as_json {
+        print_json(&value);
+    } else {
+        text(&value);
+    }
+    Ok(value)
+}
+
+/// The exit status of a command that only shows an answer.
+pub(crate) fn exit_of(shown: Result<Value, Exit>) -> Exit {
+    match shown {
+        Err(exit) => exit,
+        Ok(_) => Exit::Ok,
+    }
+}
+
 pub(crate) fn print_json(value: &Value) {
     println!(
         "{}",
@@ -100,22 +124,12 @@ pub(crate) fn print_json(value: &Value) {
 }
 
 pub async fn estimate(client: &ApiClient, direction: Direction, as_json: bool) -> Exit {
-    match client
+    let answer = client
         .get(&format!(
             "/storage-migration/estimate?direction={direction}"
         ))
-        .await
-    {
-        Err(e) => report(e),
-        Ok(v) => {
-            if as_json {
-                print_json(&v);
-            } else {
-                progress::print_estimate(&v);
-            }
-            Exit::Ok
-        }
-    }
+        .await;
+    exit_of(show(answer, as_json, progress::print_estimate))
 }
 
 pub async fn start(client: &ApiClient, args: &MigrateArgs, wait: bool, as_json: bool) -> Exit {
@@ -149,17 +163,8 @@ pub async fn status(client: &ApiClient, follow: bool, as_json: bool) -> Exit {
     if follow {
         return watch(client, as_json).await;
     }
-    match client.get("/storage-migration/status").await {
-        Err(e) => report(e),
-        Ok(v) => {
-            if as_json {
-                print_json(&v);
-            } else {
-                progress::print_summary(&v);
-            }
-            Exit::Ok
-        }
-    }
+    let answer = client.get("/storage-migration/status").await;
+    exit_of(show(answer, as_json, progress::print_summary))
 }
 
 /// Follows the run with a progress bar until it ends.
@@ -198,66 +203,42 @@ fn finish(status: &Value, as_json: bool) -> Exit {
 }
 
 pub async fn rollback(client: &ApiClient, batch_id: uuid::Uuid, as_json: bool) -> Exit {
-    match client
+    let answer = client
         .post(&format!("/storage-migration/rollback/{batch_id}"), None)
-        .await
-    {
-        Err(e) => report(e),
-        Ok(v) => {
-            if as_json {
-                print_json(&v);
-            } else {
-                println!(
-                    "Rolled back {} of {} paths; {} rows changed since and were left alone.",
-                    v["rolledBack"], v["total"], v["failed"]
-                );
-            }
-            if v["failed"].as_i64().unwrap_or(0) > 0 {
-                Exit::Failed
-            } else {
-                Exit::Ok
-            }
-        }
+        .await;
+    let text = |v: &Value| {
+        println!(
+            "Rolled back {} of {} paths; {} rows changed since and were left alone.",
+            v["rolledBack"], v["total"], v["failed"]
+        )
+    };
+    match show(answer, as_json, text) {
+        Err(exit) => exit,
+        Ok(v) if v["failed"].as_i64().unwrap_or(0) > 0 => Exit::Failed,
+        Ok(_) => Exit::Ok,
     }
 }
 
 pub async fn cancel(client: &ApiClient, as_json: bool) -> Exit {
-    match client.post("/storage-migration/cancel", None).await {
-        Err(e) => report(e),
-        Ok(v) => {
-            if as_json {
-                print_json(&v);
-            } else {
-                println!(
-                    "Cancelling batch {}: the files in flight finish first.",
-                    v["batchId"].as_str().unwrap_or("?")
-                );
-            }
-            Exit::Ok
-        }
-    }
+    let answer = client.post("/storage-migration/cancel", None).await;
+    let text = |v: &Value| {
+        println!(
+            "Cancelling batch {}: the files in flight finish first.",
+            v["batchId"].as_str().unwrap_or("?")
+        )
+    };
+    exit_of(show(answer, as_json, text))
 }
 
 /// Files and objects no row points at; exits 1 when there are any.
 pub async fn orphans(client: &ApiClient, limit: u32, as_json: bool) -> Exit {
-    match client
+    let answer = client
         .get(&format!("/storage-migration/orphans?limit={limit}"))
-        .await
-    {
-        Err(e) => report(e),
-        Ok(v) => {
-            if as_json {
-                print_json(&v);
-            } else {
-                progress::print_orphans(&v);
-            }
-            let found = v["orphans"].as_array().is_some_and(|o| !o.is_empty());
-            if found {
-                Exit::Failed
-            } else {
-                Exit::Ok
-            }
-        }
+        .await;
+    match show(answer, as_json, progress::print_orphans) {
+        Err(exit) => exit,
+        Ok(v) if v["orphans"].as_array().is_some_and(|o| !o.is_empty()) => Exit::Failed,
+        Ok(_) => Exit::Ok,
     }
 }
 
