@@ -5,6 +5,7 @@
 //! `Secret` so they never reach a log line or an error message.
 
 use crate::model::Backend;
+use crate::paths::PathStyle;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -22,6 +23,11 @@ pub enum ConfigError {
     Invalid { var: &'static str, message: String },
     #[error("{var} is required")]
     Missing { var: &'static str },
+    #[error("{first} and {second} are both set, to different values: set only one of them")]
+    Conflict {
+        first: &'static str,
+        second: &'static str,
+    },
     #[error("cannot read env file {path}: {message}")]
     EnvFile { path: String, message: String },
 }
@@ -75,15 +81,25 @@ pub struct S3Config {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub database_url: Secret,
-    /// Absolute, without a trailing slash.
-    pub media_location: String,
+    /// `IMMICH_MEDIA_LOCATION`: absolute, without a trailing slash. When
+    /// unset, the location the gallery recorded in its database applies
+    /// (see [`crate::engine::media`]).
+    pub media_location: Option<String>,
+    /// `NOODLE_MIGRATE_MEDIA_DIR`: where the gallery's media folder is on
+    /// this machine, when it is mounted somewhere else than the location
+    /// the gallery's paths are written with.
+    pub media_dir: Option<PathBuf>,
     /// The backend the gallery sends new uploads to, when configured.
     pub storage_backend: Option<Backend>,
+    /// How the gallery writes S3 paths, from the variable that names its
+    /// backend.
+    pub path_style: PathStyle,
     pub s3: S3Config,
     pub listen: SocketAddr,
     pub api_token: Option<Secret>,
-    /// Database dumps kept after each new one (`NOODLE_MIGRATE_DUMP_KEEP`).
-    pub dump_keep: usize,
+    /// Database dumps kept after each new one (`NOODLE_MIGRATE_DUMP_KEEP`);
+    /// when unset, the gallery's own setting, else 14.
+    pub dump_keep: Option<usize>,
     /// The pg_dump to run (`NOODLE_MIGRATE_PG_DUMP`); found by server
     /// version when unset.
     pub pg_dump: Option<PathBuf>,
@@ -115,8 +131,20 @@ impl Vars {
         self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
     }
 
-    fn first(&self, names: &[&'static str]) -> Option<(&'static str, &str)> {
-        names.iter().find_map(|n| self.get(n).map(|v| (*n, v)))
+    /// A setting the gallery spells two ways (`S3_BUCKET`,
+    /// `IMMICH_S3_BUCKET`): either spelling, or both with the same value.
+    /// Two different values are an error, never a silent choice.
+    fn either(
+        &self,
+        first: &'static str,
+        second: &'static str,
+    ) -> Result<Option<(&'static str, &str)>, ConfigError> {
+        match (self.get(first), self.get(second)) {
+            (Some(a), Some(b)) if a != b => Err(ConfigError::Conflict { first, second }),
+            (Some(a), _) => Ok(Some((first, a))),
+            (None, Some(b)) => Ok(Some((second, b))),
+            (None, None) => Ok(None),
+        }
     }
 }
 
@@ -145,16 +173,33 @@ fn parse_bool(var: &'static str, value: &str) -> Result<bool, ConfigError> {
     }
 }
 
-/// The backend named by `IMMICH_STORAGE_BACKEND` (or the older
-/// `IMMICH_STORAGE_ENGINE`), if any.
-pub fn storage_backend(vars: &Vars) -> Result<Option<Backend>, ConfigError> {
-    match vars.first(&["IMMICH_STORAGE_BACKEND", "IMMICH_STORAGE_ENGINE"]) {
-        None => Ok(None),
-        Some((var, value)) => match value.to_ascii_lowercase().as_str() {
-            "disk" | "local" => Ok(Some(Backend::Disk)),
-            "s3" => Ok(Some(Backend::S3)),
-            _ => Err(invalid(var, format!("expected disk or s3, got {value:?}"))),
-        },
+/// The gallery's backend for new uploads, and how it writes S3 paths.
+///
+/// The variable that names the backend tells which gallery this is:
+/// `IMMICH_STORAGE_BACKEND` (`disk` | `s3`) is the Noodle Gallery, which
+/// stores an object's key as its path; `IMMICH_STORAGE_ENGINE` (`local` |
+/// `s3`) is the gallery that stores `s3://bucket/prefix/…` URLs. Both at
+/// once would leave the path form to a guess, so that is refused. Neither
+/// means disk, as the gallery reads it.
+pub fn storage_backend(vars: &Vars) -> Result<(Option<Backend>, PathStyle), ConfigError> {
+    const BACKEND: &str = "IMMICH_STORAGE_BACKEND";
+    const ENGINE: &str = "IMMICH_STORAGE_ENGINE";
+    let parse = |var: &'static str, value: &str, disk: &str| match value.to_ascii_lowercase() {
+        v if v == disk => Ok(Backend::Disk),
+        v if v == "s3" => Ok(Backend::S3),
+        _ => Err(invalid(
+            var,
+            format!("expected {disk} or s3, got {value:?}"),
+        )),
+    };
+    match (vars.get(BACKEND), vars.get(ENGINE)) {
+        (Some(_), Some(_)) => Err(invalid(
+            BACKEND,
+            "IMMICH_STORAGE_ENGINE is set as well; they describe two different galleries (object keys as paths, or s3:// URLs as paths): set only the one your gallery reads",
+        )),
+        (Some(v), None) => Ok((Some(parse(BACKEND, v, "disk")?), PathStyle::Key)),
+        (None, Some(v)) => Ok((Some(parse(ENGINE, v, "local")?), PathStyle::S3Url)),
+        (None, None) => Ok((None, PathStyle::Key)),
     }
 }
 
@@ -196,17 +241,25 @@ fn database_url(vars: &Vars) -> Result<Secret, ConfigError> {
     )))
 }
 
-fn media_location(vars: &Vars) -> Result<String, ConfigError> {
-    let value = match vars.get("IMMICH_MEDIA_LOCATION") {
-        Some(v) => v.to_string(),
-        None if Path::new("/data").is_dir() => "/data".to_string(),
-        None => "/usr/src/app/upload".to_string(),
-    };
+/// How `variable` spells `backend` (`IMMICH_STORAGE_ENGINE` calls disk
+/// `local`).
+pub fn backend_value(variable: &str, backend: Backend) -> &'static str {
+    match (variable, backend) {
+        ("IMMICH_STORAGE_ENGINE", Backend::Disk) => "local",
+        (_, backend) => backend.as_str(),
+    }
+}
+
+/// An absolute folder, without `..` and without a trailing slash.
+pub fn absolute_folder(var: &'static str, value: &str) -> Result<String, ConfigError> {
     if !value.starts_with('/') {
-        return Err(invalid("IMMICH_MEDIA_LOCATION", "must be an absolute path"));
+        return Err(invalid(var, "must be an absolute path"));
     }
     if value.split('/').any(|s| s == "..") {
-        return Err(invalid("IMMICH_MEDIA_LOCATION", "must not contain .."));
+        return Err(invalid(var, "must not contain .."));
+    }
+    if value.contains('\0') {
+        return Err(invalid(var, "must not contain a NUL byte"));
     }
     let trimmed = value.trim_end_matches('/');
     Ok(if trimmed.is_empty() {
@@ -216,16 +269,16 @@ fn media_location(vars: &Vars) -> Result<String, ConfigError> {
     })
 }
 
-fn s3_config(vars: &Vars) -> Result<S3Config, ConfigError> {
-    let bucket = vars
-        .first(&["S3_BUCKET", "IMMICH_S3_BUCKET"])
-        .map(|(_, v)| v.to_string())
+fn s3_config(vars: &Vars, style: PathStyle) -> Result<S3Config, ConfigError> {
+    let (bucket_var, bucket) = vars
+        .either("S3_BUCKET", "IMMICH_S3_BUCKET")?
         .ok_or(ConfigError::Missing { var: "S3_BUCKET" })?;
     if bucket.contains('/') || bucket.len() > 255 {
-        return Err(invalid("S3_BUCKET", "not a valid bucket name"));
+        return Err(invalid(bucket_var, "not a valid bucket name"));
     }
+    let bucket = bucket.to_string();
     let region = vars
-        .first(&["S3_REGION", "IMMICH_S3_REGION"])
+        .either("S3_REGION", "IMMICH_S3_REGION")?
         .map(|(_, v)| v.to_string())
         .unwrap_or_else(|| "us-east-1".into());
     let prefix = vars
@@ -239,7 +292,16 @@ fn s3_config(vars: &Vars) -> Result<S3Config, ConfigError> {
             "must be a plain key prefix without . or .. segments",
         ));
     }
-    let endpoint = match vars.first(&["S3_ENDPOINT", "IMMICH_S3_ENDPOINT"]) {
+    if !prefix.is_empty() && style == PathStyle::Key && vars.get("IMMICH_STORAGE_BACKEND").is_some()
+    {
+        // The Noodle Gallery reads each object at exactly the key its row
+        // stores; a prefix would put every object where it never looks.
+        return Err(invalid(
+            "S3_PREFIX",
+            "the gallery named by IMMICH_STORAGE_BACKEND stores each object's key as its path and has no key prefix; unset S3_PREFIX (a prefix is only for galleries configured with IMMICH_STORAGE_ENGINE, which store s3://bucket/prefix/... paths)",
+        ));
+    }
+    let endpoint = match vars.either("S3_ENDPOINT", "IMMICH_S3_ENDPOINT")? {
         None => None,
         Some((var, value)) => {
             let url =
@@ -257,10 +319,10 @@ fn s3_config(vars: &Vars) -> Result<S3Config, ConfigError> {
         None => endpoint.is_some(),
     };
     let access_key_id = vars
-        .first(&["S3_ACCESS_KEY_ID", "IMMICH_S3_ACCESS_KEY_ID"])
+        .either("S3_ACCESS_KEY_ID", "IMMICH_S3_ACCESS_KEY_ID")?
         .map(|(_, v)| v.to_string());
     let secret_access_key = vars
-        .first(&["S3_SECRET_ACCESS_KEY", "IMMICH_S3_SECRET_ACCESS_KEY"])
+        .either("S3_SECRET_ACCESS_KEY", "IMMICH_S3_SECRET_ACCESS_KEY")?
         .map(|(_, v)| Secret::new(v));
     match (&access_key_id, &secret_access_key) {
         (Some(_), None) => {
@@ -346,24 +408,36 @@ impl Config {
             Some(t) => Some(Secret::new(t)),
         };
         let dump_keep = match vars.get("NOODLE_MIGRATE_DUMP_KEEP") {
-            None => DEFAULT_DUMP_KEEP,
-            Some(v) => v
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=10_000).contains(n))
-                .ok_or_else(|| {
-                    invalid(
-                        "NOODLE_MIGRATE_DUMP_KEEP",
-                        format!("expected a whole number from 1 to 10000, got {v:?}"),
-                    )
-                })?,
+            None => None,
+            Some(v) => Some(
+                v.parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=10_000).contains(n))
+                    .ok_or_else(|| {
+                        invalid(
+                            "NOODLE_MIGRATE_DUMP_KEEP",
+                            format!("expected a whole number from 1 to 10000, got {v:?}"),
+                        )
+                    })?,
+            ),
         };
         let pg_dump = vars.get("NOODLE_MIGRATE_PG_DUMP").map(PathBuf::from);
+        let media_location = vars
+            .get("IMMICH_MEDIA_LOCATION")
+            .map(|v| absolute_folder("IMMICH_MEDIA_LOCATION", v))
+            .transpose()?;
+        let media_dir = vars
+            .get("NOODLE_MIGRATE_MEDIA_DIR")
+            .map(|v| absolute_folder("NOODLE_MIGRATE_MEDIA_DIR", v).map(PathBuf::from))
+            .transpose()?;
+        let (storage_backend, path_style) = storage_backend(vars)?;
         Ok(Config {
             database_url: database_url(vars)?,
-            media_location: media_location(vars)?,
-            storage_backend: storage_backend(vars)?,
-            s3: s3_config(vars)?,
+            media_location,
+            media_dir,
+            storage_backend,
+            path_style,
+            s3: s3_config(vars, path_style)?,
             listen,
             api_token,
             dump_keep,
@@ -380,6 +454,8 @@ impl Config {
 
     /// The gallery's backend as it is configured now: from the env file when
     /// there is one (the gallery may have been switched since we started).
+    /// A switch to the other gallery's variable (and so the other path
+    /// form) needs a restart of the engine.
     pub fn current_storage_backend(&self) -> Result<Option<Backend>, ConfigError> {
         match &self.env_file {
             None => Ok(self.storage_backend),
@@ -393,8 +469,23 @@ impl Config {
                 for (k, v) in read_env_file(path)? {
                     map.entry(k).or_insert(v);
                 }
-                storage_backend(&Vars::new(map))
+                let (backend, style) = storage_backend(&Vars::new(map))?;
+                if backend.is_some() && style != self.path_style {
+                    return Err(invalid(
+                        "IMMICH_STORAGE_BACKEND",
+                        "the env file now names the backend with the other variable (IMMICH_STORAGE_BACKEND / IMMICH_STORAGE_ENGINE), which changes how paths are written: restart noodle-migrate",
+                    ));
+                }
+                Ok(backend)
             }
+        }
+    }
+
+    /// The variable a user sets to name the backend, in messages.
+    pub fn backend_variable(&self) -> &'static str {
+        match self.path_style {
+            PathStyle::Key => "IMMICH_STORAGE_BACKEND",
+            PathStyle::S3Url => "IMMICH_STORAGE_ENGINE",
         }
     }
 }
@@ -417,11 +508,13 @@ mod tests {
     #[test]
     fn defaults() {
         let c = Config::from_vars(&vars(&[("IMMICH_MEDIA_LOCATION", "/srv/media/")])).unwrap();
-        assert_eq!(c.media_location, "/srv/media");
+        assert_eq!(c.media_location.as_deref(), Some("/srv/media"));
+        assert_eq!(c.media_dir, None);
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(c.storage_backend, None);
+        assert_eq!(c.path_style, PathStyle::Key);
         assert_eq!(c.s3.region, "us-east-1");
-        assert_eq!(c.dump_keep, 14);
+        assert_eq!(c.dump_keep, None);
         assert_eq!(c.pg_dump, None);
         assert!(!c.s3.force_path_style);
         assert_eq!(
@@ -462,6 +555,95 @@ mod tests {
         assert_eq!(c.s3.bucket, "b");
         assert!(c.s3.force_path_style);
         assert_eq!(c.storage_backend, Some(Backend::S3));
+        assert_eq!(c.path_style, PathStyle::S3Url);
+    }
+
+    #[test]
+    fn the_backend_variable_tells_the_path_form() {
+        let c = Config::from_vars(&vars(&[("IMMICH_STORAGE_BACKEND", "s3")])).unwrap();
+        assert_eq!(c.path_style, PathStyle::Key);
+        assert_eq!(c.backend_variable(), "IMMICH_STORAGE_BACKEND");
+        let c = Config::from_vars(&vars(&[
+            ("IMMICH_STORAGE_ENGINE", "local"),
+            ("S3_PREFIX", "gallery"),
+        ]))
+        .unwrap();
+        assert_eq!(c.storage_backend, Some(Backend::Disk));
+        assert_eq!(c.path_style, PathStyle::S3Url);
+        assert_eq!(c.s3.prefix, "gallery");
+        assert_eq!(backend_value(c.backend_variable(), Backend::Disk), "local");
+        // Both at once would leave the path form to a guess.
+        let err = Config::from_vars(&vars(&[
+            ("IMMICH_STORAGE_BACKEND", "s3"),
+            ("IMMICH_STORAGE_ENGINE", "s3"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("IMMICH_STORAGE_BACKEND") && err.contains("IMMICH_STORAGE_ENGINE"));
+        // `disk` is the Noodle Gallery's word, `local` the other's.
+        assert!(Config::from_vars(&vars(&[("IMMICH_STORAGE_BACKEND", "local")])).is_err());
+        assert!(Config::from_vars(&vars(&[("IMMICH_STORAGE_ENGINE", "disk")])).is_err());
+    }
+
+    #[test]
+    fn the_noodle_gallery_has_no_prefix() {
+        let err = Config::from_vars(&vars(&[
+            ("IMMICH_STORAGE_BACKEND", "s3"),
+            ("S3_PREFIX", "photos"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("S3_PREFIX"), "{err}");
+        assert!(err.contains("IMMICH_STORAGE_BACKEND"), "{err}");
+    }
+
+    #[test]
+    fn two_spellings_with_two_values_are_refused() {
+        for (a, b) in [
+            ("S3_BUCKET", "IMMICH_S3_BUCKET"),
+            ("S3_REGION", "IMMICH_S3_REGION"),
+            ("S3_ENDPOINT", "IMMICH_S3_ENDPOINT"),
+            ("S3_ACCESS_KEY_ID", "IMMICH_S3_ACCESS_KEY_ID"),
+            ("S3_SECRET_ACCESS_KEY", "IMMICH_S3_SECRET_ACCESS_KEY"),
+        ] {
+            let value = |v: &str| {
+                if a.ends_with("ENDPOINT") {
+                    format!("http://{v}:9000")
+                } else {
+                    v.to_string()
+                }
+            };
+            let mut map: HashMap<String, String> = HashMap::new();
+            map.insert(a.into(), value("one"));
+            map.insert(b.into(), value("two"));
+            for (k, v) in [
+                ("S3_BUCKET", "b"),
+                ("S3_ACCESS_KEY_ID", "k"),
+                ("S3_SECRET_ACCESS_KEY", "s"),
+            ] {
+                map.entry(k.into()).or_insert(v.into());
+            }
+            let err = Config::from_vars(&Vars::new(map.clone()))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(a) && err.contains(b), "{err}");
+            // The same value twice is one setting.
+            map.insert(b.into(), value("one"));
+            let c = Config::from_vars(&Vars::new(map));
+            assert!(c.is_ok(), "{a}: {:?}", c.err());
+        }
+    }
+
+    #[test]
+    fn the_media_dir_is_an_absolute_folder() {
+        let c = Config::from_vars(&vars(&[("NOODLE_MIGRATE_MEDIA_DIR", "/mnt/gallery/")])).unwrap();
+        assert_eq!(c.media_dir, Some(PathBuf::from("/mnt/gallery")));
+        for bad in ["mnt/gallery", "/mnt/../etc"] {
+            let err = Config::from_vars(&vars(&[("NOODLE_MIGRATE_MEDIA_DIR", bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("NOODLE_MIGRATE_MEDIA_DIR"), "{err}");
+        }
     }
 
     #[test]

@@ -63,6 +63,10 @@ struct Migration {
     /// Dump the database to the active backend before the first file.
     #[arg(long)]
     dump_database: bool,
+    /// Start even when the gallery's move_history has rows (left behind by
+    /// moves that failed).
+    #[arg(long)]
+    ignore_move_history: bool,
 }
 
 impl Migration {
@@ -77,6 +81,7 @@ impl Migration {
             },
             verify: self.verify,
             dump_database: self.dump_database,
+            ignore_move_history: self.ignore_move_history,
         }
     }
 }

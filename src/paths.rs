@@ -1,21 +1,42 @@
-//! Path mapping between the gallery's two conventions: absolute disk paths
-//! under the media location, and relative object keys (optionally written as
-//! `s3://bucket/prefix/key`). Pure functions, so every rule is unit-tested.
+//! Path mapping between the gallery's conventions: absolute disk paths
+//! under the media location, and S3 paths in one of two forms (the object
+//! key itself, or `s3://bucket/prefix/key`). Pure functions, so every rule
+//! is unit-tested.
+//!
+//! Stored disk paths name the media location as the gallery sees it (often
+//! `/data` inside its container); the files themselves are read and written
+//! under the media folder as this machine sees it. The two differ only in
+//! their root.
 //!
 //! It must never produce a location outside the media location or the
 //! configured prefix: anything it cannot map safely is refused with a reason.
 
 use crate::model::Direction;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// How the gallery writes the path of a file it keeps in S3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathStyle {
+    /// The object's key itself, relative (`upload/…`): the Noodle Gallery,
+    /// configured with `IMMICH_STORAGE_BACKEND`. It reads exactly that key.
+    Key,
+    /// `s3://<bucket>/<prefix>/<relative path>`: the gallery configured with
+    /// `IMMICH_STORAGE_ENGINE`.
+    S3Url,
+}
 
 /// Where the files live on both sides.
 #[derive(Debug, Clone)]
 pub struct Layout {
-    /// Absolute, without a trailing slash (`/data`).
+    /// Absolute, without a trailing slash (`/data`): the root of every
+    /// stored disk path.
     pub media_location: String,
+    /// The same folder as this machine sees it.
+    pub media_dir: PathBuf,
     pub bucket: String,
     /// Without leading or trailing slashes; empty when unset.
     pub prefix: String,
+    pub style: PathStyle,
 }
 
 /// One place a file can be.
@@ -68,16 +89,29 @@ impl Refusal {
 }
 
 impl Layout {
-    pub fn new(media_location: &str, bucket: &str, prefix: &str) -> Layout {
+    /// `media_dir` is where the media location is on this machine, when it
+    /// is mounted elsewhere.
+    pub fn new(
+        media_location: &str,
+        media_dir: Option<&Path>,
+        bucket: &str,
+        prefix: &str,
+        style: PathStyle,
+    ) -> Layout {
         let media = media_location.trim_end_matches('/');
+        let media_location: String = if media.is_empty() {
+            "/".into()
+        } else {
+            media.into()
+        };
         Layout {
-            media_location: if media.is_empty() {
-                "/".into()
-            } else {
-                media.into()
-            },
+            media_dir: media_dir
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from(&media_location)),
+            media_location,
             bucket: bucket.to_string(),
             prefix: prefix.trim_matches('/').to_string(),
+            style,
         }
     }
 
@@ -99,8 +133,30 @@ impl Layout {
         }
     }
 
+    /// The file on this machine for a path relative to the media location.
     pub fn disk_path(&self, relative: &str) -> PathBuf {
-        PathBuf::from(format!("{}{}", self.media_root(), relative))
+        self.media_dir.join(relative)
+    }
+
+    /// The disk path the gallery stores for a relative path.
+    pub fn stored_disk_path(&self, relative: &str) -> String {
+        format!("{}{}", self.media_root(), relative)
+    }
+
+    /// The file on this machine that a stored disk path names, when it is
+    /// under the media location.
+    pub fn local_path(&self, stored: &str) -> Option<PathBuf> {
+        let relative = stored.strip_prefix(&self.media_root())?;
+        check_relative(relative).ok()?;
+        Some(self.disk_path(relative))
+    }
+
+    /// The path the gallery stores for an object key.
+    pub fn stored_object_path(&self, key: &str) -> String {
+        match self.style {
+            PathStyle::Key => key.to_string(),
+            PathStyle::S3Url => format!("s3://{}/{}", self.bucket, key),
+        }
     }
 
     /// Maps a path stored in the database to the copy it needs.
@@ -111,20 +167,20 @@ impl Layout {
                     .strip_prefix(&self.media_root())
                     .ok_or_else(|| Refusal::OutsideMediaLocation(self.media_location.clone()))?;
                 check_relative(relative)?;
+                let key = self.object_key(relative);
                 Ok(Plan {
                     source: Location::Disk(self.disk_path(relative)),
-                    target: Location::Object(self.object_key(relative)),
-                    new_path: relative.to_string(),
+                    new_path: self.stored_object_path(&key),
+                    target: Location::Object(key),
                 })
             }
             Direction::ToDisk => {
                 let (key, relative) = self.key_of_stored_object(stored)?;
                 check_relative(&relative)?;
-                let disk = self.disk_path(&relative);
                 Ok(Plan {
                     source: Location::Object(key),
-                    target: Location::Disk(disk.clone()),
-                    new_path: disk.to_string_lossy().into_owned(),
+                    target: Location::Disk(self.disk_path(&relative)),
+                    new_path: self.stored_disk_path(&relative),
                 })
             }
         }
@@ -146,7 +202,17 @@ impl Layout {
             ));
         }
         let Some(url_rest) = stored.strip_prefix("s3://") else {
-            return Ok((self.object_key(stored), stored.to_string()));
+            // A relative path is the object's key, exactly: that is what
+            // the gallery reads. Under a prefix of ours it names the file
+            // at the rest of the key.
+            let relative = match self.prefix.as_str() {
+                "" => stored,
+                prefix => stored
+                    .strip_prefix(prefix)
+                    .and_then(|rest| rest.strip_prefix('/'))
+                    .unwrap_or(stored),
+            };
+            return Ok((stored.to_string(), relative.to_string()));
         };
         let (bucket, key) = url_rest
             .split_once('/')
@@ -194,11 +260,16 @@ mod tests {
     use super::*;
 
     fn layout(prefix: &str) -> Layout {
-        Layout::new("/data", "photos", prefix)
+        let style = if prefix.is_empty() {
+            PathStyle::Key
+        } else {
+            PathStyle::S3Url
+        };
+        Layout::new("/data", None, "photos", prefix, style)
     }
 
     #[test]
-    fn to_s3_strips_the_media_location() {
+    fn to_s3_stores_the_key_itself() {
         let plan = layout("")
             .plan(Direction::ToS3, "/data/upload/u/ab/cd/x.jpg")
             .unwrap();
@@ -211,27 +282,70 @@ mod tests {
     }
 
     #[test]
-    fn prefix_goes_into_the_key_not_the_database() {
+    fn s3_urls_carry_bucket_and_prefix() {
         let plan = layout("/gallery/")
             .plan(Direction::ToS3, "/data/thumbs/a.webp")
             .unwrap();
-        assert_eq!(plan.new_path, "thumbs/a.webp");
+        assert_eq!(plan.new_path, "s3://photos/gallery/thumbs/a.webp");
         assert_eq!(
             plan.target,
             Location::Object("gallery/thumbs/a.webp".into())
         );
+        let plan = Layout::new("/data", None, "photos", "", PathStyle::S3Url)
+            .plan(Direction::ToS3, "/data/thumbs/a.webp")
+            .unwrap();
+        assert_eq!(plan.new_path, "s3://photos/thumbs/a.webp");
+    }
+
+    #[test]
+    fn the_media_folder_may_be_mounted_elsewhere() {
+        let l = Layout::new(
+            "/data",
+            Some(Path::new("/mnt/gallery")),
+            "photos",
+            "",
+            PathStyle::Key,
+        );
+        let plan = l.plan(Direction::ToS3, "/data/upload/a.jpg").unwrap();
+        assert_eq!(
+            plan.source,
+            Location::Disk("/mnt/gallery/upload/a.jpg".into())
+        );
+        assert_eq!(plan.new_path, "upload/a.jpg");
+        let plan = l.plan(Direction::ToDisk, "upload/a.jpg").unwrap();
+        assert_eq!(
+            plan.target,
+            Location::Disk("/mnt/gallery/upload/a.jpg".into())
+        );
+        assert_eq!(plan.new_path, "/data/upload/a.jpg");
+        assert_eq!(
+            l.local_path("/data/upload/a.jpg"),
+            Some(PathBuf::from("/mnt/gallery/upload/a.jpg"))
+        );
+        assert_eq!(l.local_path("/mnt/external/a.jpg"), None);
     }
 
     #[test]
     fn to_disk_prepends_the_media_location() {
-        let plan = layout("p")
+        let plan = layout("")
             .plan(Direction::ToDisk, "library/x/2024/a.jpg")
             .unwrap();
-        assert_eq!(
-            plan.source,
-            Location::Object("p/library/x/2024/a.jpg".into())
-        );
+        assert_eq!(plan.source, Location::Object("library/x/2024/a.jpg".into()));
         assert_eq!(plan.new_path, "/data/library/x/2024/a.jpg");
+    }
+
+    #[test]
+    fn a_relative_path_is_always_the_key_itself() {
+        // The gallery wrote it without our prefix: the key is what it reads.
+        let plan = layout("p").plan(Direction::ToDisk, "upload/a.jpg").unwrap();
+        assert_eq!(plan.source, Location::Object("upload/a.jpg".into()));
+        assert_eq!(plan.new_path, "/data/upload/a.jpg");
+        // Under the prefix, the file is the rest of the key.
+        let plan = layout("p")
+            .plan(Direction::ToDisk, "p/upload/a.jpg")
+            .unwrap();
+        assert_eq!(plan.source, Location::Object("p/upload/a.jpg".into()));
+        assert_eq!(plan.new_path, "/data/upload/a.jpg");
     }
 
     #[test]
@@ -283,8 +397,8 @@ mod tests {
             let err = layout("").plan(Direction::ToS3, bad).unwrap_err();
             assert_eq!(err.code(), "unsafe_path", "{bad}");
         }
-        for bad in ["upload/../../x", "/abs", "s3://photos/../x"] {
-            assert!(layout("").plan(Direction::ToDisk, bad).is_err(), "{bad}");
+        for bad in ["upload/../../x", "/abs", "s3://photos/../x", "p/../x"] {
+            assert!(layout("p").plan(Direction::ToDisk, bad).is_err(), "{bad}");
         }
     }
 }

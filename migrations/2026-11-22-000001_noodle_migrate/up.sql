@@ -1,19 +1,3 @@
--- The gallery's own migration log. The gallery creates it; we create it
--- exactly as the gallery does only when it is missing, and never alter it.
-CREATE TABLE IF NOT EXISTS storage_migration_log (
-    "id" uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-    "entityType" varchar NOT NULL,
-    "entityId" uuid NOT NULL,
-    "fileType" varchar NULL,
-    "oldPath" text NOT NULL,
-    "newPath" text NOT NULL,
-    "direction" varchar NOT NULL,
-    "batchId" uuid NOT NULL,
-    "migratedAt" timestamptz NOT NULL DEFAULT clock_timestamp()
-);
-CREATE INDEX IF NOT EXISTS "IDX_storage_migration_log_batchId" ON storage_migration_log ("batchId");
-CREATE INDEX IF NOT EXISTS "IDX_storage_migration_log_entityId" ON storage_migration_log ("entityId");
-
 -- Our own tables carry a prefix no gallery table uses.
 CREATE TABLE noodle_migrate_batch (
     id uuid PRIMARY KEY,

@@ -42,6 +42,7 @@ pub struct MigrateArgs {
     pub kinds: Vec<FileKind>,
     pub verify: bool,
     pub dump_database: bool,
+    pub ignore_move_history: bool,
 }
 
 impl MigrateArgs {
@@ -57,6 +58,7 @@ impl MigrateArgs {
             "fileTypes": file_types,
             "verify": self.verify,
             "dumpDatabase": self.dump_database,
+            "ignoreMoveHistory": self.ignore_move_history,
         })
     }
 }
@@ -260,6 +262,7 @@ pub async fn run(config: Config, args: &MigrateArgs, as_json: bool) -> Exit {
         verify: args.verify,
         retry_failed_of: None,
         dump_database: args.dump_database,
+        ignore_move_history: args.ignore_move_history,
     };
     match engine.start_migration(options).await {
         Err(e) => {

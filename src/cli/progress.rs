@@ -95,9 +95,10 @@ pub fn print_summary(s: &Value) {
         s["state"].as_str().unwrap_or("?")
     );
     println!(
-        "  {} completed ({} adopted), {} failed, {} skipped, {} waiting, {} active; {} moved",
+        "  {} completed ({} adopted, {} replaced), {} failed, {} skipped, {} waiting, {} active; {} moved",
         s["completed"],
         s["adopted"],
+        s["replaced"],
         s["failed"],
         s["skipped"],
         s["waiting"],

@@ -39,6 +39,9 @@ pub struct BatchRow {
     pub completed: i64,
     #[diesel(sql_type = BigInt)]
     pub adopted: i64,
+    /// Completed files that replaced a stale copy no row pointed at.
+    #[diesel(sql_type = BigInt)]
+    pub replaced: i64,
     #[diesel(sql_type = BigInt)]
     pub failed: i64,
     #[diesel(sql_type = BigInt)]
@@ -56,7 +59,8 @@ pub struct BatchRow {
     pub dump_name: Option<String>,
 }
 
-const COLUMNS: &str = "id, direction, state, options, total, completed, adopted, failed, skipped,
+const COLUMNS: &str =
+    "id, direction, state, options, total, completed, adopted, replaced, failed, skipped,
                        bytes_moved, started_at, finished_at, error, dump_name";
 
 /// Batches left `running` by a process that died. Only call this while

@@ -4,12 +4,15 @@
 //!
 //! Toward S3 a row is a candidate while its path is absolute (`/…`);
 //! toward disk while it is not (a relative key or an `s3://` URL), and
-//! `''` is never a file. External-library originals and their sidecars are
-//! never candidates: the library scanner finds them by their disk path.
+//! `''` is never a file. External-library originals and their sidecars
+//! never move: the library scanner finds them by their disk path. Toward
+//! S3 they are not candidates at all; toward disk, those that the gallery's
+//! own migration sent to S3 are read so that a run reports them (skipped,
+//! `external_library`) and the estimate counts them as unmovable.
 
 use super::{timed, DbConn, DbError};
 use crate::model::{Direction, FileKind, PerKind};
-use diesel::sql_types::{BigInt, Bytea, Nullable, Text, Uuid as SqlUuid};
+use diesel::sql_types::{BigInt, Bool, Bytea, Nullable, Text, Uuid as SqlUuid};
 use diesel::QueryableByName;
 use diesel_async::RunQueryDsl;
 use uuid::Uuid;
@@ -33,26 +36,34 @@ pub struct Candidate {
     /// `asset_exif."fileSizeInByte"`, for originals.
     #[diesel(sql_type = Nullable<BigInt>)]
     pub size_hint: Option<i64>,
+    /// The file belongs to an external library (read toward disk only).
+    #[diesel(sql_type = Bool)]
+    pub external: bool,
 }
 
 /// The pieces of SQL that select one kind's rows.
 struct Source {
     columns: &'static str,
+    /// The tables and the kind's own condition (`… WHERE …`).
     from: String,
     id: &'static str,
     path: &'static str,
+    /// True for an external library's files.
+    external: &'static str,
 }
+
+/// An asset of an external library: flagged, or attached to a library.
+const EXTERNAL_ASSET: &str = r#"(a."isExternal" OR a."libraryId" IS NOT NULL)"#;
 
 fn source(kind: FileKind) -> Source {
     match kind {
         FileKind::Originals => Source {
             columns: r#"a.id AS row_id, a.id AS entity_id, a."originalPath" AS path,
                         a.checksum AS checksum, e."fileSizeInByte" AS size_hint"#,
-            from: r#"asset a LEFT JOIN asset_exif e ON e."assetId" = a.id
-                     WHERE a."isExternal" = false AND a."libraryId" IS NULL"#
-                .into(),
+            from: r#"asset a LEFT JOIN asset_exif e ON e."assetId" = a.id WHERE true"#.into(),
             id: "a.id",
             path: r#"a."originalPath""#,
+            external: EXTERNAL_ASSET,
         },
         FileKind::PersonThumbnails => Source {
             columns: r#"p.id AS row_id, p.id AS entity_id, p."thumbnailPath" AS path,
@@ -60,6 +71,7 @@ fn source(kind: FileKind) -> Source {
             from: "person p WHERE true".into(),
             id: "p.id",
             path: r#"p."thumbnailPath""#,
+            external: "false",
         },
         FileKind::ProfileImages => Source {
             columns: r#"u.id AS row_id, u.id AS entity_id, u."profileImagePath" AS path,
@@ -67,14 +79,11 @@ fn source(kind: FileKind) -> Source {
             from: r#""user" u WHERE true"#.into(),
             id: "u.id",
             path: r#"u."profileImagePath""#,
+            external: "false",
         },
         asset_file_kind => {
             let file_type = asset_file_kind.asset_file_type().unwrap_or_default();
-            let external = if asset_file_kind == FileKind::Sidecars {
-                r#" AND a."isExternal" = false AND a."libraryId" IS NULL"#
-            } else {
-                ""
-            };
+            let sidecars = asset_file_kind == FileKind::Sidecars;
             Source {
                 columns: if asset_file_kind == FileKind::EncodedVideos {
                     r#"f.id AS row_id, f."assetId" AS entity_id, f.path AS path,
@@ -83,27 +92,42 @@ fn source(kind: FileKind) -> Source {
                     r#"f.id AS row_id, f.id AS entity_id, f.path AS path,
                        NULL::bytea AS checksum, NULL::bigint AS size_hint"#
                 },
-                // Only sidecars need their asset (to leave external
-                // libraries alone); the foreign key vouches for the rest.
-                from: if external.is_empty() {
-                    format!(r#"asset_file f WHERE f."type" = '{file_type}'"#)
-                } else {
+                // Only sidecars need their asset (an external library's
+                // sidecars stay with it); the foreign key vouches for the
+                // rest.
+                from: if sidecars {
                     format!(
                         r#"asset_file f JOIN asset a ON a.id = f."assetId"
-                           WHERE f."type" = '{file_type}'{external}"#
+                           WHERE f."type" = '{file_type}'"#
                     )
+                } else {
+                    format!(r#"asset_file f WHERE f."type" = '{file_type}'"#)
                 },
                 id: "f.id",
                 path: "f.path",
+                external: if sidecars { EXTERNAL_ASSET } else { "false" },
             }
         }
     }
 }
 
-fn direction_filter(direction: Direction, path: &str) -> String {
+/// The rows of a kind a migration in `direction` reads.
+fn direction_filter(direction: Direction, s: &Source) -> String {
+    let path = s.path;
     match direction {
-        Direction::ToS3 => format!("{path} LIKE '/%'"),
+        Direction::ToS3 if s.external == "false" => format!("{path} LIKE '/%'"),
+        Direction::ToS3 => format!("{path} LIKE '/%' AND NOT {}", s.external),
         Direction::ToDisk => format!("{path} NOT LIKE '/%' AND {path} <> ''"),
+    }
+}
+
+/// Of the rows read, those that can move (`$1` is the media root): toward
+/// S3 the ones under the media location, toward disk all but an external
+/// library's.
+fn movable_filter(direction: Direction, s: &Source) -> String {
+    match direction {
+        Direction::ToS3 => format!("starts_with({}, $1)", s.path),
+        Direction::ToDisk => format!("$1 IS NOT NULL AND NOT {}", s.external),
     }
 }
 
@@ -128,10 +152,12 @@ pub async fn page(
         None => " AND $3::uuid IS NULL".to_string(),
     };
     let sql = format!(
-        "SELECT {cols} FROM {from} AND {dir}{only_failed} AND {id} > $1 ORDER BY {id} LIMIT $2",
+        "SELECT {cols}, {external} AS external FROM {from} AND {dir}{only_failed} AND {id} > $1
+         ORDER BY {id} LIMIT $2",
         cols = s.columns,
+        external = s.external,
         from = s.from,
-        dir = direction_filter(direction, s.path),
+        dir = direction_filter(direction, &s),
         id = s.id,
     );
     timed(
@@ -145,7 +171,8 @@ pub async fn page(
 }
 
 /// Counts for one kind: rows that will move, rows that will be refused
-/// (outside the media location), and for originals the known sizes.
+/// (outside the media location, an external library's), and for originals
+/// the known sizes.
 #[derive(Debug, Clone, Copy, Default, QueryableByName)]
 pub struct KindCount {
     #[diesel(sql_type = BigInt)]
@@ -167,10 +194,7 @@ pub async fn count(
     media_root: &str,
 ) -> Result<KindCount, DbError> {
     let s = source(kind);
-    let movable = match direction {
-        Direction::ToS3 => format!("starts_with({}, $1)", s.path),
-        Direction::ToDisk => "$1 IS NOT NULL".to_string(),
-    };
+    let movable = movable_filter(direction, &s);
     let (known, unknown) = if kind == FileKind::Originals {
         (
             format!(r#"sum(e."fileSizeInByte") FILTER (WHERE {movable})"#),
@@ -186,7 +210,7 @@ pub async fn count(
                 ({unknown})::bigint AS unknown_size
          FROM {from} AND {dir}",
         from = s.from,
-        dir = direction_filter(direction, s.path),
+        dir = direction_filter(direction, &s),
     );
     timed(
         diesel::sql_query(sql)
@@ -206,18 +230,17 @@ pub async fn sample(
     limit: i64,
 ) -> Result<Vec<Candidate>, DbError> {
     let s = source(kind);
-    let mut filter = match direction {
-        Direction::ToS3 => format!("starts_with({}, $1)", s.path),
-        Direction::ToDisk => "$1 IS NOT NULL".to_string(),
-    };
+    let mut filter = movable_filter(direction, &s);
     if kind == FileKind::Originals {
         filter.push_str(r#" AND e."fileSizeInByte" IS NULL"#);
     }
     let sql = format!(
-        "SELECT {cols} FROM {from} AND {dir} AND {filter} ORDER BY {id} LIMIT $2",
+        "SELECT {cols}, {external} AS external FROM {from} AND {dir} AND {filter}
+         ORDER BY {id} LIMIT $2",
         cols = s.columns,
+        external = s.external,
         from = s.from,
-        dir = direction_filter(direction, s.path),
+        dir = direction_filter(direction, &s),
         id = s.id,
     );
     timed(

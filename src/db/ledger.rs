@@ -6,6 +6,7 @@
 //! changed meanwhile is left alone and reported back as a conflict, and it
 //! gets no log row. A log row exists exactly when its path update happened.
 
+use super::log::LogTable;
 use super::{timed, DbConn, DbError};
 use crate::model::{Direction, FileKind};
 use diesel::sql_types::{Array, BigInt, Bool, Text, Uuid as SqlUuid};
@@ -25,6 +26,16 @@ pub struct PathChange {
     pub new_path: String,
     pub bytes: i64,
     pub adopted: bool,
+    /// The copy replaced a stale object or file that no row pointed at.
+    pub replaced: bool,
+}
+
+/// The batch a group belongs to, and the log table it writes.
+#[derive(Debug, Clone, Copy)]
+pub struct LedgerBatch {
+    pub id: Uuid,
+    pub direction: Direction,
+    pub log: LogTable,
 }
 
 /// A file that ended without moving.
@@ -57,12 +68,15 @@ struct Done {
 /// a row already at its new path counts as moved (never as "changed by the
 /// gallery", which would delete the copy it now points at), and gets no
 /// second log row.
-fn group_sql() -> String {
+fn group_sql(log: LogTable) -> String {
+    let log = log.name();
     format!(
         r#"WITH v AS (
              SELECT * FROM unnest($3::text[], $4::uuid[], $5::uuid[], $6::text[], $7::text[],
-                                  $8::text[], $9::text[], $10::bool[], $11::bigint[], $12::uuid[])
-               AS v(kind, row_id, entity_id, old_path, new_path, entity_type, file_type, adopted, bytes, log_id)
+                                  $8::text[], $9::text[], $10::bool[], $11::bigint[], $12::uuid[],
+                                  $20::bool[])
+               AS v(kind, row_id, entity_id, old_path, new_path, entity_type, file_type, adopted, bytes, log_id,
+                    replaced)
            ),
            a AS (UPDATE asset t SET "originalPath" = v.new_path FROM v
                  WHERE v.kind = 'originals' AND t.id = v.row_id AND t."originalPath" IN (v.old_path, v.new_path)
@@ -84,12 +98,12 @@ fn group_sql() -> String {
            moved AS (
              SELECT d.* FROM done_rows d
              WHERE NOT EXISTS (
-               SELECT 1 FROM storage_migration_log l
+               SELECT 1 FROM {log} l
                WHERE l."entityId" = d.entity_id AND l."batchId" = $1 AND l."newPath" = d.new_path
              )
            ),
            logged AS (
-             INSERT INTO storage_migration_log
+             INSERT INTO {log}
                ("id", "entityType", "entityId", "fileType", "oldPath", "newPath", "direction", "batchId")
              SELECT log_id, entity_type, entity_id, NULLIF(file_type, ''), old_path, new_path, $2, $1 FROM moved
            ),
@@ -118,6 +132,7 @@ fn group_sql() -> String {
              UPDATE noodle_migrate_batch SET
                completed = completed + (SELECT count(*) FROM moved),
                adopted = adopted + (SELECT count(*) FROM moved WHERE adopted),
+               replaced = replaced + (SELECT count(*) FROM moved WHERE replaced),
                bytes_moved = bytes_moved + (SELECT COALESCE(sum(bytes), 0) FROM moved WHERE NOT adopted),
                failed = failed + (SELECT count(*) FROM unmoved WHERE outcome = 'failed'),
                skipped = skipped + (SELECT count(*) FROM unmoved WHERE outcome = 'skipped')
@@ -130,8 +145,7 @@ fn group_sql() -> String {
 /// Commits a group; returns, for each change, whether its row was updated.
 pub async fn commit(
     conn: &mut DbConn,
-    batch_id: Uuid,
-    direction: Direction,
+    batch: LedgerBatch,
     changes: &[PathChange],
     unmoved: &[Unmoved],
 ) -> Result<Vec<bool>, DbError> {
@@ -141,9 +155,9 @@ pub async fn commit(
     let mut seen = HashSet::new();
     records.retain(|r| seen.insert((r.kind, r.entity_id)));
     let texts = |f: &dyn Fn(&PathChange) -> String| changes.iter().map(f).collect::<Vec<_>>();
-    let query = diesel::sql_query(group_sql())
-        .bind::<SqlUuid, _>(batch_id)
-        .bind::<Text, _>(direction.as_str())
+    let query = diesel::sql_query(group_sql(batch.log))
+        .bind::<SqlUuid, _>(batch.id)
+        .bind::<Text, _>(batch.direction.as_str())
         .bind::<Array<Text>, _>(texts(&|c| c.kind.api_key().to_string()))
         .bind::<Array<SqlUuid>, _>(changes.iter().map(|c| c.row_id).collect::<Vec<_>>())
         .bind::<Array<SqlUuid>, _>(changes.iter().map(|c| c.entity_id).collect::<Vec<_>>())
@@ -175,7 +189,8 @@ pub async fn commit(
                 .iter()
                 .map(|r| r.message.clone())
                 .collect::<Vec<_>>(),
-        );
+        )
+        .bind::<Array<Bool>, _>(changes.iter().map(|c| c.replaced).collect::<Vec<_>>());
     let done: Vec<Done> = timed(query.load(conn)).await?;
     let done: HashSet<Uuid> = done.into_iter().map(|d| d.log_id).collect();
     Ok(log_ids.iter().map(|id| done.contains(id)).collect())

@@ -7,8 +7,11 @@
 
 pub mod batches;
 pub mod candidates;
+pub mod credentials;
+pub mod gallery;
 pub mod ledger;
 pub mod lock;
+pub mod log;
 pub mod orphans;
 pub mod rollback;
 pub mod versions;

@@ -4,6 +4,7 @@
 //! that was partly refused can be run again once the cause is fixed.
 //! The batch's log rows are deleted only when every row reverted.
 
+use super::log::LogTable;
 use super::{timed, DbConn, DbError};
 use diesel::sql_types::{Array, BigInt, Nullable, Text, Uuid as SqlUuid};
 use diesel::QueryableByName;
@@ -61,16 +62,17 @@ fn target(row: &LogRow) -> Option<Target> {
     }
 }
 
-pub async fn log_count(conn: &mut DbConn, batch_id: Uuid) -> Result<i64, DbError> {
+pub async fn log_count(conn: &mut DbConn, log: LogTable, batch_id: Uuid) -> Result<i64, DbError> {
     #[derive(QueryableByName)]
     struct N {
         #[diesel(sql_type = BigInt)]
         n: i64,
     }
     let row: N = timed(
-        diesel::sql_query(
-            r#"SELECT count(*) AS n FROM storage_migration_log WHERE "batchId" = $1"#,
-        )
+        diesel::sql_query(format!(
+            r#"SELECT count(*) AS n FROM {} WHERE "batchId" = $1"#,
+            log.name()
+        ))
         .bind::<SqlUuid, _>(batch_id)
         .get_result(conn),
     )
@@ -78,17 +80,24 @@ pub async fn log_count(conn: &mut DbConn, batch_id: Uuid) -> Result<i64, DbError
     Ok(row.n)
 }
 
-pub async fn rollback(conn: &mut DbConn, batch_id: Uuid) -> Result<RollbackReport, DbError> {
+/// Reverts the batch's rows of `log` (see [`super::log::settle`]: after it,
+/// every row of ours is in one table).
+pub async fn rollback(
+    conn: &mut DbConn,
+    log: LogTable,
+    batch_id: Uuid,
+) -> Result<RollbackReport, DbError> {
     let mut report = RollbackReport::default();
     let mut after = Uuid::nil();
     loop {
         let rows: Vec<LogRow> = timed(
-            diesel::sql_query(
+            diesel::sql_query(format!(
                 r#"SELECT id, "entityType" AS entity_type, "entityId" AS entity_id,
                           "fileType" AS file_type, "oldPath" AS old_path, "newPath" AS new_path
-                   FROM storage_migration_log WHERE "batchId" = $1 AND id > $2
+                   FROM {} WHERE "batchId" = $1 AND id > $2
                    ORDER BY id LIMIT $3"#,
-            )
+                log.name()
+            ))
             .bind::<SqlUuid, _>(batch_id)
             .bind::<SqlUuid, _>(after)
             .bind::<BigInt, _>(PAGE)
@@ -143,9 +152,12 @@ pub async fn rollback(conn: &mut DbConn, batch_id: Uuid) -> Result<RollbackRepor
     }
     if report.failed == 0 && report.total > 0 {
         timed(
-            diesel::sql_query(r#"DELETE FROM storage_migration_log WHERE "batchId" = $1"#)
-                .bind::<SqlUuid, _>(batch_id)
-                .execute(conn),
+            diesel::sql_query(format!(
+                r#"DELETE FROM {} WHERE "batchId" = $1"#,
+                log.name()
+            ))
+            .bind::<SqlUuid, _>(batch_id)
+            .execute(conn),
         )
         .await?;
     }

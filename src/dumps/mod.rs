@@ -2,25 +2,26 @@
 //! naming, so that the gallery lists, keeps and restores them too.
 //!
 //! - on S3: `<prefix>/backups/<name>` (multipart, constant memory);
-//! - on disk: `<media location>/backups/<name>` (temporary file, fsync,
-//!   rename).
+//! - on disk: `<media folder>/backups/<name>` (temporary file, fsync,
+//!   rename), in the media folder as this machine sees it.
 //!
 //! A dump that fails leaves nothing behind: the multipart upload is
 //! aborted, the temporary file removed. After each dump only the newest
-//! `NOODLE_MIGRATE_DUMP_KEEP` dumps are kept; files that do not carry a
-//! dump's name are never touched.
+//! dumps are kept: `NOODLE_MIGRATE_DUMP_KEEP` when set, else the gallery's
+//! own `backup.database.keepLastAmount` when an admin set it, else 14.
+//! Files that do not carry a dump's name are never touched.
 
 pub mod name;
 pub mod pg_dump;
 
-use crate::config::Secret;
-use crate::db::{self, versions, DbError, DbPool};
+use crate::config::{Secret, DEFAULT_DUMP_KEEP};
+use crate::db::{self, gallery, versions, DbError, DbPool};
 use crate::model::Backend;
 use crate::store::{DiskStore, S3Store, StoreError};
 use crate::telemetry::Metrics;
 use name::DumpName;
 use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -79,7 +80,8 @@ pub struct Dumps {
     database_url: Secret,
     pool: DbPool,
     pg_dump: Option<PathBuf>,
-    keep: usize,
+    /// `NOODLE_MIGRATE_DUMP_KEEP`, when set.
+    keep: Option<usize>,
     disk_folder: PathBuf,
     s3_prefix: String,
     disk: DiskStore,
@@ -108,8 +110,9 @@ impl From<Backend> for Side {
 pub struct DumpSettings {
     pub database_url: Secret,
     pub pg_dump: Option<PathBuf>,
-    pub keep: usize,
-    pub media_location: String,
+    pub keep: Option<usize>,
+    /// The media folder on this machine.
+    pub media_dir: PathBuf,
     pub s3_prefix: String,
 }
 
@@ -124,8 +127,8 @@ impl Dumps {
             database_url: settings.database_url,
             pool,
             pg_dump: settings.pg_dump,
-            keep: settings.keep.max(1),
-            disk_folder: Path::new(&settings.media_location).join(BACKUPS_FOLDER),
+            keep: settings.keep.map(|k| k.max(1)),
+            disk_folder: settings.media_dir.join(BACKUPS_FOLDER),
             s3_prefix,
             disk: DiskStore,
             s3,
@@ -183,14 +186,15 @@ impl Dumps {
     }
 
     async fn dump(&self, backend: Backend) -> Result<(DumpName, u64), DumpError> {
-        let (major, version) = {
+        let (major, pg_version, version) = {
             let mut conn = db::conn(&self.pool).await?;
             let major = versions::server_major(&mut conn).await?;
+            let pg_version = versions::server_version(&mut conn).await?;
             let version = versions::gallery_version(&mut conn).await;
-            (major, version)
+            (major, pg_version, version)
         };
         let version = version.unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string());
-        let name = self.unused_name(backend, &version, major).await?;
+        let name = self.unused_name(backend, &version, &pg_version).await?;
         let program = pg_dump::locate(self.pg_dump.as_deref(), major);
         let connection = pg_dump::Connection::from_url(self.database_url.expose())?;
         let mut chunks = pg_dump::spawn(&program, connection);
@@ -243,10 +247,10 @@ impl Dumps {
         &self,
         backend: Backend,
         version: &str,
-        major: u32,
+        pg_version: &str,
     ) -> Result<DumpName, DumpError> {
         loop {
-            let name = DumpName::new(chrono::Local::now(), version, major);
+            let name = DumpName::new(chrono::Local::now(), version, pg_version);
             let taken = match Side::from(backend) {
                 Side::S3 => self
                     .s3
@@ -368,11 +372,32 @@ impl Dumps {
         }
     }
 
-    /// Keeps the newest `keep` dumps; returns the names removed.
+    /// How many dumps to keep: ours when set, else the gallery's.
+    async fn keep(&self) -> usize {
+        if let Some(keep) = self.keep {
+            return keep;
+        }
+        let gallery = async {
+            let mut conn = db::conn(&self.pool).await?;
+            gallery::dump_keep(&mut conn).await
+        }
+        .await;
+        match gallery {
+            Ok(Some(keep)) => keep,
+            Ok(None) => DEFAULT_DUMP_KEEP,
+            Err(e) => {
+                tracing::warn!(error = %e, "Cannot read the gallery's dump retention; keeping {DEFAULT_DUMP_KEEP}");
+                DEFAULT_DUMP_KEEP
+            }
+        }
+    }
+
+    /// Keeps the newest dumps; returns the names removed.
     async fn apply_retention(&self, backend: Backend) -> Result<Vec<String>, DumpError> {
+        let keep = self.keep().await;
         let dumps = self.list(backend).await?;
         let mut deleted = Vec::new();
-        for old in dumps.iter().skip(self.keep) {
+        for old in dumps.iter().skip(keep) {
             // Listed names have been parsed already; parse again to hold a
             // `DumpName`, the only thing `remove` accepts.
             let Some(name) = DumpName::parse(&old.name) else {

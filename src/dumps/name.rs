@@ -24,10 +24,12 @@ pub struct DumpName {
 
 impl DumpName {
     /// The name for a dump taken now.
+    /// `pg_version` is the server's version as the gallery writes it
+    /// (`15.19`); anything but digits and dots is left out.
     pub fn new(
         now: chrono::DateTime<chrono::Local>,
         gallery_version: &str,
-        pg_major: u32,
+        pg_version: &str,
     ) -> DumpName {
         let version: String = gallery_version
             .trim_start_matches('v')
@@ -40,8 +42,14 @@ impl DumpName {
         } else {
             version
         };
+        let pg: String = pg_version
+            .chars()
+            .filter(|c| c.is_ascii_digit() || *c == '.')
+            .take(20)
+            .collect();
+        let pg = if pg.is_empty() { "0".to_string() } else { pg };
         let name = format!(
-            "{PREFIX}{}-v{version}-pg{pg_major}{SUFFIX}",
+            "{PREFIX}{}-v{version}-pg{pg}{SUFFIX}",
             now.format(STAMP_FORMAT)
         );
         let stamp = now.naive_local().and_utc().timestamp();
@@ -109,10 +117,10 @@ mod tests {
             .with_ymd_and_hms(2026, 11, 23, 8, 5, 9)
             .single()
             .expect("a valid local time");
-        let name = DumpName::new(now, "v1.132.3", 15);
+        let name = DumpName::new(now, "v2.5.6", "15.19");
         assert_eq!(
             name.as_str(),
-            "immich-db-backup-20261123T080509-v1.132.3-pg15.sql.gz"
+            "immich-db-backup-20261123T080509-v2.5.6-pg15.19.sql.gz"
         );
         let parsed = DumpName::parse(name.as_str()).expect("parses");
         assert_eq!(parsed.stamp(), name.stamp());

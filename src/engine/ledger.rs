@@ -12,16 +12,14 @@
 use super::messages::{Record, StatsEvent};
 use super::stats::Stats;
 use super::EngineError;
-use crate::db::ledger::{commit, PathChange, Unmoved};
+use crate::db::ledger::{commit, LedgerBatch, PathChange, Unmoved};
 use crate::db::{self, DbConn, DbPool};
-use crate::model::Direction;
 use actix::{
     Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, ResponseFuture, WrapFuture,
 };
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tracing::Instrument;
-use uuid::Uuid;
 
 /// The most records in one transaction.
 const MAX_GROUP: usize = 500;
@@ -41,8 +39,7 @@ struct Pending {
 
 pub struct Ledger {
     pool: DbPool,
-    batch_id: Uuid,
-    direction: Direction,
+    batch: LedgerBatch,
     pending: Vec<Pending>,
     /// When the oldest pending record arrived.
     first_at: Option<std::time::Instant>,
@@ -56,11 +53,10 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    pub fn new(pool: DbPool, batch_id: Uuid, direction: Direction, stats: Addr<Stats>) -> Ledger {
+    pub fn new(pool: DbPool, batch: LedgerBatch, stats: Addr<Stats>) -> Ledger {
         Ledger {
             pool,
-            batch_id,
-            direction,
+            batch,
             pending: Vec::new(),
             first_at: None,
             timer: None,
@@ -103,9 +99,9 @@ impl Ledger {
         };
         let pool = self.pool.clone();
         let mut held = self.conn.take();
-        let (batch_id, direction) = (self.batch_id, self.direction);
+        let batch = self.batch;
         let stats = self.stats.clone();
-        let span = tracing::info_span!("ledger", batch_id = %batch_id);
+        let span = tracing::info_span!("ledger", batch_id = %batch.id);
         ctx.spawn(
             async move {
                 let mut changes: Vec<PathChange> = Vec::new();
@@ -117,9 +113,7 @@ impl Ledger {
                     }
                 }
                 let clock = std::time::Instant::now();
-                let result =
-                    commit_with_retry(&pool, &mut held, batch_id, direction, &changes, &unmoved)
-                        .await;
+                let result = commit_with_retry(&pool, &mut held, batch, &changes, &unmoved).await;
                 stats.do_send(StatsEvent::CommitDone {
                     seconds: clock.elapsed().as_secs_f64(),
                     files: group.len(),
@@ -155,8 +149,7 @@ impl Ledger {
 async fn commit_with_retry(
     pool: &DbPool,
     held: &mut Option<DbConn>,
-    batch_id: Uuid,
-    direction: Direction,
+    batch: LedgerBatch,
     changes: &[PathChange],
     unmoved: &[Unmoved],
 ) -> Result<Vec<bool>, db::DbError> {
@@ -167,13 +160,13 @@ async fn commit_with_retry(
             // A kept connection may have died since the last group (a
             // database restart): on any error, try once more on a fresh one.
             if let Some(mut conn) = held.take() {
-                if let Ok(done) = commit(&mut conn, batch_id, direction, changes, unmoved).await {
+                if let Ok(done) = commit(&mut conn, batch, changes, unmoved).await {
                     *held = Some(conn);
                     return Ok(done);
                 }
             }
             let mut conn = db::conn(pool).await?;
-            let result = commit(&mut conn, batch_id, direction, changes, unmoved).await;
+            let result = commit(&mut conn, batch, changes, unmoved).await;
             if result.is_ok() {
                 *held = Some(conn);
             }

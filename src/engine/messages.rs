@@ -55,8 +55,13 @@ pub struct Handoff(pub tokio::sync::oneshot::Receiver<Outcome>);
 /// How one file ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Copied (or adopted) and its row now points at the copy.
-    Completed { adopted: bool, bytes: u64 },
+    /// Copied (or adopted) and its row now points at the copy; `replaced`
+    /// when the copy took the place of a stale one no row pointed at.
+    Completed {
+        adopted: bool,
+        replaced: bool,
+        bytes: u64,
+    },
     /// Could not move: reported with a reason, retried on the next run.
     Failed { reason: String },
     /// Deliberately not moved (refused path, row changed meanwhile).

@@ -11,6 +11,7 @@
 
 pub mod estimate;
 pub mod ledger;
+pub mod media;
 pub mod messages;
 pub mod mover;
 pub mod orchestrator;
@@ -41,20 +42,25 @@ pub enum EngineError {
     #[error("a migration or rollback is already running on this database (held by another noodle-migrate process)")]
     LockedElsewhere,
     #[error(
-        "the gallery's storage backend is {backend} but a {direction} migration needs {}: set IMMICH_STORAGE_BACKEND={} and restart the gallery first, so that new uploads go to the new backend",
+        "the gallery's storage backend is {backend} but a {direction} migration needs {}: set {variable}={} and restart the gallery first, so that new uploads go to the new backend",
         direction.target_backend().as_str(),
-        direction.target_backend().as_str()
+        crate::config::backend_value(variable, direction.target_backend())
     )]
     BackendMismatch {
         backend: &'static str,
         direction: Direction,
+        variable: &'static str,
     },
+    #[error("the gallery's storage backend is not set ({variable} is unset), so the gallery sends new uploads to disk; a toS3 migration needs them in S3: set {variable}=s3 in the gallery's environment, restart the gallery, then start the migration")]
+    BackendUnset { variable: &'static str },
+    #[error(transparent)]
+    MediaLocation(#[from] media::MediaMismatch),
     #[error("nothing to migrate {direction}: no selected file is on the source side{}", if *unmovable > 0 { format!(" ({unmovable} rows cannot be moved; see the estimate)") } else { String::new() })]
     NothingToMigrate {
         direction: Direction,
         unmovable: i64,
     },
-    #[error("the gallery is moving files itself ({0} rows in move_history); wait for its storage template job to finish")]
+    #[error("the gallery's move_history holds {0} rows: the gallery may be moving files itself (its storage template job), or moves that failed left them behind; wait for the gallery's jobs to finish, or, if the rows are stale, start with \"ignoreMoveHistory\": true (CLI --ignore-move-history)")]
     GalleryMovingFiles(i64),
     #[error("no batch {0}")]
     BatchNotFound(Uuid),
@@ -95,6 +101,8 @@ pub struct StartOptions {
     pub retry_failed_of: Option<Uuid>,
     /// Dump the database to the active backend before the first file.
     pub dump_database: bool,
+    /// Start even when the gallery's `move_history` has rows.
+    pub ignore_move_history: bool,
 }
 
 impl StartOptions {
@@ -114,6 +122,7 @@ impl StartOptions {
             retry_failed_of: Some(batch_id),
             // The batch's dump was taken when it started.
             dump_database: false,
+            ignore_move_history: stored["ignoreMoveHistory"].as_bool().unwrap_or(false),
         })
     }
 
@@ -129,6 +138,7 @@ impl StartOptions {
             "fileTypes": file_types,
             "verify": self.verify,
             "dumpDatabase": self.dump_database,
+            "ignoreMoveHistory": self.ignore_move_history,
         })
     }
 }
@@ -142,8 +152,20 @@ pub struct Shared {
     pub s3: S3Store,
     pub metrics: Arc<Metrics>,
     pub dumps: Dumps,
-    /// The media location with symbolic links resolved.
+    /// The media location in force, and where it came from.
+    pub media: media::MediaLocation,
+    /// The media folder on this machine, with symbolic links resolved.
     pub media_root_real: std::path::PathBuf,
+}
+
+impl Shared {
+    /// Refuses while the media location in force differs from the one the
+    /// gallery records now.
+    pub async fn check_media(&self) -> Result<(), EngineError> {
+        let mut conn = db::conn(&self.pool).await?;
+        let recorded = media::recorded(&mut conn).await?;
+        Ok(media::check(&self.media, recorded.as_deref())?)
+    }
 }
 
 /// What the movers of one run share.
@@ -154,6 +176,8 @@ pub struct RunContext {
     pub direction: Direction,
     pub delete_source: bool,
     pub verify: bool,
+    /// The table this run's log rows go to.
+    pub log: crate::db::log::LogTable,
     /// Set to stop handing out files.
     pub cancel: Arc<AtomicBool>,
     pub failed_in: Option<Uuid>,
@@ -187,15 +211,34 @@ impl Engine {
         let metrics =
             Arc::new(Metrics::new().map_err(|e| EngineError::Internal(format!("metrics: {e}")))?);
         let s3 = S3Store::connect(&config.s3, metrics.clone()).await;
-        let media_root_real = std::fs::canonicalize(&config.media_location)
-            .unwrap_or_else(|_| std::path::PathBuf::from(&config.media_location));
-        let layout = Layout::new(&config.media_location, &config.s3.bucket, &config.s3.prefix);
+        let recorded = {
+            let mut conn = db::conn(&pool).await?;
+            media::recorded(&mut conn).await?
+        };
+        let media = media::resolve(config.media_location.as_deref(), recorded.as_deref());
+        if let Err(e) = media::check(&media, recorded.as_deref()) {
+            tracing::warn!(error = %e, "Migrations are refused until the media locations agree");
+        }
+        let layout = Layout::new(
+            &media.path,
+            config.media_dir.as_deref(),
+            &config.s3.bucket,
+            &config.s3.prefix,
+            config.path_style,
+        );
+        tracing::info!(
+            media_location = %layout.media_location,
+            media_dir = %layout.media_dir.display(),
+            "Media location"
+        );
+        let media_root_real =
+            std::fs::canonicalize(&layout.media_dir).unwrap_or_else(|_| layout.media_dir.clone());
         let dumps = Dumps::new(
             DumpSettings {
                 database_url: config.database_url.clone(),
                 pg_dump: config.pg_dump.clone(),
                 keep: config.dump_keep,
-                media_location: config.media_location.clone(),
+                media_dir: layout.media_dir.clone(),
                 s3_prefix: config.s3.prefix.clone(),
             },
             pool.clone(),
@@ -210,6 +253,7 @@ impl Engine {
             s3,
             metrics: metrics.clone(),
             dumps,
+            media,
             media_root_real,
         });
         let stats = Stats::new(metrics).start();
@@ -230,6 +274,7 @@ impl Engine {
     }
 
     pub async fn estimate(&self, direction: Direction) -> Result<estimate::Estimate, EngineError> {
+        self.shared.check_media().await?;
         estimate::estimate(&self.shared, direction).await
     }
 
@@ -257,6 +302,7 @@ impl Engine {
         view.total = batch.total;
         view.completed = batch.completed;
         view.adopted = batch.adopted;
+        view.replaced = batch.replaced;
         view.failed = batch.failed;
         view.skipped = batch.skipped;
         view.bytes_moved = batch.bytes_moved;
@@ -335,6 +381,7 @@ impl Engine {
         if self.orchestrator.send(IsRunning).await? {
             return Err(EngineError::AlreadyRunning);
         }
+        self.shared.check_media().await?;
         orphans::scan(&self.shared, limit).await
     }
 
@@ -355,6 +402,19 @@ impl Engine {
         Ok(self.shared.dumps.delete(backend, name).await?)
     }
 
+    /// The owner of one of the gallery's credentials, when it is valid; none
+    /// when the gallery's tables are not there to ask.
+    pub async fn gallery_principal(
+        &self,
+        credential: db::credentials::Credential<'_>,
+    ) -> Result<Option<db::credentials::Principal>, EngineError> {
+        let mut conn = db::conn(&self.shared.pool).await?;
+        if !db::credentials::available(&mut conn, credential).await? {
+            return Ok(None);
+        }
+        Ok(db::credentials::lookup(&mut conn, credential).await?)
+    }
+
     /// Reverts a batch's database paths; never moves a file.
     pub async fn rollback(&self, batch_id: Uuid) -> Result<RollbackReport, EngineError> {
         if self.orchestrator.send(IsRunning).await? {
@@ -365,11 +425,14 @@ impl Engine {
             .ok_or(EngineError::LockedElsewhere)?;
         let result = async {
             let mut conn = db::conn(&self.shared.pool).await?;
+            // Under the lock: our rows join the gallery's table if it has
+            // appeared, so every row of the batch is in one place.
+            let log = db::log::settle(&mut conn).await?;
             let known = batches::get(&mut conn, batch_id).await?.is_some();
-            if !known && db::rollback::log_count(&mut conn, batch_id).await? == 0 {
+            if !known && db::rollback::log_count(&mut conn, log, batch_id).await? == 0 {
                 return Err(EngineError::BatchNotFound(batch_id));
             }
-            let report = db::rollback::rollback(&mut conn, batch_id).await?;
+            let report = db::rollback::rollback(&mut conn, log, batch_id).await?;
             Ok(report)
         }
         .await;

@@ -3,8 +3,11 @@
 //! verify, database (through the ledger), delete the source if asked.
 //!
 //! It must never delete a source before the ledger has committed the row
-//! that stops needing it, never leave a partial file at a final path, and
-//! never adopt a target that differs from its source.
+//! that stops needing it, never leave a partial file at a final path, never
+//! adopt a target that differs from its source, and never overwrite a
+//! target that some row points at. A differing target no row points at is
+//! a stale copy (an earlier `aws s3 sync`, a sidecar edited since): the
+//! source replaces it.
 
 use super::ledger::Ledger;
 use super::messages::{Handoff, MoveFile, Outcome, Record, StatsEvent};
@@ -118,6 +121,8 @@ struct Copied {
     digest: Digest,
     /// False when an identical target already existed and was adopted.
     created: bool,
+    /// The copy took the place of a stale one that no row pointed at.
+    replaced: bool,
     /// A download, written and verified but not yet flushed and renamed
     /// into place: that happens off the mover, in `finish`.
     temp: Option<TempFile>,
@@ -131,6 +136,16 @@ struct Ready {
 
 /// The mover's part: plan, check, copy, verify.
 async fn prepare(run: &RunContext, kind: FileKind, item: &Candidate) -> Result<Ready, Stop> {
+    if item.external {
+        return Err(Stop::skipped(
+            "external_library",
+            format!(
+                "a file of an external library, sent to S3 as {} by the gallery's own migration; it belongs in the library's own folder outside the media location (likely /{}), which noodle-migrate does not write: copy it back by hand",
+                item.path,
+                item.path.trim_start_matches("s3://")
+            ),
+        ));
+    }
     let plan = match run.layout.plan(run.direction, &item.path) {
         Ok(plan) => plan,
         Err(refusal) => return Err(Stop::skipped(refusal.code(), refusal.to_string())),
@@ -164,6 +179,7 @@ async fn finish(
         new_path: plan.new_path.clone(),
         bytes: copied.digest.size as i64,
         adopted: !copied.created,
+        replaced: copied.replaced,
     };
     match ledger.send(Record::Change(change)).await {
         Ok(Ok(true)) => {}
@@ -202,9 +218,14 @@ async fn finish(
             tracing::warn!(error = %e, path = %item.path, "Migrated, but the source could not be deleted");
         }
     }
-    tracing::debug!(from = %item.path, to = %plan.new_path, adopted = !copied.created, "Migrated");
+    if copied.replaced {
+        tracing::info!(from = %item.path, to = %plan.new_path, "Migrated, replacing a stale copy that no row pointed at");
+    } else {
+        tracing::debug!(from = %item.path, to = %plan.new_path, adopted = !copied.created, "Migrated");
+    }
     Outcome::Completed {
         adopted: !copied.created,
+        replaced: copied.replaced,
         bytes: copied.digest.size,
     }
 }
@@ -283,10 +304,10 @@ async fn copy(
     }
     let copied = match (&plan.source, &plan.target, run.direction) {
         (Location::Disk(src), Location::Object(key), Direction::ToS3) => {
-            to_s3(run, src, key).await?
+            to_s3(run, src, key, &plan.new_path).await?
         }
         (Location::Object(key), Location::Disk(dst), Direction::ToDisk) => {
-            to_disk(run, key, dst).await?
+            to_disk(run, key, dst, &plan.new_path).await?
         }
         _ => {
             return Err(Stop::failed(
@@ -319,7 +340,7 @@ async fn copy(
     Ok(copied)
 }
 
-async fn to_s3(run: &RunContext, src: &Path, key: &str) -> Result<Copied, Stop> {
+async fn to_s3(run: &RunContext, src: &Path, key: &str, new_path: &str) -> Result<Copied, Stop> {
     let (disk, s3) = (&run.shared.disk, &run.shared.s3);
     // The source check and the target check are independent: do both at
     // once. A key the run's snapshot of the bucket does not hold needs no
@@ -338,62 +359,79 @@ async fn to_s3(run: &RunContext, src: &Path, key: &str) -> Result<Copied, Stop> 
             format!("{} does not exist", src.display()),
         )
     })?;
+    let mut replaced = false;
     if let Some(existing) = existing? {
-        if existing.size != size {
-            return Err(target_differs(key, existing.size, size));
+        let local = if existing.size == size {
+            Some(disk.hash_file(src).await?)
+        } else {
+            None
+        };
+        if let Some(local) = local {
+            if same_content(run, key, &existing, &local).await? {
+                return Ok(Copied {
+                    digest: local,
+                    created: false,
+                    replaced: false,
+                    temp: None,
+                });
+            }
         }
-        let local = disk.hash_file(src).await?;
-        if !same_content(run, key, &existing, &local).await? {
-            return Err(Stop::failed(
-                "target_differs",
-                format!("object {key} exists with the same size but different content"),
-            ));
-        }
-        return Ok(Copied {
-            digest: local,
-            created: false,
-            temp: None,
-        });
+        // Both forms a row could name this object by.
+        let names = [new_path.to_string(), key.to_string()];
+        refuse_if_referenced(run, &names, &format!("object {key}")).await?;
+        replaced = true;
     }
     let digest = s3.put_file(disk, src, key, size).await?;
     Ok(Copied {
         digest,
         created: true,
+        replaced,
         temp: None,
     })
 }
 
-async fn to_disk(run: &RunContext, key: &str, dst: &Path) -> Result<Copied, Stop> {
+/// A differing target is only replaced when no row points at it.
+async fn refuse_if_referenced(run: &RunContext, names: &[String], what: &str) -> Result<(), Stop> {
+    let referenced = async {
+        let mut conn = crate::db::conn(&run.shared.pool).await?;
+        crate::db::orphans::is_referenced(&mut conn, names).await
+    }
+    .await
+    .map_err(|e| Stop::failed("database_error", e.to_string()))?;
+    if referenced {
+        return Err(Stop::failed(
+            "target_in_use",
+            format!("{what} already exists with other content, and a row of the gallery points at it: it is never overwritten"),
+        ));
+    }
+    Ok(())
+}
+
+async fn to_disk(run: &RunContext, key: &str, dst: &Path, new_path: &str) -> Result<Copied, Stop> {
     let (disk, s3) = (&run.shared.disk, &run.shared.s3);
     let missing = || Stop::failed("source_missing", format!("object {key} does not exist"));
+    let mut replaced = false;
     if let Some(size) = disk.stat(dst).await? {
         let source = s3.head(key).await?.ok_or_else(missing)?;
-        if size != source.size {
-            return Err(target_differs(
-                &dst.display().to_string(),
-                size,
-                source.size,
-            ));
+        if size == source.size {
+            let local = disk.hash_file(dst).await?;
+            if same_content(run, key, &source, &local).await? {
+                return Ok(Copied {
+                    digest: local,
+                    created: false,
+                    replaced: false,
+                    temp: None,
+                });
+            }
         }
-        let local = disk.hash_file(dst).await?;
-        if !same_content(run, key, &source, &local).await? {
-            return Err(Stop::failed(
-                "target_differs",
-                format!(
-                    "{} exists with the same size but different content",
-                    dst.display()
-                ),
-            ));
-        }
-        return Ok(Copied {
-            digest: local,
-            created: false,
-            temp: None,
-        });
+        let names = [new_path.to_string()];
+        refuse_if_referenced(run, &names, &dst.display().to_string()).await?;
+        replaced = true;
     }
 
-    // No target yet: the GET is the source check (a HEAD first would only
-    // cost a round trip).
+    // No target yet (or a stale one): the GET is the source check (a HEAD
+    // first would only cost a round trip). The download goes to a
+    // temporary file, renamed over the stale copy only once whole.
     let mut download = match s3.get(key).await {
         Ok(d) => d,
         Err(StoreError::S3 {
@@ -440,6 +478,7 @@ async fn to_disk(run: &RunContext, key: &str, dst: &Path) -> Result<Copied, Stop
     Ok(Copied {
         digest,
         created: true,
+        replaced,
         temp: Some(temp),
     })
 }
@@ -457,11 +496,4 @@ async fn same_content(
         (None, Some(md5)) => md5 == local.md5,
         (None, None) => run.shared.s3.hash_object(key).await?.sha1 == local.sha1,
     })
-}
-
-fn target_differs(target: &str, target_size: u64, source_size: u64) -> Stop {
-    Stop::failed(
-        "target_differs",
-        format!("{target} already exists with {target_size} bytes; the source has {source_size}"),
-    )
 }

@@ -14,9 +14,10 @@ use super::stats::Stats;
 use super::{EngineError, RunContext, Shared, StartOptions};
 use crate::db::batches::{self, state};
 use crate::db::candidates::{self, PAGE_SIZE};
+use crate::db::ledger::LedgerBatch;
 use crate::db::lock::MigrationLock;
 use crate::db::{self};
-use crate::model::{Direction, PerKind};
+use crate::model::{Backend, Direction, PerKind};
 use actix::{
     Actor, ActorFutureExt, Addr, AsyncContext, AtomicResponse, Context, Handler, WrapFuture,
 };
@@ -85,6 +86,8 @@ struct Prepared {
 /// The batch a start opened (or re-opened).
 struct Opened {
     batch_id: Uuid,
+    /// Where its log rows go.
+    log: crate::db::log::LogTable,
     resumed: bool,
     total: i64,
     planned: PerKind<i64>,
@@ -125,6 +128,7 @@ impl Handler<Start> for Orchestrator {
                         direction: options.direction,
                         delete_source: options.delete_source,
                         verify: options.verify,
+                        log: batch.log,
                         cancel,
                         failed_in: options.retry_failed_of,
                         side_work: tokio::sync::Semaphore::new(options.concurrency as usize),
@@ -158,20 +162,21 @@ impl Handler<Start> for Orchestrator {
 /// would want to hear about it.
 async fn prepare(shared: &Shared, options: &StartOptions) -> Result<Prepared, EngineError> {
     let wanted = options.direction.target_backend();
-    match shared.config.current_storage_backend()? {
+    let variable = shared.config.backend_variable();
+    // Unset means disk, as the gallery reads it.
+    let backend = shared.config.current_storage_backend()?;
+    match backend {
+        None if wanted == Backend::S3 => return Err(EngineError::BackendUnset { variable }),
         Some(backend) if backend != wanted => {
             return Err(EngineError::BackendMismatch {
                 backend: backend.as_str(),
                 direction: options.direction,
+                variable,
             })
         }
-        Some(_) => {}
-        // Without the setting we cannot tell where the gallery writes.
-        None => tracing::warn!(
-            "IMMICH_STORAGE_BACKEND is not set: make sure the gallery sends new uploads to {} during this migration",
-            wanted.as_str()
-        ),
+        _ => {}
     }
+    shared.check_media().await?;
     shared.s3.check_bucket().await?;
     let lock = MigrationLock::try_acquire(shared.config.database_url.expose())
         .await?
@@ -189,8 +194,17 @@ async fn prepare_locked(shared: &Shared, options: &StartOptions) -> Result<Opene
     let mut conn = db::conn(&shared.pool).await?;
     let in_flight = batches::gallery_moves_in_flight(&mut conn).await?;
     if in_flight > 0 {
-        return Err(EngineError::GalleryMovingFiles(in_flight));
+        if !options.ignore_move_history {
+            return Err(EngineError::GalleryMovingFiles(in_flight));
+        }
+        tracing::warn!(
+            rows = in_flight,
+            "Starting although the gallery's move_history has rows (ignoreMoveHistory)"
+        );
     }
+    // Under the lock: our waiting log rows join the gallery's table if it
+    // has appeared, and this run writes where they are.
+    let log = crate::db::log::settle(&mut conn).await?;
     let stale = batches::mark_stale_interrupted(&mut conn).await?;
     if stale > 0 {
         tracing::warn!(
@@ -215,6 +229,7 @@ async fn prepare_locked(shared: &Shared, options: &StartOptions) -> Result<Opene
         tracing::info!(batch_id = %batch_id, files = planned.total(), "Retrying the failed files of a batch");
         return Ok(Opened {
             batch_id,
+            log,
             resumed: true,
             total: planned.total(),
             to_visit: planned,
@@ -243,7 +258,9 @@ async fn prepare_locked(shared: &Shared, options: &StartOptions) -> Result<Opene
     }
     let unmovable = unmovable.total();
     let resume = batches::resumable(&mut conn, options.direction).await?;
-    let batch_id = resume.unwrap_or_else(Uuid::now_v7);
+    // Version 4, as the gallery's own batch ids: its rollback endpoint and
+    // admin page accept nothing else.
+    let batch_id = resume.unwrap_or_else(Uuid::new_v4);
     let total = movable.total() + unmovable;
     let dump = if options.dump_database {
         // Under the lock, before the first file: the dump shows the
@@ -276,6 +293,7 @@ async fn prepare_locked(shared: &Shared, options: &StartOptions) -> Result<Opene
     );
     Ok(Opened {
         batch_id,
+        log,
         resumed: resume.is_some(),
         total,
         planned: movable,
@@ -294,8 +312,11 @@ async fn execute(
 ) {
     let ledger = Ledger::new(
         run.shared.pool.clone(),
-        run.batch_id,
-        run.direction,
+        LedgerBatch {
+            id: run.batch_id,
+            direction: run.direction,
+            log: run.log,
+        },
         stats.clone(),
     )
     .start();

@@ -10,6 +10,9 @@
 //!   kept on purpose: a rollback needs it;
 //! - `unreferenced`: anything else in those folders that no row and no
 //!   logged move knows;
+//!
+//! Disk paths are reported as this machine sees them (under
+//! `NOODLE_MIGRATE_MEDIA_DIR` when set).
 //! - `incomplete_upload`: a multipart upload cut short (invisible, but the
 //!   server keeps its parts until it is aborted).
 //!
@@ -92,18 +95,21 @@ pub async fn scan(shared: &Shared, limit: usize) -> Result<OrphanReport, EngineE
         let mut conn = db::conn(&shared.pool).await?;
         let mut disk = HashSet::new();
         let mut objects = HashSet::new();
+        // Stored disk paths name the gallery's location: index them by the
+        // file on this machine, as the walk finds them.
         for path in orphans::referenced_paths(&mut conn).await? {
             if path.starts_with('/') {
-                disk.insert(PathBuf::from(path));
+                disk.insert(local(shared, path));
             } else if let Some(key) = shared.layout.stored_object_key(&path) {
                 objects.insert(key);
             }
         }
         // Stored S3 paths are relative or s3:// URLs: index both by key.
+        let logs = crate::db::log::tables(&mut conn).await?;
         let mut moved_from: HashMap<String, bool> = HashMap::new();
-        for (path, delete_source) in orphans::moved_from(&mut conn).await? {
+        for (path, delete_source) in orphans::moved_from(&mut conn, &logs).await? {
             let path = if path.starts_with('/') {
-                path
+                local(shared, path).display().to_string()
             } else {
                 match shared.layout.stored_object_key(&path) {
                     Some(key) => key,
@@ -117,7 +123,7 @@ pub async fn scan(shared: &Shared, limit: usize) -> Result<OrphanReport, EngineE
     let moved_from = std::sync::Arc::new(moved_from);
     let mut report = OrphanReport::default();
 
-    let root = PathBuf::from(shared.layout.media_root());
+    let root = shared.layout.media_dir.clone();
     let sources = moved_from.clone();
     let walked = tokio::task::spawn_blocking(move || {
         let mut found = Vec::new();
@@ -205,6 +211,15 @@ pub async fn scan(shared: &Shared, limit: usize) -> Result<OrphanReport, EngineE
     }
     report.incomplete_uploads = incomplete;
     Ok(report)
+}
+
+/// The file on this machine a stored disk path names (unchanged when it
+/// is outside the media location: no walk finds it there anyway).
+fn local(shared: &Shared, stored: String) -> PathBuf {
+    shared
+        .layout
+        .local_path(&stored)
+        .unwrap_or_else(|| PathBuf::from(stored))
 }
 
 /// Every regular file under `dir`, depth first. Symbolic links are not

@@ -28,8 +28,14 @@ pub struct StatusView {
     pub active: i64,
     pub completed: i64,
     pub adopted: i64,
+    /// Completed files that replaced a stale copy no row pointed at.
+    pub replaced: i64,
     pub failed: i64,
     pub skipped: i64,
+    /// Always 0: kept for the gallery's status shape (queue counters).
+    pub delayed: i64,
+    /// Always 0: kept for the gallery's status shape.
+    pub paused: i64,
     pub bytes_moved: i64,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -60,8 +66,11 @@ impl StatusView {
             active: 0,
             completed: 0,
             adopted: 0,
+            replaced: 0,
             failed: 0,
             skipped: 0,
+            delayed: 0,
+            paused: 0,
             bytes_moved: 0,
             started_at: None,
             finished_at: None,
@@ -84,6 +93,7 @@ struct Run {
     active: i64,
     completed: i64,
     adopted: i64,
+    replaced: i64,
     failed: i64,
     skipped: i64,
     bytes_moved: i64,
@@ -163,6 +173,7 @@ impl Handler<StatsEvent> for Stats {
                     active: 0,
                     completed: 0,
                     adopted: 0,
+                    replaced: 0,
                     failed: 0,
                     skipped: 0,
                     bytes_moved: 0,
@@ -190,10 +201,18 @@ impl Handler<StatsEvent> for Stats {
                 run.active -= 1;
                 m.run_files_done.with_label_values(&[k]).inc();
                 match outcome {
-                    Outcome::Completed { adopted, bytes } => {
+                    Outcome::Completed {
+                        adopted,
+                        replaced,
+                        bytes,
+                    } => {
                         run.completed += 1;
                         run.completed_by_kind.add(kind, 1);
                         m.files.with_label_values(&[d, k, "completed"]).inc();
+                        if replaced {
+                            run.replaced += 1;
+                            m.files_replaced.with_label_values(&[d, k]).inc();
+                        }
                         if adopted {
                             run.adopted += 1;
                             m.files_adopted.with_label_values(&[d, k]).inc();
@@ -286,8 +305,11 @@ impl Handler<GetStatus> for Stats {
             active: run.active,
             completed: run.completed,
             adopted: run.adopted,
+            replaced: run.replaced,
             failed: run.failed,
             skipped: run.skipped,
+            delayed: 0,
+            paused: 0,
             bytes_moved: run.bytes_moved,
             started_at: Some(run.started_at),
             finished_at: run.finished.as_ref().map(|f| f.0),

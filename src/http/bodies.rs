@@ -19,6 +19,19 @@ pub struct ErrorBody {
     pub message: String,
 }
 
+/// An error on the gallery's contract (`/api/…`), shaped as the gallery
+/// shapes its own.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GalleryErrorBody {
+    pub message: String,
+    /// The status's reason phrase (`Bad Request`).
+    pub error: String,
+    pub status_code: u16,
+    /// Our stable code, as in the native API's `error`.
+    pub code: String,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
     /// Always `ok`.
@@ -40,7 +53,8 @@ pub struct EstimateBody {
     /// `sampled` (a sample of files statted and scaled up) or `mixed`.
     pub size_source: BTreeMap<String, String>,
     pub counts_are_exact: bool,
-    /// Rows that cannot be moved (outside the media location, other bucket …).
+    /// Rows that cannot be moved (outside the media location, other bucket,
+    /// an external library's files …).
     pub unmovable: i64,
 }
 
@@ -61,6 +75,9 @@ pub struct StartRequest {
     pub verify: Option<bool>,
     /// Dump the database to the active backend before the first file.
     pub dump_database: Option<bool>,
+    /// Start even when the gallery's `move_history` has rows (stale rows
+    /// of moves that failed); default false.
+    pub ignore_move_history: Option<bool>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

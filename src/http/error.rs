@@ -1,9 +1,12 @@
-//! Errors at the HTTP edge: every failure becomes JSON
-//! `{"error": <stable code>, "message": …}` with the right status, here and
-//! nowhere else. The full cause goes to the log; secrets never appear in
-//! either (they live in `config::Secret`).
+//! Errors at the HTTP edge: every failure becomes JSON with the right
+//! status, here and nowhere else. The native API answers
+//! `{"error": <stable code>, "message": …}`; the gallery's contract under
+//! `/api` answers as the gallery does (`{"message", "error": <status
+//! text>, "statusCode"}`, plus our `code`), with its status codes. The full
+//! cause goes to the log; secrets never appear in either (they live in
+//! `config::Secret`).
 
-use super::bodies::ErrorBody;
+use super::bodies::{ErrorBody, GalleryErrorBody};
 use crate::dumps::DumpError;
 use crate::engine::EngineError;
 use crate::store::StoreError;
@@ -14,8 +17,10 @@ use actix_web::{HttpResponse, ResponseError};
 pub enum ApiError {
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
-    #[error("missing or wrong bearer token")]
+    #[error("missing or invalid credentials: send NOODLE_MIGRATE_API_TOKEN as Authorization: Bearer <token>, or one of the gallery's own (an API key in x-api-key, or an admin's session)")]
     Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
     #[error("no such endpoint")]
     NotFound,
     #[error(transparent)]
@@ -30,89 +35,123 @@ impl ApiError {
         }
     }
 
-    fn code(&self) -> &'static str {
+    /// The status and the stable code, decided together in one place.
+    pub fn classify(&self) -> (StatusCode, &'static str) {
+        use StatusCode as S;
         match self {
-            ApiError::BadRequest { code, .. } => code,
-            ApiError::Unauthorized => "unauthorized",
-            ApiError::NotFound => "not_found",
+            ApiError::BadRequest { code, .. } => (S::BAD_REQUEST, code),
+            ApiError::Unauthorized => (S::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (S::FORBIDDEN, "forbidden"),
+            ApiError::NotFound => (S::NOT_FOUND, "not_found"),
             ApiError::Engine(e) => match e {
-                EngineError::AlreadyRunning | EngineError::LockedElsewhere => "migration_running",
-                EngineError::BackendMismatch { .. } => "backend_mismatch",
-                EngineError::NothingToMigrate { .. } => "nothing_to_migrate",
-                EngineError::GalleryMovingFiles(_) => "gallery_moving_files",
-                EngineError::BatchNotFound(_) => "batch_not_found",
-                EngineError::NotRunning => "not_running",
-                EngineError::Store(StoreError::Bucket { .. }) => "bucket_unavailable",
-                EngineError::Store(_) => "storage_error",
-                EngineError::Db(e) if e.is_unavailable() => "database_unavailable",
-                EngineError::Db(_) => "database_error",
-                EngineError::Config(_) => "configuration_error",
+                EngineError::AlreadyRunning | EngineError::LockedElsewhere => {
+                    (S::CONFLICT, "migration_running")
+                }
+                EngineError::BackendMismatch { .. } | EngineError::BackendUnset { .. } => {
+                    (S::CONFLICT, "backend_mismatch")
+                }
+                EngineError::MediaLocation(_) => (S::CONFLICT, "media_location_mismatch"),
+                EngineError::NothingToMigrate { .. } => (S::CONFLICT, "nothing_to_migrate"),
+                EngineError::GalleryMovingFiles(_) => (S::CONFLICT, "gallery_moving_files"),
+                EngineError::NotRunning => (S::CONFLICT, "not_running"),
+                EngineError::BatchNotFound(_) => (S::NOT_FOUND, "batch_not_found"),
+                EngineError::Store(e) => store(e),
+                EngineError::Db(e) => database(e),
+                EngineError::Config(_) => (S::INTERNAL_SERVER_ERROR, "configuration_error"),
                 EngineError::Dump(e) => match e {
-                    DumpError::Busy => "dump_running",
-                    DumpError::InvalidName(_) => "invalid_dump_name",
-                    DumpError::NotFound(_) => "dump_not_found",
-                    DumpError::Store(StoreError::Bucket { .. }) => "bucket_unavailable",
-                    DumpError::Store(_) => "storage_error",
-                    DumpError::Db(e) if e.is_unavailable() => "database_unavailable",
-                    DumpError::Db(_) => "database_error",
+                    DumpError::Busy => (S::CONFLICT, "dump_running"),
+                    DumpError::InvalidName(_) => (S::BAD_REQUEST, "invalid_dump_name"),
+                    DumpError::NotFound(_) => (S::NOT_FOUND, "dump_not_found"),
                     DumpError::PgDump(_) | DumpError::Setup(_) | DumpError::Cancelled => {
-                        "dump_failed"
+                        (S::BAD_GATEWAY, "dump_failed")
                     }
+                    DumpError::Store(e) => store(e),
+                    DumpError::Db(e) => database(e),
                 },
-                EngineError::Ledger(_) | EngineError::Internal(_) => "internal_error",
+                EngineError::Ledger(_) | EngineError::Internal(_) => {
+                    (S::INTERNAL_SERVER_ERROR, "internal_error")
+                }
             },
         }
+    }
+
+    fn log(&self, status: StatusCode, code: &str) {
+        if status.is_server_error() {
+            tracing::error!(error = %self, code, "Request failed");
+        } else {
+            tracing::info!(error = %self, code, "Request refused");
+        }
+    }
+}
+
+fn store(e: &StoreError) -> (StatusCode, &'static str) {
+    match e {
+        StoreError::Bucket { .. } => (StatusCode::SERVICE_UNAVAILABLE, "bucket_unavailable"),
+        _ => (StatusCode::BAD_GATEWAY, "storage_error"),
+    }
+}
+
+fn database(e: &crate::db::DbError) -> (StatusCode, &'static str) {
+    if e.is_unavailable() {
+        (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable")
+    } else {
+        (StatusCode::INTERNAL_SERVER_ERROR, "database_error")
     }
 }
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        match self {
-            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::Engine(e) => match e {
-                EngineError::AlreadyRunning
-                | EngineError::LockedElsewhere
-                | EngineError::BackendMismatch { .. }
-                | EngineError::NothingToMigrate { .. }
-                | EngineError::GalleryMovingFiles(_)
-                | EngineError::NotRunning => StatusCode::CONFLICT,
-                EngineError::BatchNotFound(_) => StatusCode::NOT_FOUND,
-                EngineError::Dump(DumpError::Busy) => StatusCode::CONFLICT,
-                EngineError::Dump(DumpError::InvalidName(_)) => StatusCode::BAD_REQUEST,
-                EngineError::Dump(DumpError::NotFound(_)) => StatusCode::NOT_FOUND,
-                EngineError::Dump(DumpError::Store(StoreError::Bucket { .. })) => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
-                EngineError::Dump(DumpError::Db(e)) if e.is_unavailable() => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
-                EngineError::Dump(
-                    DumpError::Store(_) | DumpError::PgDump(_) | DumpError::Cancelled,
-                ) => StatusCode::BAD_GATEWAY,
-                EngineError::Store(StoreError::Bucket { .. }) => StatusCode::SERVICE_UNAVAILABLE,
-                EngineError::Store(_) => StatusCode::BAD_GATEWAY,
-                EngineError::Db(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            },
-        }
+        self.classify().0
     }
 
     fn error_response(&self) -> HttpResponse {
-        let status = self.status_code();
-        if status.is_server_error() {
-            tracing::error!(error = %self, code = self.code(), "Request failed");
-        } else {
-            tracing::info!(error = %self, code = self.code(), "Request refused");
-        }
+        let (status, code) = self.classify();
+        self.log(status, code);
         let mut response = HttpResponse::build(status);
         if matches!(self, ApiError::Unauthorized) {
             response.insert_header(("WWW-Authenticate", "Bearer"));
         }
         response.json(ErrorBody {
-            error: self.code().to_string(),
+            error: code.to_string(),
             message: self.to_string(),
+        })
+    }
+}
+
+/// An error on the gallery's contract (`/api/storage-migration/*`): the
+/// gallery's body shape and status codes. The gallery refuses a start it
+/// cannot run with 400, whatever the reason.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct GalleryError(#[from] pub ApiError);
+
+impl From<EngineError> for GalleryError {
+    fn from(e: EngineError) -> GalleryError {
+        GalleryError(ApiError::Engine(e))
+    }
+}
+
+impl ResponseError for GalleryError {
+    fn status_code(&self) -> StatusCode {
+        let (status, _) = self.0.classify();
+        match (status, &self.0) {
+            (StatusCode::CONFLICT, _) => StatusCode::BAD_REQUEST,
+            (_, ApiError::Engine(EngineError::Store(StoreError::Bucket { .. }))) => {
+                StatusCode::BAD_REQUEST
+            }
+            (status, _) => status,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let (_, code) = self.0.classify();
+        self.0.log(status, code);
+        HttpResponse::build(status).json(GalleryErrorBody {
+            message: self.0.to_string(),
+            error: status.canonical_reason().unwrap_or("Error").to_string(),
+            status_code: status.as_u16(),
+            code: code.to_string(),
         })
     }
 }

@@ -1,15 +1,19 @@
 //! The HTTP edge: the gallery's four storage-migration endpoints plus
-//! `/healthz`, bearer-token authentication, and the server itself.
+//! `/healthz`, authentication, and the server itself.
 //!
 //! - [`routes`]: migration endpoints, batches, metrics, the admin page.
+//! - [`gallery`]: the gallery's own contract under `/api`.
+//! - [`auth`]: our token and the gallery's credentials.
 //! - [`dumps`]: database dumps.
 //! - [`bodies`]: the JSON bodies the handlers send.
 //! - [`openapi`]: the OpenAPI document at `/openapi.json`.
 //! - [`error`]: every failure mapped to a status and a stable code.
 
+pub mod auth;
 pub mod bodies;
 pub mod dumps;
 pub mod error;
+pub mod gallery;
 pub mod openapi;
 pub mod routes;
 
@@ -19,7 +23,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpServer};
-use error::ApiError;
+use error::GalleryError;
 use std::net::TcpListener;
 
 /// Request bodies are tiny JSON documents; anything larger is refused.
@@ -68,7 +72,7 @@ impl Application {
             App::new()
                 .app_data(data.clone())
                 .app_data(web::PayloadConfig::new(MAX_BODY))
-                .wrap(from_fn(require_token))
+                .wrap(from_fn(authenticate))
                 .service(routes::admin_page)
                 .service(routes::healthz)
                 .service(routes::estimate)
@@ -85,6 +89,10 @@ impl Application {
                 .service(dumps::list)
                 .service(dumps::delete)
                 .service(openapi::openapi_json)
+                .service(gallery::estimate)
+                .service(gallery::start)
+                .service(gallery::status)
+                .service(gallery::rollback)
                 .default_service(web::to(routes::not_found))
         })
         .workers(2)
@@ -116,43 +124,18 @@ impl Application {
     }
 }
 
-/// Constant-time comparison, so the token cannot be guessed byte by byte.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-async fn require_token(
+async fn authenticate(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let token = req
-        .app_data::<web::Data<Engine>>()
-        .and_then(|e| e.config().api_token.clone());
-    if let Some(token) = token {
-        if req.path() != "/healthz" && req.path() != "/" {
-            let given = req
-                .headers()
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or("");
-            if !same_secret(given.trim().as_bytes(), token.expose().as_bytes()) {
-                return Err(ApiError::Unauthorized.into());
-            }
+    if let Some(engine) = req.app_data::<web::Data<Engine>>() {
+        if let Err(e) = auth::authorize(engine, &req).await {
+            return Err(if req.path().starts_with(auth::GALLERY_PREFIX) {
+                GalleryError(e).into()
+            } else {
+                e.into()
+            });
         }
     }
     next.call(req).await
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn secret_compare() {
-        assert!(super::same_secret(b"abc", b"abc"));
-        assert!(!super::same_secret(b"abc", b"abd"));
-        assert!(!super::same_secret(b"abc", b"abcd"));
-    }
 }

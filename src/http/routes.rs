@@ -16,13 +16,14 @@ use serde_json::{Map, Value};
 use std::collections::HashMap;
 use uuid::Uuid;
 
-const START_FIELDS: [&str; 6] = [
+const START_FIELDS: [&str; 7] = [
     "direction",
     "deleteSource",
     "concurrency",
     "fileTypes",
     "verify",
     "dumpDatabase",
+    "ignoreMoveHistory",
 ];
 
 /// The admin page: static HTML, CSS and JS built into the binary. It holds
@@ -49,7 +50,7 @@ pub async fn healthz() -> HttpResponse {
     })
 }
 
-fn parse_direction(value: Option<&Value>) -> Result<Direction, ApiError> {
+pub(super) fn parse_direction(value: Option<&Value>) -> Result<Direction, ApiError> {
     match value {
         None | Some(Value::Null) => Err(ApiError::bad(
             "invalid_direction",
@@ -74,7 +75,7 @@ fn parse_direction(value: Option<&Value>) -> Result<Direction, ApiError> {
     responses(
         (status = 200, body = EstimateBody),
         (status = 400, body = ErrorBody, description = "missing or unknown direction"),
-        (status = 401, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "IMMICH_MEDIA_LOCATION and the gallery's recorded media location disagree"),
         (status = 503, body = ErrorBody, description = "the database is unreachable"),
     ))]
 #[get("/storage-migration/estimate")]
@@ -128,6 +129,7 @@ pub fn parse_start(body: &[u8]) -> Result<StartOptions, ApiError> {
     let delete_source = parse_bool(obj, "deleteSource", false)?;
     let verify = parse_bool(obj, "verify", false)?;
     let dump_database = parse_bool(obj, "dumpDatabase", false)?;
+    let ignore_move_history = parse_bool(obj, "ignoreMoveHistory", false)?;
     let concurrency = match obj.get("concurrency") {
         None | Some(Value::Null) => 5,
         Some(Value::Number(n)) => match n.as_u64() {
@@ -191,6 +193,7 @@ pub fn parse_start(body: &[u8]) -> Result<StartOptions, ApiError> {
         verify,
         retry_failed_of: None,
         dump_database,
+        ignore_move_history,
     })
 }
 
@@ -201,7 +204,7 @@ pub fn parse_start(body: &[u8]) -> Result<StartOptions, ApiError> {
         (status = 201, body = Started),
         (status = 400, body = ErrorBody, description = "a malformed or invalid body"),
         (status = 401, body = ErrorBody),
-        (status = 409, body = ErrorBody, description = "already running, backend mismatch, gallery moving files, or nothing to migrate"),
+        (status = 409, body = ErrorBody, description = "already running, backend mismatch or unset, media locations that disagree, rows in move_history, or nothing to migrate"),
         (status = 413, description = "the body is too large"),
         (status = 502, body = ErrorBody, description = "with dumpDatabase: the dump failed"),
         (status = 503, body = ErrorBody, description = "the bucket or the database is unreachable"),
@@ -214,7 +217,7 @@ pub async fn start(engine: web::Data<Engine>, body: web::Bytes) -> Result<HttpRe
 }
 
 /// The answer to a start or a retry.
-fn started(reply: &StartReply) -> HttpResponse {
+pub(super) fn started(reply: &StartReply) -> HttpResponse {
     HttpResponse::Created().json(Started {
         batch_id: reply.batch_id,
         resumed: reply.resumed,
@@ -266,7 +269,7 @@ pub async fn cancel(engine: web::Data<Engine>) -> Result<HttpResponse, ApiError>
     }))
 }
 
-fn parse_batch_id(raw: &str) -> Result<Uuid, ApiError> {
+pub(super) fn parse_batch_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| {
         ApiError::bad(
             "invalid_batch_id",

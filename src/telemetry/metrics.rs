@@ -18,7 +18,7 @@ const NAMESPACE: &str = "noodle_migrate";
 /// Reasons a file fails; anything else is counted as `other`.
 pub const FAILURE_REASONS: &[&str] = &[
     "source_missing",
-    "target_differs",
+    "target_in_use",
     "checksum_mismatch",
     "verification_failed",
     "source_changed",
@@ -36,6 +36,7 @@ pub const SKIP_REASONS: &[&str] = &[
     "other_bucket",
     "outside_prefix",
     "unsafe_path",
+    "external_library",
     "other",
 ];
 
@@ -77,6 +78,7 @@ pub struct Metrics {
     pub jobs: IntGaugeVec,
     pub files: IntCounterVec,
     pub files_adopted: IntCounterVec,
+    pub files_replaced: IntCounterVec,
     pub failures: IntCounterVec,
     pub skips: IntCounterVec,
     pub bytes_moved: IntCounterVec,
@@ -134,6 +136,13 @@ impl Metrics {
                 opts(
                     "files_adopted_total",
                     "Completed files whose identical target already existed (no copy made).",
+                ),
+                &["direction", "kind"],
+            )?,
+            files_replaced: IntCounterVec::new(
+                opts(
+                    "files_replaced_total",
+                    "Completed files whose target held a stale copy that no row pointed at; the source replaced it.",
                 ),
                 &["direction", "kind"],
             )?,
@@ -218,6 +227,7 @@ impl Metrics {
         r.register(Box::new(self.jobs.clone()))?;
         r.register(Box::new(self.files.clone()))?;
         r.register(Box::new(self.files_adopted.clone()))?;
+        r.register(Box::new(self.files_replaced.clone()))?;
         r.register(Box::new(self.failures.clone()))?;
         r.register(Box::new(self.skips.clone()))?;
         r.register(Box::new(self.bytes_moved.clone()))?;
@@ -242,6 +252,7 @@ impl Metrics {
             for kind in FileKind::ALL {
                 let k = kind.api_key();
                 self.files_adopted.with_label_values(&[d, k]);
+                self.files_replaced.with_label_values(&[d, k]);
                 self.bytes_moved.with_label_values(&[d, k]);
                 for outcome in FILE_OUTCOMES {
                     self.files.with_label_values(&[d, k, outcome]);
@@ -296,7 +307,7 @@ mod tests {
         let m = Metrics::new().expect("metrics");
         let text = m.render().expect("render");
         assert!(text.contains(
-            r#"noodle_migrate_file_failures_total{direction="toS3",reason="target_differs"} 0"#
+            r#"noodle_migrate_file_failures_total{direction="toS3",reason="target_in_use"} 0"#
         ));
         assert!(
             text.contains(r#"noodle_migrate_s3_request_errors_total{operation="UploadPart"} 0"#)
