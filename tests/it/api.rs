@@ -151,16 +151,48 @@ async fn the_backend_must_match_the_direction() {
         .is_some_and(|m| m.contains("IMMICH_STORAGE_BACKEND=s3")));
     assert_nothing_changed(&env).await;
 
-    // Without the setting there is nothing to contradict: the run goes ahead.
+    // Unset means disk, as the gallery reads it: toS3 is refused and the
+    // message says what to set.
     let mut vars = env.vars("s3", "");
     vars.remove("IMMICH_STORAGE_BACKEND");
     let app = env.spawn(vars).await;
-    let (_, status) = app.migrate(r#"{"direction":"toS3"}"#).await;
-    assert_eq!(
-        status["completed"],
-        env.seeded.files.len() as i64,
-        "{status}"
+    let (status, json) = app
+        .post("/storage-migration/start", r#"{"direction":"toS3"}"#)
+        .await;
+    assert_eq!(status, 409, "{json}");
+    assert_eq!(json["error"], "backend_mismatch");
+    assert!(
+        json["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("IMMICH_STORAGE_BACKEND is unset")
+                && m.contains("IMMICH_STORAGE_BACKEND=s3")),
+        "{json}"
     );
+    assert_nothing_changed(&env).await;
+    // The second gallery's variable is named the same way, with its words.
+    let mut vars = env.vars("s3", "p");
+    vars.insert("IMMICH_STORAGE_ENGINE".into(), "local".into());
+    let app = env.spawn(vars).await;
+    let (status, json) = app
+        .post("/storage-migration/start", r#"{"direction":"toS3"}"#)
+        .await;
+    assert_eq!(status, 409, "{json}");
+    assert!(
+        json["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("IMMICH_STORAGE_ENGINE=s3")),
+        "{json}"
+    );
+    // Toward disk, unset is what it needs.
+    let mut vars = env.vars("disk", "");
+    vars.remove("IMMICH_STORAGE_BACKEND");
+    let app = env.spawn(vars).await;
+    let (status, json) = app
+        .post("/storage-migration/start", r#"{"direction":"toDisk"}"#)
+        .await;
+    assert_eq!(status, 409, "{json}");
+    assert_eq!(json["error"], "nothing_to_migrate", "not a backend problem");
+    assert_nothing_changed(&env).await;
 }
 
 #[actix_rt::test]

@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::process::{Command, Output};
 
-fn cli(vars: &HashMap<String, String>, args: &[&str]) -> Output {
+pub fn cli(vars: &HashMap<String, String>, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_noodle-migrate"))
         .args(args)
         .env_clear()

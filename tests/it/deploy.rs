@@ -79,6 +79,11 @@ fn every_yaml_file_parses_and_the_unit_runs_serve() {
             .any(|l| l.starts_with("ExecStart=/usr/local/bin/noodle-migrate")
                 && l.ends_with(" serve"))
     );
+    assert!(
+        unit.lines()
+            .any(|l| l.starts_with("Environment=NOODLE_MIGRATE_MEDIA_DIR=/")),
+        "the unit says where the media folder is on the host"
+    );
     let env =
         std::fs::read_to_string(root().join("deploy/gallery.env.example")).expect("env example");
     let vars: Vec<(String, String)> = env
@@ -97,4 +102,31 @@ fn every_yaml_file_parses_and_the_unit_runs_serve() {
         "the example settings load: {:?}",
         config.err()
     );
+}
+
+#[test]
+fn the_proxy_sends_the_gallerys_storage_migration_routes_to_the_engine() {
+    let caddy = std::fs::read_to_string(root().join("deploy/Caddyfile")).expect("Caddyfile");
+    let lines: Vec<&str> = caddy
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .collect();
+    // Braces balance, and the route's block proxies to the engine's
+    // default address, which serves that path as it is.
+    assert_eq!(
+        caddy.matches('{').count(),
+        caddy.matches('}').count(),
+        "balanced blocks"
+    );
+    let route = lines
+        .iter()
+        .position(|l| *l == "handle /api/storage-migration/* {")
+        .expect("a handle for the gallery's storage-migration API");
+    assert_eq!(
+        lines[route + 1],
+        format!("reverse_proxy {}", noodle_migrate::config::DEFAULT_LISTEN)
+    );
+    // The gallery gets everything else.
+    assert!(lines.contains(&"handle {"));
 }

@@ -343,8 +343,8 @@ async fn dumps_for(env: &TestEnv, database_url: &str) -> Dumps {
         DumpSettings {
             database_url: Secret::new(database_url),
             pg_dump: None,
-            keep: 14,
-            media_location: config.media_location.clone(),
+            keep: Some(14),
+            media_dir: env.media_path().to_path_buf(),
             s3_prefix: String::new(),
         },
         db::pool(database_url, 2).expect("pool"),
@@ -498,4 +498,65 @@ async fn a_start_whose_dump_fails_is_refused_and_changes_nothing() {
     // The lock was let go: a start without a dump goes ahead.
     let (_, status) = app.migrate(r#"{"direction":"toS3"}"#).await;
     assert_eq!(status["failed"], 0, "{status}");
+}
+
+#[actix_rt::test]
+async fn dumps_are_named_and_kept_as_the_gallery_does() {
+    let env = TestEnv::new(EnvOptions::default()).await;
+    env.db
+        .batch_execute(
+            r#"INSERT INTO version_history ("version", "createdAt") VALUES ('2.6.1', now() + interval '1 minute');
+               INSERT INTO system_config ("key", "value") VALUES ('backup.database.keepLastAmount', '2')"#,
+        )
+        .await
+        .expect("gallery settings");
+    let server: String = env
+        .db
+        .query_one("SHOW server_version", &[])
+        .await
+        .expect("version")
+        .get(0);
+    let pg = server.split(' ').next().expect("a version").to_string();
+    let dir = backups(&env);
+    std::fs::create_dir_all(&dir).expect("backups");
+    let old = [
+        "immich-db-backup-20210101T000000-v1.90.0-pg14.sql.gz",
+        "immich-db-backup-20220101T000000-v1.100.0-pg15.sql.gz",
+    ];
+    for name in old {
+        std::fs::write(dir.join(name), b"x").expect("old dump");
+    }
+    let app = env.app("disk", "").await;
+    let report = dump_via_api(&app).await;
+    let name = report["name"].as_str().expect("name").to_string();
+    let stamp = name
+        .strip_prefix("immich-db-backup-")
+        .and_then(|rest| rest.strip_suffix(&format!("-v2.6.1-pg{pg}.sql.gz")))
+        .unwrap_or_else(|| panic!("{name} is not named as the gallery names dumps"));
+    assert!(stamp.len() == 15 && stamp.as_bytes()[8] == b'T', "{stamp}");
+    // The gallery's keepLastAmount (2): the newest old one stays.
+    assert_eq!(report["deleted"], serde_json::json!([old[0]]));
+    let mut expected = vec![name.clone(), old[1].to_string()];
+    expected.sort();
+    assert_eq!(names_in(&dir), expected);
+
+    // Newer releases keep it in the system-config document.
+    env.db
+        .batch_execute(
+            r#"DELETE FROM system_config;
+               INSERT INTO system_metadata ("key", "value")
+                 VALUES ('system-config', '{"backup": {"database": {"keepLastAmount": 1}}}')"#,
+        )
+        .await
+        .expect("newer setting");
+    let report = dump_via_api(&app).await;
+    assert_eq!(
+        report["deleted"].as_array().map(Vec::len),
+        Some(2),
+        "{report}"
+    );
+    assert_eq!(
+        names_in(&dir),
+        vec![report["name"].as_str().expect("name").to_string()]
+    );
 }

@@ -146,15 +146,23 @@ impl TestEnv {
         self.media.path()
     }
 
-    /// The settings a gallery next to this env would have.
+    /// The settings a gallery next to this env would have. Without a
+    /// prefix, the Noodle Gallery's (`IMMICH_STORAGE_BACKEND`, object keys
+    /// as paths); with one, the gallery that stores `s3://` URLs
+    /// (`IMMICH_STORAGE_ENGINE`, `S3_PREFIX`).
     pub fn vars(&self, backend: &str, prefix: &str) -> HashMap<String, String> {
+        let (variable, value) = match (prefix, backend) {
+            ("", _) => ("IMMICH_STORAGE_BACKEND", backend),
+            (_, "disk") => ("IMMICH_STORAGE_ENGINE", "local"),
+            _ => ("IMMICH_STORAGE_ENGINE", backend),
+        };
         let mut vars: HashMap<String, String> = [
             ("DB_URL", self.db_url.as_str()),
             (
                 "IMMICH_MEDIA_LOCATION",
                 &self.media.path().display().to_string(),
             ),
-            ("IMMICH_STORAGE_BACKEND", backend),
+            (variable, value),
             ("S3_BUCKET", &self.bucket),
             ("S3_ENDPOINT", &s3_endpoint()),
             ("S3_ACCESS_KEY_ID", &s3_access_key()),
@@ -246,11 +254,31 @@ impl TestEnv {
             .get(0)
     }
 
-    /// The batch's rows in `storage_migration_log`.
+    /// Where log rows are: the gallery's table, or ours while the gallery
+    /// has none.
+    pub async fn log_table(&self) -> &'static str {
+        let gallery: bool = self
+            .db
+            .query_one(
+                "SELECT to_regclass('storage_migration_log') IS NOT NULL",
+                &[],
+            )
+            .await
+            .expect("regclass")
+            .get(0);
+        if gallery {
+            "storage_migration_log"
+        } else {
+            "noodle_migrate_log"
+        }
+    }
+
+    /// The batch's log rows.
     pub async fn log_rows(&self, batch: Uuid) -> i64 {
+        let table = self.log_table().await;
         self.db
             .query_one(
-                r#"SELECT count(*) FROM storage_migration_log WHERE "batchId" = $1"#,
+                &format!(r#"SELECT count(*) FROM {table} WHERE "batchId" = $1"#),
                 &[&batch],
             )
             .await
@@ -266,8 +294,12 @@ impl TestEnv {
                 "{path} whole"
             );
         } else {
+            let key = match path.strip_prefix("s3://") {
+                Some(url) => url.split_once('/').map(|(_, k)| k).unwrap_or(url),
+                None => path,
+            };
             assert!(
-                self.object(path).await.as_deref() == Some(data),
+                self.object(key).await.as_deref() == Some(data),
                 "{path} whole"
             );
         }
@@ -327,6 +359,16 @@ impl TestEnv {
             relative.to_string()
         } else {
             format!("{prefix}/{relative}")
+        }
+    }
+
+    /// What a row stores for a file moved to S3 with `vars(_, prefix)`:
+    /// the key itself, or with a prefix the `s3://` URL.
+    pub fn stored_s3_path(&self, prefix: &str, relative: &str) -> String {
+        if prefix.is_empty() {
+            relative.to_string()
+        } else {
+            format!("s3://{}/{prefix}/{relative}", self.bucket)
         }
     }
 
@@ -421,6 +463,31 @@ impl TestApp {
             .await
             .expect("request");
         Self::answer("POST", path, resp).await
+    }
+
+    /// A request with exactly the given headers (no token of ours added),
+    /// checked against `/openapi.json` like every other.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let method_value = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self
+            .http
+            .request(method_value, format!("{}{path}", self.base));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        if let Some(body) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let resp = req.send().await.expect("request");
+        Self::answer(method, path, resp).await
     }
 
     pub async fn delete(&self, path: &str) -> (u16, Value) {

@@ -11,6 +11,7 @@ mod database;
 mod deploy;
 mod dumps;
 mod faults;
+mod gallery;
 mod helpers;
 mod migration;
 mod observability;

@@ -12,9 +12,10 @@ use uuid::Uuid;
 async fn assert_all_in_s3(env: &TestEnv, prefix: &str, batch: Uuid) {
     for file in &env.seeded.files {
         let relative = file.relative(env.media_path());
+        let stored = env.stored_s3_path(prefix, &relative);
         assert_eq!(
             env.current_path(file.kind, file.row_id).await,
-            relative,
+            stored,
             "{file:?}"
         );
         let object = env.object(&env.key(prefix, &relative)).await;
@@ -22,7 +23,7 @@ async fn assert_all_in_s3(env: &TestEnv, prefix: &str, batch: Uuid) {
             object.as_deref() == Some(file.content.as_slice()),
             "object for {relative} differs"
         );
-        assert_log_row(env, file, &file.path, &relative, "toS3", batch).await;
+        assert_log_row(env, file, &file.path, &stored, "toS3", batch).await;
     }
 }
 
@@ -34,11 +35,14 @@ async fn assert_log_row(
     direction: &str,
     batch: Uuid,
 ) {
+    let table = env.log_table().await;
     let rows = env
         .db
         .query(
-            r#"SELECT "entityType", "fileType", "oldPath", "newPath", "direction"
-               FROM storage_migration_log WHERE "batchId" = $1 AND "entityId" = $2 AND "newPath" = $3"#,
+            &format!(
+                r#"SELECT "entityType", "fileType", "oldPath", "newPath", "direction"
+                   FROM {table} WHERE "batchId" = $1 AND "entityId" = $2 AND "newPath" = $3"#
+            ),
             &[&batch, &file.entity_id, &new],
         )
         .await
@@ -209,50 +213,91 @@ async fn only_selected_kinds_move() {
 }
 
 #[actix_rt::test]
-async fn a_prefilled_bucket_is_adopted_but_a_different_object_is_not() {
+async fn a_prefilled_bucket_is_adopted_stale_copies_replaced_and_used_objects_kept() {
     let env = TestEnv::new(EnvOptions::default()).await;
-    // As `aws s3 sync` would leave it: every file, no metadata of ours.
-    let different = &env.seeded.files[3];
+    // As `aws s3 sync` would leave it: every file, no metadata of ours,
+    // one of them edited since (a stale copy), and one whose key a row of
+    // the gallery already points at.
+    let stale = &env.seeded.files[3];
+    let in_use = &env.seeded.files[5];
+    let altered = |file: &SeededFile| {
+        let mut other = file.content.clone();
+        other[0] ^= 0xff;
+        other.extend_from_slice(b"edited");
+        other
+    };
     for file in &env.seeded.files {
         let key = file.relative(env.media_path());
-        if file.row_id == different.row_id {
-            let mut other = file.content.clone();
-            other[0] ^= 0xff;
-            env.put_object(&key, &other).await;
+        if file.row_id == stale.row_id || file.row_id == in_use.row_id {
+            env.put_object(&key, &altered(file)).await;
         } else {
             env.put_object(&key, &file.content).await;
         }
     }
+    let owner = env.seeded.users[0];
+    env.db
+        .execute(
+            r#"INSERT INTO person ("ownerId", "name", "thumbnailPath") VALUES ($1, 'Shared', $2)"#,
+            &[&owner, &in_use.relative(env.media_path())],
+        )
+        .await
+        .expect("a row pointing at the object");
     let app = env.app("s3", "").await;
-    let (_, status) = app.migrate(r#"{"direction":"toS3"}"#).await;
-    let n = env.seeded.files.len() as i64;
-    assert_eq!(status["adopted"], n - 1, "{status}");
+    let (_, status) = app
+        .migrate(r#"{"direction":"toS3","fileTypes":{"personThumbnails":false}}"#)
+        .await;
+    let n = env
+        .seeded
+        .files
+        .iter()
+        .filter(|f| f.kind != FileKind::PersonThumbnails)
+        .count() as i64;
+    assert_eq!(status["adopted"], n - 2, "{status}");
+    assert_eq!(status["replaced"], 1, "{status}");
     assert_eq!(status["completed"], n - 1, "{status}");
     assert_eq!(status["failed"], 1, "{status}");
-    assert_eq!(status["failureReasons"]["target_differs"], 1, "{status}");
-    assert_eq!(status["bytesMoved"], 0, "nothing re-uploaded");
+    assert_eq!(status["failureReasons"]["target_in_use"], 1, "{status}");
+    assert_eq!(
+        status["bytesMoved"],
+        stale.content.len() as i64,
+        "only the stale copy is uploaded again"
+    );
     assert_eq!(status["state"], "completed_with_failures");
 
-    // The differing object is untouched and its row still points at disk.
+    // The stale copy now holds the source, and its row points at it.
+    let stale_key = stale.relative(env.media_path());
+    assert_eq!(env.current_path(stale.kind, stale.row_id).await, stale_key);
+    env.assert_whole(&stale_key, &stale.content).await;
+    let replaced = app.metrics().await;
+    assert!(
+        replaced
+            .lines()
+            .any(|l| l.starts_with("noodle_migrate_files_replaced_total")
+                && l.contains(&format!("kind=\"{}\"", stale.kind))
+                && l.ends_with(" 1")),
+        "replaced counted in /metrics"
+    );
+
+    // The object a row points at is untouched, and its file stays on disk.
     assert_eq!(
-        env.current_path(different.kind, different.row_id).await,
-        different.path
+        env.current_path(in_use.kind, in_use.row_id).await,
+        in_use.path
     );
     let object = env
-        .object(&different.relative(env.media_path()))
+        .object(&in_use.relative(env.media_path()))
         .await
         .expect("object");
-    assert_ne!(object, different.content);
+    assert_eq!(object, altered(in_use));
     let reason: String = env
         .db
         .query_one(
             "SELECT reason FROM noodle_migrate_failure WHERE entity_id = $1",
-            &[&different.entity_id],
+            &[&in_use.entity_id],
         )
         .await
         .expect("failure row")
         .get(0);
-    assert_eq!(reason, "target_differs");
+    assert_eq!(reason, "target_in_use");
     // Adopted objects were not rewritten: they still lack our metadata.
     let head = env
         .s3
@@ -289,14 +334,16 @@ async fn to_disk_with_delete_source_brings_everything_back() {
     assert_untouched(&env).await;
     // Back to a media location that does not even exist yet.
     std::fs::remove_dir_all(env.media_path()).expect("remove media");
-    // The second seed's cut-over writes s3:// URLs; those are S3 paths too.
+    // With a prefix, the rows hold the second gallery's s3:// URLs.
     let url_file = &env.seeded.files[1];
-    let url = format!(
-        "s3://{}/{prefix}/{}",
-        env.bucket,
-        url_file.relative(env.media_path())
+    assert_eq!(
+        env.current_path(url_file.kind, url_file.row_id).await,
+        format!(
+            "s3://{}/{prefix}/{}",
+            env.bucket,
+            url_file.relative(env.media_path())
+        )
     );
-    env.set_path(url_file.kind, url_file.row_id, &url).await;
 
     let app = env.app("disk", prefix).await;
     let (code, json) = app
@@ -319,11 +366,7 @@ async fn to_disk_with_delete_source_brings_everything_back() {
             std::fs::read(&file.path).expect("back on disk"),
             file.content
         );
-        let old = if file.row_id == url_file.row_id {
-            url.clone()
-        } else {
-            file.relative(env.media_path())
-        };
+        let old = env.stored_s3_path(prefix, &file.relative(env.media_path()));
         assert_log_row(&env, file, &old, &file.path, "toDisk", batch).await;
     }
     assert!(
