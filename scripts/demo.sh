@@ -18,6 +18,13 @@ psql "$ADMIN_URL" -qc 'DROP DATABASE IF EXISTS noodle_demo WITH (FORCE)' -c 'CRE
 rm -rf "$DEMO" "$RUN_DIR/s3/$BUCKET"
 mkdir -p "$DEMO/media" "$DEMO/outside"
 cargo run --quiet --example seed -- "$DB_URL" "$DEMO/media" "$DEMO/outside" "$ENDPOINT" "$BUCKET"
+# An admin with an API key, as the gallery stores it (SHA-256), to try the
+# gallery's own contract under /api.
+API_KEY=demo-admin-api-key
+psql "$DB_URL" -q \
+  -c "UPDATE \"user\" SET \"isAdmin\" = true WHERE email = 'user0@example.test'" \
+  -c "INSERT INTO api_key (name, key, \"userId\", permissions)
+      SELECT 'demo', sha256('$API_KEY'::bytea), id, '{all}' FROM \"user\" WHERE email = 'user0@example.test'"
 
 cat >"$DEMO/gallery.env" <<ENV
 DB_URL=$DB_URL
@@ -40,6 +47,10 @@ noodle-migrate is starting on $URL (settings: $DEMO/gallery.env). Try, from anot
   curl -s -X POST $URL/storage-migration/start -H 'content-type: application/json' -d '{"direction":"toS3"}'
   curl -s $URL/storage-migration/status
   curl -s -X POST $URL/storage-migration/rollback/<batchId>
+
+the gallery's own contract, with a gallery API key (an admin's, as the gallery checks it):
+
+  curl -s -H 'x-api-key: $API_KEY' $URL/api/storage-migration/status
 
 and back to disk (switch the gallery's backend first; the engine re-reads the file):
 

@@ -77,7 +77,7 @@ pub fn print_estimate(v: &Value) {
     }
     if v["unmovable"].as_i64().unwrap_or(0) > 0 {
         println!(
-            "  {} rows cannot be moved (paths outside the media location)",
+            "  {} rows cannot be moved (outside the media location or the bucket, or an external library's)",
             v["unmovable"]
         );
     }

@@ -60,7 +60,7 @@ pub enum EngineError {
         direction: Direction,
         unmovable: i64,
     },
-    #[error("the gallery's move_history holds {0} rows: the gallery may be moving files itself (its storage template job), or moves that failed left them behind; wait for the gallery's jobs to finish, or, if the rows are stale, start with \"ignoreMoveHistory\": true (CLI --ignore-move-history)")]
+    #[error("the gallery's move_history holds {0} {noun}: the gallery may be moving files itself (its storage template job), or moves that failed left them behind; wait for the gallery's jobs to finish, or, if the rows are stale, start with \"ignoreMoveHistory\": true (CLI --ignore-move-history)", noun = if *.0 == 1 { "row" } else { "rows" })]
     GalleryMovingFiles(i64),
     #[error("no batch {0}")]
     BatchNotFound(Uuid),
