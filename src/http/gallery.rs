@@ -9,12 +9,11 @@
 
 use super::bodies::{EstimateBody, GalleryErrorBody, StartRequest, Started};
 use super::error::{ApiError, GalleryError};
-use super::routes::{parse_batch_id, parse_direction, parse_start, started};
+use super::routes::{estimate_for, parse_batch_id, start_from};
 use crate::db::rollback::RollbackReport;
 use crate::engine::stats::StatusView;
 use crate::engine::{Engine, EngineError};
 use actix_web::{get, post, web, HttpResponse};
-use serde_json::Value;
 use std::collections::HashMap;
 
 /// Files and bytes a migration in this direction would move, per kind.
@@ -30,14 +29,7 @@ pub async fn estimate(
     engine: web::Data<Engine>,
     query: web::Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, GalleryError> {
-    let direction = parse_direction(
-        query
-            .get("direction")
-            .map(|d| Value::String(d.clone()))
-            .as_ref(),
-    )?;
-    let estimate = engine.estimate(direction).await?;
-    Ok(HttpResponse::Ok().json(EstimateBody::from(&estimate)))
+    Ok(HttpResponse::Ok().json(estimate_for(&engine, &query).await?))
 }
 
 /// Starts a migration; anything that stops it from starting is a 400.
@@ -57,9 +49,7 @@ pub async fn start(
     engine: web::Data<Engine>,
     body: web::Bytes,
 ) -> Result<HttpResponse, GalleryError> {
-    let options = parse_start(&body)?;
-    let reply = engine.start_migration(options).await?;
-    Ok(started(&reply))
+    Ok(start_from(&engine, &body).await?)
 }
 
 /// The gallery's queue view (`isActive`, `active`, `completed`, `failed`,

@@ -50,7 +50,7 @@ pub async fn healthz() -> HttpResponse {
     })
 }
 
-pub(super) fn parse_direction(value: Option<&Value>) -> Result<Direction, ApiError> {
+fn parse_direction(value: Option<&Value>) -> Result<Direction, ApiError> {
     match value {
         None | Some(Value::Null) => Err(ApiError::bad(
             "invalid_direction",
@@ -83,14 +83,21 @@ pub async fn estimate(
     engine: web::Data<Engine>,
     query: web::Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(estimate_for(&engine, &query).await?))
+}
+
+/// The estimate for the query's direction (for both APIs).
+pub(super) async fn estimate_for(
+    engine: &Engine,
+    query: &HashMap<String, String>,
+) -> Result<EstimateBody, ApiError> {
     let direction = parse_direction(
         query
             .get("direction")
             .map(|d| Value::String(d.clone()))
             .as_ref(),
     )?;
-    let estimate = engine.estimate(direction).await?;
-    Ok(HttpResponse::Ok().json(EstimateBody::from(&estimate)))
+    Ok(EstimateBody::from(&engine.estimate(direction).await?))
 }
 
 fn parse_bool(obj: &Map<String, Value>, field: &str, default: bool) -> Result<bool, ApiError> {
@@ -211,13 +218,17 @@ pub fn parse_start(body: &[u8]) -> Result<StartOptions, ApiError> {
     ))]
 #[post("/storage-migration/start")]
 pub async fn start(engine: web::Data<Engine>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
-    let options = parse_start(&body)?;
-    let reply = engine.start_migration(options).await?;
-    Ok(started(&reply))
+    start_from(&engine, &body).await
+}
+
+/// Parses a start body and starts (for both APIs).
+pub(super) async fn start_from(engine: &Engine, body: &[u8]) -> Result<HttpResponse, ApiError> {
+    let options = parse_start(body)?;
+    Ok(started(&engine.start_migration(options).await?))
 }
 
 /// The answer to a start or a retry.
-pub(super) fn started(reply: &StartReply) -> HttpResponse {
+fn started(reply: &StartReply) -> HttpResponse {
     HttpResponse::Created().json(Started {
         batch_id: reply.batch_id,
         resumed: reply.resumed,
