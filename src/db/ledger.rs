@@ -5,10 +5,17 @@
 //! Every path update is optimistic (`AND path = old`): a row the gallery
 //! changed meanwhile is left alone and reported back as a conflict, and it
 //! gets no log row. A log row exists exactly when its path update happened.
+//!
+//! Its cost must not grow with the batch: a run writes up to millions of
+//! log rows, and the gallery's log table has no index we could lean on to
+//! look them up by batch (and we add none to its tables). So the statement
+//! never reads the log: a file's log row is recognised by its own id, made
+//! once per file, and the primary key turns a repeated insert into nothing.
 
 use super::log::LogTable;
 use super::{timed, DbConn, DbError};
 use crate::model::{Direction, FileKind};
+use diesel::pg::Pg;
 use diesel::sql_types::{Array, BigInt, Bool, Text, Uuid as SqlUuid};
 use diesel::QueryableByName;
 use diesel_async::RunQueryDsl;
@@ -19,6 +26,10 @@ use uuid::Uuid;
 /// the copy.
 #[derive(Debug, Clone)]
 pub struct PathChange {
+    /// The id of its log row, made once: a commit sent again after its
+    /// answer was lost carries the same id, and the log's primary key makes
+    /// the second insert a no-op.
+    pub log_id: Uuid,
     pub kind: FileKind,
     pub row_id: Uuid,
     pub entity_id: Uuid,
@@ -66,8 +77,8 @@ struct Done {
 ///
 /// It is idempotent, so a commit whose answer was lost can be sent again:
 /// a row already at its new path counts as moved (never as "changed by the
-/// gallery", which would delete the copy it now points at), and gets no
-/// second log row.
+/// gallery", which would delete the copy it now points at), and its log
+/// row, with the same id, is not inserted again (nor counted again).
 fn group_sql(log: LogTable) -> String {
     let log = log.name();
     format!(
@@ -93,20 +104,18 @@ fn group_sql(log: LogTable) -> String {
            done AS (SELECT log_id FROM a UNION ALL SELECT log_id FROM f
                     UNION ALL SELECT log_id FROM p UNION ALL SELECT log_id FROM u),
            done_rows AS (SELECT v.* FROM v JOIN done USING (log_id)),
-           -- A row already at its new path with its log row was committed by
-           -- an earlier attempt whose answer was lost: count it once.
-           moved AS (
-             SELECT d.* FROM done_rows d
-             WHERE NOT EXISTS (
-               SELECT 1 FROM {log} l
-               WHERE l."entityId" = d.entity_id AND l."batchId" = $1 AND l."newPath" = d.new_path
-             )
-           ),
+           -- A log row that is already there was written by an earlier
+           -- attempt of this very commit whose answer was lost: the
+           -- primary key skips it, and only the rows inserted now count.
            logged AS (
              INSERT INTO {log}
                ("id", "entityType", "entityId", "fileType", "oldPath", "newPath", "direction", "batchId")
-             SELECT log_id, entity_type, entity_id, NULLIF(file_type, ''), old_path, new_path, $2, $1 FROM moved
+             SELECT log_id, entity_type, entity_id, NULLIF(file_type, ''), old_path, new_path, $2, $1
+             FROM done_rows
+             ON CONFLICT DO NOTHING
+             RETURNING "id"
            ),
+           moved AS (SELECT d.* FROM done_rows d JOIN logged l ON l."id" = d.log_id),
            cleared AS (
              DELETE FROM noodle_migrate_failure fl USING moved
              WHERE fl.batch_id = $1 AND fl.kind = moved.kind AND fl.entity_id = moved.entity_id
@@ -142,6 +151,49 @@ fn group_sql(log: LogTable) -> String {
     )
 }
 
+/// The group's statement with every value bound, after `prefix` (empty, or
+/// an `EXPLAIN`).
+fn group_query<'a>(
+    prefix: &str,
+    batch: LedgerBatch,
+    changes: &'a [PathChange],
+    unmoved: &'a [Unmoved],
+) -> diesel::query_builder::BoxedSqlQuery<'a, Pg, diesel::query_builder::SqlQuery> {
+    // One record per file; a later one in the same group wins.
+    let mut records: Vec<&Unmoved> = unmoved.iter().rev().collect();
+    let mut seen = HashSet::new();
+    records.retain(|r| seen.insert((r.kind, r.entity_id)));
+    let changed = |f: &dyn Fn(&PathChange) -> String| changes.iter().map(f).collect::<Vec<_>>();
+    let recorded =
+        |f: &dyn Fn(&Unmoved) -> String| records.iter().map(|r| f(r)).collect::<Vec<_>>();
+    diesel::sql_query(format!("{prefix}{}", group_sql(batch.log)))
+        .into_boxed::<Pg>()
+        .bind::<SqlUuid, _>(batch.id)
+        .bind::<Text, _>(batch.direction.as_str())
+        .bind::<Array<Text>, _>(changed(&|c| c.kind.api_key().to_string()))
+        .bind::<Array<SqlUuid>, _>(changes.iter().map(|c| c.row_id).collect::<Vec<_>>())
+        .bind::<Array<SqlUuid>, _>(changes.iter().map(|c| c.entity_id).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(changed(&|c| c.old_path.clone()))
+        .bind::<Array<Text>, _>(changed(&|c| c.new_path.clone()))
+        .bind::<Array<Text>, _>(changed(&|c| c.kind.log_entity_type().to_string()))
+        .bind::<Array<Text>, _>(changed(&|c| {
+            c.kind.log_file_type().unwrap_or("").to_string()
+        }))
+        .bind::<Array<Bool>, _>(changes.iter().map(|c| c.adopted).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(changes.iter().map(|c| c.bytes).collect::<Vec<_>>())
+        .bind::<Array<SqlUuid>, _>(changes.iter().map(|c| c.log_id).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(recorded(&|r| r.kind.api_key().to_string()))
+        .bind::<Array<SqlUuid>, _>(records.iter().map(|r| r.row_id).collect::<Vec<_>>())
+        .bind::<Array<SqlUuid>, _>(records.iter().map(|r| r.entity_id).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(recorded(&|r| r.path.clone()))
+        .bind::<Array<Text>, _>(recorded(&|r| {
+            if r.failed { "failed" } else { "skipped" }.to_string()
+        }))
+        .bind::<Array<Text>, _>(recorded(&|r| r.reason.clone()))
+        .bind::<Array<Text>, _>(recorded(&|r| r.message.clone()))
+        .bind::<Array<Bool>, _>(changes.iter().map(|c| c.replaced).collect::<Vec<_>>())
+}
+
 /// Commits a group; returns, for each change, whether its row was updated.
 pub async fn commit(
     conn: &mut DbConn,
@@ -149,49 +201,30 @@ pub async fn commit(
     changes: &[PathChange],
     unmoved: &[Unmoved],
 ) -> Result<Vec<bool>, DbError> {
-    let log_ids: Vec<Uuid> = changes.iter().map(|_| Uuid::now_v7()).collect();
-    // One record per file; a later one in the same group wins.
-    let mut records: Vec<&Unmoved> = unmoved.iter().rev().collect();
-    let mut seen = HashSet::new();
-    records.retain(|r| seen.insert((r.kind, r.entity_id)));
-    let texts = |f: &dyn Fn(&PathChange) -> String| changes.iter().map(f).collect::<Vec<_>>();
-    let query = diesel::sql_query(group_sql(batch.log))
-        .bind::<SqlUuid, _>(batch.id)
-        .bind::<Text, _>(batch.direction.as_str())
-        .bind::<Array<Text>, _>(texts(&|c| c.kind.api_key().to_string()))
-        .bind::<Array<SqlUuid>, _>(changes.iter().map(|c| c.row_id).collect::<Vec<_>>())
-        .bind::<Array<SqlUuid>, _>(changes.iter().map(|c| c.entity_id).collect::<Vec<_>>())
-        .bind::<Array<Text>, _>(texts(&|c| c.old_path.clone()))
-        .bind::<Array<Text>, _>(texts(&|c| c.new_path.clone()))
-        .bind::<Array<Text>, _>(texts(&|c| c.kind.log_entity_type().to_string()))
-        .bind::<Array<Text>, _>(texts(&|c| c.kind.log_file_type().unwrap_or("").to_string()))
-        .bind::<Array<Bool>, _>(changes.iter().map(|c| c.adopted).collect::<Vec<_>>())
-        .bind::<Array<BigInt>, _>(changes.iter().map(|c| c.bytes).collect::<Vec<_>>())
-        .bind::<Array<SqlUuid>, _>(log_ids.clone())
-        .bind::<Array<Text>, _>(
-            records
-                .iter()
-                .map(|r| r.kind.api_key().to_string())
-                .collect::<Vec<_>>(),
-        )
-        .bind::<Array<SqlUuid>, _>(records.iter().map(|r| r.row_id).collect::<Vec<_>>())
-        .bind::<Array<SqlUuid>, _>(records.iter().map(|r| r.entity_id).collect::<Vec<_>>())
-        .bind::<Array<Text>, _>(records.iter().map(|r| r.path.clone()).collect::<Vec<_>>())
-        .bind::<Array<Text>, _>(
-            records
-                .iter()
-                .map(|r| if r.failed { "failed" } else { "skipped" }.to_string())
-                .collect::<Vec<_>>(),
-        )
-        .bind::<Array<Text>, _>(records.iter().map(|r| r.reason.clone()).collect::<Vec<_>>())
-        .bind::<Array<Text>, _>(
-            records
-                .iter()
-                .map(|r| r.message.clone())
-                .collect::<Vec<_>>(),
-        )
-        .bind::<Array<Bool>, _>(changes.iter().map(|c| c.replaced).collect::<Vec<_>>());
-    let done: Vec<Done> = timed(query.load(conn)).await?;
+    let done: Vec<Done> = timed(group_query("", batch, changes, unmoved).load(conn)).await?;
     let done: HashSet<Uuid> = done.into_iter().map(|d| d.log_id).collect();
-    Ok(log_ids.iter().map(|id| done.contains(id)).collect())
+    Ok(changes.iter().map(|c| done.contains(&c.log_id)).collect())
+}
+
+#[derive(QueryableByName)]
+struct PlanLine {
+    #[diesel(sql_type = Text)]
+    #[diesel(column_name = "QUERY PLAN")]
+    line: String,
+}
+
+/// How PostgreSQL runs a group's statement, as `EXPLAIN (ANALYZE,
+/// BUFFERS)` prints it: the statement really runs, inside a transaction
+/// that is then rolled back, so nothing changes.
+pub async fn explain(
+    conn: &mut DbConn,
+    batch: LedgerBatch,
+    changes: &[PathChange],
+    unmoved: &[Unmoved],
+) -> Result<Vec<String>, DbError> {
+    timed(diesel::sql_query("BEGIN").execute(conn)).await?;
+    let plan: Result<Vec<PlanLine>, DbError> =
+        timed(group_query("EXPLAIN (ANALYZE, BUFFERS) ", batch, changes, unmoved).load(conn)).await;
+    timed(diesel::sql_query("ROLLBACK").execute(conn)).await?;
+    Ok(plan?.into_iter().map(|l| l.line).collect())
 }

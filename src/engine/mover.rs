@@ -172,6 +172,7 @@ async fn finish(
     crash_point("after-copy");
 
     let change = PathChange {
+        log_id: uuid::Uuid::now_v7(),
         kind,
         row_id: item.row_id,
         entity_id: item.entity_id,

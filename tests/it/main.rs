@@ -19,4 +19,5 @@ mod openapi;
 mod orphans;
 mod resume;
 mod rollback;
+mod scale;
 mod seed;
