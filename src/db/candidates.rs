@@ -12,7 +12,7 @@
 
 use super::{timed, DbConn, DbError};
 use crate::model::{Direction, FileKind, PerKind};
-use diesel::sql_types::{BigInt, Bool, Bytea, Nullable, Text, Uuid as SqlUuid};
+use diesel::sql_types::{Array, BigInt, Bool, Bytea, Nullable, Text, Uuid as SqlUuid};
 use diesel::QueryableByName;
 use diesel_async::RunQueryDsl;
 use uuid::Uuid;
@@ -131,8 +131,19 @@ fn movable_filter(direction: Direction, s: &Source) -> String {
     }
 }
 
+/// One page of candidates, and where the next one starts (`None`: this
+/// was the last).
+pub struct Page {
+    pub rows: Vec<Candidate>,
+    pub next: Option<Uuid>,
+}
+
 /// The next page of candidates of one kind, after `after` in id order.
 /// With `failed_in`, only the rows that failed in that batch.
+///
+/// Each page costs the same wherever it is in the run: it starts at the
+/// key where the last one ended, on the primary key's order, and never
+/// reads the rows behind it.
 pub async fn page(
     conn: &mut DbConn,
     kind: FileKind,
@@ -140,34 +151,70 @@ pub async fn page(
     after: Uuid,
     limit: i64,
     failed_in: Option<Uuid>,
-) -> Result<Vec<Candidate>, DbError> {
+) -> Result<Page, DbError> {
     let s = source(kind);
-    let only_failed = match failed_in {
-        Some(_) => format!(
-            " AND {id} IN (SELECT row_id FROM noodle_migrate_failure
-                           WHERE batch_id = $3 AND kind = '{kind}' AND outcome = 'failed')",
-            id = s.id,
-            kind = kind.api_key(),
-        ),
-        None => " AND $3::uuid IS NULL".to_string(),
-    };
-    let sql = format!(
-        "SELECT {cols}, {external} AS external FROM {from} AND {dir}{only_failed} AND {id} > $1
-         ORDER BY {id} LIMIT $2",
+    let select = format!(
+        "SELECT {cols}, {external} AS external FROM {from} AND {dir}",
         cols = s.columns,
         external = s.external,
         from = s.from,
         dir = direction_filter(direction, &s),
-        id = s.id,
     );
-    timed(
-        diesel::sql_query(sql)
+    let Some(batch_id) = failed_in else {
+        let rows: Vec<Candidate> = timed(
+            diesel::sql_query(format!(
+                "{select} AND {id} > $1 ORDER BY {id} LIMIT $2",
+                id = s.id
+            ))
             .bind::<SqlUuid, _>(after)
             .bind::<BigInt, _>(limit)
-            .bind::<Nullable<SqlUuid>, _>(failed_in)
-            .load::<Candidate>(conn),
+            .load(conn),
+        )
+        .await?;
+        let next = (rows.len() as i64 == limit)
+            .then(|| rows.last().map(|r| r.row_id))
+            .flatten();
+        return Ok(Page { rows, next });
+    };
+    // A retry walks the batch's failure records in row order (their own
+    // index), then reads just those rows: the cost of a page never depends
+    // on how many files failed.
+    #[derive(QueryableByName)]
+    struct Failed {
+        #[diesel(sql_type = SqlUuid)]
+        row_id: Uuid,
+    }
+    let failed: Vec<Failed> = timed(
+        diesel::sql_query(
+            "SELECT row_id FROM noodle_migrate_failure
+             WHERE batch_id = $1 AND kind = $2 AND outcome = 'failed' AND row_id > $3
+             ORDER BY row_id LIMIT $4",
+        )
+        .bind::<SqlUuid, _>(batch_id)
+        .bind::<Text, _>(kind.api_key())
+        .bind::<SqlUuid, _>(after)
+        .bind::<BigInt, _>(limit)
+        .load(conn),
     )
-    .await
+    .await?;
+    let next = (failed.len() as i64 == limit)
+        .then(|| failed.last().map(|f| f.row_id))
+        .flatten();
+    let ids: Vec<Uuid> = failed.into_iter().map(|f| f.row_id).collect();
+    let rows = if ids.is_empty() {
+        Vec::new()
+    } else {
+        timed(
+            diesel::sql_query(format!(
+                "{select} AND {id} = ANY($1) ORDER BY {id}",
+                id = s.id
+            ))
+            .bind::<Array<SqlUuid>, _>(ids)
+            .load(conn),
+        )
+        .await?
+    };
+    Ok(Page { rows, next })
 }
 
 /// Counts for one kind: rows that will move, rows that will be refused

@@ -430,10 +430,7 @@ async fn dispatch_all(
                     break 'kinds;
                 }
             };
-            let Some(last) = page.last() else { break };
-            after = last.row_id;
-            let full = page.len() as i64 == PAGE_SIZE;
-            for candidate in page {
+            for candidate in page.rows {
                 if run.cancelled() {
                     break 'kinds;
                 }
@@ -461,8 +458,9 @@ async fn dispatch_all(
                     (mover, handoff)
                 });
             }
-            if !full {
-                break;
+            match page.next {
+                Some(next) => after = next,
+                None => break,
             }
         }
     }
