@@ -87,27 +87,63 @@ pub async fn rollback(
     log: LogTable,
     batch_id: Uuid,
 ) -> Result<RollbackReport, DbError> {
-    let mut report = RollbackReport::default();
-    let mut after = Uuid::nil();
-    loop {
-        let rows: Vec<LogRow> = timed(
+    // One pass over the batch's log rows, through a cursor: the rows are
+    // read once, whatever the size of the batch (paging by key would have
+    // to find the batch's rows again for every page, and the gallery's
+    // table has no index for that order). WITH HOLD keeps the cursor
+    // across the transactions of the reverts below.
+    // The id is written into the statement (DECLARE takes no parameters);
+    // a `Uuid` prints as hex digits and hyphens only.
+    let cursor = format!("noodle_rollback_{}", Uuid::new_v4().simple());
+    timed(
+        diesel::sql_query(format!(
+            r#"DECLARE {cursor} NO SCROLL CURSOR WITH HOLD FOR
+               SELECT id, "entityType" AS entity_type, "entityId" AS entity_id,
+                      "fileType" AS file_type, "oldPath" AS old_path, "newPath" AS new_path
+               FROM {} WHERE "batchId" = '{batch_id}'"#,
+            log.name()
+        ))
+        .execute(conn),
+    )
+    .await?;
+    let result = revert_all(conn, &cursor).await;
+    // Closed whatever happened: the connection goes back to the pool.
+    let _ = timed(diesel::sql_query(format!("CLOSE {cursor}")).execute(conn)).await;
+    let report = result?;
+    if report.failed == 0 && report.total > 0 {
+        timed(
             diesel::sql_query(format!(
-                r#"SELECT id, "entityType" AS entity_type, "entityId" AS entity_id,
-                          "fileType" AS file_type, "oldPath" AS old_path, "newPath" AS new_path
-                   FROM {} WHERE "batchId" = $1 AND id > $2
-                   ORDER BY id LIMIT $3"#,
+                r#"DELETE FROM {} WHERE "batchId" = $1"#,
                 log.name()
             ))
             .bind::<SqlUuid, _>(batch_id)
-            .bind::<SqlUuid, _>(after)
-            .bind::<BigInt, _>(PAGE)
-            .load(conn),
+            .execute(conn),
         )
         .await?;
-        let Some(last) = rows.last() else { break };
-        after = last.id;
-        report.total += rows.len() as i64;
+    }
+    if report.failed == 0 {
+        timed(
+            diesel::sql_query(
+                "UPDATE noodle_migrate_batch SET state = 'rolled_back' WHERE id = $1 AND state <> 'running'",
+            )
+            .bind::<SqlUuid, _>(batch_id)
+            .execute(conn),
+        )
+        .await?;
+    }
+    Ok(report)
+}
 
+/// Reverts the rows of an open cursor, a page at a time.
+async fn revert_all(conn: &mut DbConn, cursor: &str) -> Result<RollbackReport, DbError> {
+    let mut report = RollbackReport::default();
+    loop {
+        let rows: Vec<LogRow> =
+            timed(diesel::sql_query(format!("FETCH {PAGE} FROM {cursor}")).load(conn)).await?;
+        if rows.is_empty() {
+            break;
+        }
+        report.total += rows.len() as i64;
         let mut groups: Vec<(Target, Vec<&LogRow>)> = Vec::new();
         for row in &rows {
             match target(row) {
@@ -149,27 +185,6 @@ pub async fn rollback(
             report.rolled_back += ok;
             report.failed += list.len() as i64 - ok;
         }
-    }
-    if report.failed == 0 && report.total > 0 {
-        timed(
-            diesel::sql_query(format!(
-                r#"DELETE FROM {} WHERE "batchId" = $1"#,
-                log.name()
-            ))
-            .bind::<SqlUuid, _>(batch_id)
-            .execute(conn),
-        )
-        .await?;
-    }
-    if report.failed == 0 {
-        timed(
-            diesel::sql_query(
-                "UPDATE noodle_migrate_batch SET state = 'rolled_back' WHERE id = $1 AND state <> 'running'",
-            )
-            .bind::<SqlUuid, _>(batch_id)
-            .execute(conn),
-        )
-        .await?;
     }
     Ok(report)
 }
