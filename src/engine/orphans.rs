@@ -16,17 +16,19 @@
 //! - `incomplete_upload`: a multipart upload cut short (invisible, but the
 //!   server keeps its parts until it is aborted).
 //!
-//! The scan holds every current path and every logged source path in
-//! memory (about 150 bytes each), then walks the disk folders and lists
-//! the bucket.
+//! Memory stays flat whatever the size of the library: the database hands
+//! over the paths rows point at, and the paths logged moves came from, as
+//! sorted streams (cursors); the disk is walked in the same order and the
+//! bucket lists in key order, so each side is merged with them as it goes.
 
 use super::{EngineError, Shared};
-use crate::db::{self, orphans};
+use crate::db::log::LogTable;
+use crate::db::orphans::{self, Entry};
+use crate::db::{self, DbConn};
 use crate::model::Backend;
 use crate::store::disk::TEMP_MARKER;
 use crate::store::StoreError;
 use serde::Serialize;
-use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use utoipa::ToSchema;
 
@@ -80,166 +82,188 @@ impl OrphanReport {
 }
 
 /// Why a file no row points at is there, from the logged moves.
-fn source_reason(moved_from: &HashMap<String, bool>, stored: &str) -> Option<&'static str> {
-    moved_from.get(stored).map(|delete_source| {
-        if *delete_source {
-            "undeleted_source"
-        } else {
-            "kept_source"
-        }
-    })
+fn source_reason(logged: Option<Entry>) -> &'static str {
+    match logged {
+        Some(entry) if entry.delete_source => "undeleted_source",
+        Some(_) => "kept_source",
+        None => "unreferenced",
+    }
+}
+
+/// The folders in the order a sorted walk or listing meets them.
+fn folders_in_order() -> Vec<&'static str> {
+    let mut folders = MANAGED_FOLDERS.to_vec();
+    folders.sort_unstable();
+    folders
 }
 
 pub async fn scan(shared: &Shared, limit: usize) -> Result<OrphanReport, EngineError> {
-    let (disk_paths, object_keys, moved_from) = {
-        let mut conn = db::conn(&shared.pool).await?;
-        let mut disk = HashSet::new();
-        let mut objects = HashSet::new();
-        // Stored disk paths name the gallery's location: index them by the
-        // file on this machine, as the walk finds them.
-        for path in orphans::referenced_paths(&mut conn).await? {
-            if path.starts_with('/') {
-                disk.insert(local(shared, path));
-            } else if let Some(key) = shared.layout.stored_object_key(&path) {
-                objects.insert(key);
+    let mut conn = db::conn(&shared.pool).await?;
+    let logs = crate::db::log::tables(&mut conn).await?;
+    let mut report = OrphanReport::default();
+    scan_disk(shared, &mut conn, &logs, limit, &mut report).await?;
+    scan_bucket(shared, &mut conn, &logs, limit, &mut report).await?;
+    Ok(report)
+}
+
+async fn scan_disk(
+    shared: &Shared,
+    conn: &mut DbConn,
+    logs: &[LogTable],
+    limit: usize,
+    report: &mut OrphanReport,
+) -> Result<(), EngineError> {
+    let root = shared.layout.media_root();
+    let mut referenced = orphans::referenced_disk(conn, &root).await?;
+    let mut sources = orphans::moved_from_disk(conn, logs, &root).await?;
+    // The walk runs on a blocking thread and hands files over through a
+    // small channel: at most one folder's names and the channel in memory.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(PathBuf, u64)>(1024);
+    let dir = shared.layout.media_dir.clone();
+    let walker = tokio::task::spawn_blocking(move || {
+        for folder in folders_in_order() {
+            if !walk_sorted(&dir.join(folder), &mut |path, size| {
+                tx.blocking_send((path.to_path_buf(), size)).is_ok()
+            })? {
+                break;
             }
         }
-        // Stored S3 paths are relative or s3:// URLs: index both by key.
-        let logs = crate::db::log::tables(&mut conn).await?;
-        let mut moved_from: HashMap<String, bool> = HashMap::new();
-        for (path, delete_source) in orphans::moved_from(&mut conn, &logs).await? {
-            let path = if path.starts_with('/') {
-                local(shared, path).display().to_string()
+        Ok::<_, StoreError>(())
+    });
+    let media_dir = &shared.layout.media_dir;
+    let merged = async {
+        while let Some((path, size)) = rx.recv().await {
+            report.files_scanned += 1;
+            let temp = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.contains(TEMP_MARKER));
+            let reason = if temp {
+                "temp_file"
             } else {
-                match shared.layout.stored_object_key(&path) {
-                    Some(key) => key,
-                    None => continue,
+                // Rows name the gallery's location, not this machine's.
+                let relative = path.strip_prefix(media_dir).unwrap_or(&path);
+                let stored = format!("{root}{}", relative.to_string_lossy());
+                if referenced.find(&mut *conn, &stored).await?.is_some() {
+                    continue;
                 }
+                source_reason(sources.find(&mut *conn, &stored).await?)
             };
-            *moved_from.entry(path).or_default() |= delete_source;
-        }
-        (disk, objects, moved_from)
-    };
-    let moved_from = std::sync::Arc::new(moved_from);
-    let mut report = OrphanReport::default();
-
-    let root = shared.layout.media_dir.clone();
-    let sources = moved_from.clone();
-    let walked = tokio::task::spawn_blocking(move || {
-        let mut found = Vec::new();
-        let mut scanned = 0u64;
-        for folder in MANAGED_FOLDERS {
-            walk(&root.join(folder), &mut |path, size| {
-                scanned += 1;
-                let temp = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.contains(TEMP_MARKER));
-                if temp {
-                    found.push((path.to_path_buf(), size, "temp_file"));
-                } else if !disk_paths.contains(path) {
-                    let reason = path
-                        .to_str()
-                        .and_then(|p| source_reason(&sources, p))
-                        .unwrap_or("unreferenced");
-                    found.push((path.to_path_buf(), size, reason));
-                }
-            })?;
-        }
-        Ok::<_, StoreError>((scanned, found))
-    })
-    .await
-    .map_err(|e| EngineError::Internal(format!("the disk scan stopped: {e}")))?;
-    let (scanned, found) = walked?;
-    report.files_scanned = scanned;
-    for (path, size, reason) in found {
-        report.add(
-            Orphan {
-                backend: Backend::Disk,
-                path: path.display().to_string(),
-                size,
-                reason,
-            },
-            limit,
-        );
-    }
-
-    let mut incomplete = Some(0);
-    for folder in MANAGED_FOLDERS {
-        let prefix = format!("{}/", shared.layout.object_key(folder));
-        let mut unreferenced = Vec::new();
-        let mut scanned = 0u64;
-        shared
-            .s3
-            .list_each(&prefix, |object| {
-                scanned += 1;
-                if !object_keys.contains(&object.key) {
-                    unreferenced.push(object);
-                }
-            })
-            .await?;
-        report.objects_scanned += scanned;
-        for object in unreferenced {
-            let reason = source_reason(&moved_from, &object.key).unwrap_or("unreferenced");
             report.add(
                 Orphan {
-                    backend: Backend::S3,
-                    path: object.key,
-                    size: object.size,
+                    backend: Backend::Disk,
+                    path: path.display().to_string(),
+                    size,
                     reason,
                 },
                 limit,
             );
         }
-        match shared.s3.incomplete_uploads(&prefix).await? {
-            None => incomplete = None,
-            Some(uploads) => {
-                incomplete = incomplete.map(|n| n + uploads.len() as u64);
-                for upload in uploads {
+        Ok::<_, EngineError>(())
+    }
+    .await;
+    referenced.close(conn).await;
+    sources.close(conn).await;
+    merged?;
+    walker
+        .await
+        .map_err(|e| EngineError::Internal(format!("the disk scan stopped: {e}")))??;
+    Ok(())
+}
+
+async fn scan_bucket(
+    shared: &Shared,
+    conn: &mut DbConn,
+    logs: &[LogTable],
+    limit: usize,
+    report: &mut OrphanReport,
+) -> Result<(), EngineError> {
+    let bucket = shared.s3.bucket().to_string();
+    let mut referenced = orphans::referenced_keys(conn, &bucket).await?;
+    let mut sources = orphans::moved_from_keys(conn, logs, &bucket).await?;
+    let merged = async {
+        let mut incomplete = Some(0);
+        for folder in folders_in_order() {
+            let prefix = format!("{}/", shared.layout.object_key(folder));
+            let mut listing = shared.s3.listing(&prefix);
+            while let Some(page) = listing.next_page().await? {
+                for object in page {
+                    report.objects_scanned += 1;
+                    if referenced.find(&mut *conn, &object.key).await?.is_some() {
+                        continue;
+                    }
+                    let reason = source_reason(sources.find(&mut *conn, &object.key).await?);
                     report.add(
                         Orphan {
                             backend: Backend::S3,
-                            path: upload.key,
-                            size: 0,
-                            reason: "incomplete_upload",
+                            path: object.key,
+                            size: object.size,
+                            reason,
                         },
                         limit,
                     );
                 }
             }
+            match shared.s3.incomplete_uploads(&prefix).await? {
+                None => incomplete = None,
+                Some(uploads) => {
+                    incomplete = incomplete.map(|n| n + uploads.len() as u64);
+                    for upload in uploads {
+                        report.add(
+                            Orphan {
+                                backend: Backend::S3,
+                                path: upload.key,
+                                size: 0,
+                                reason: "incomplete_upload",
+                            },
+                            limit,
+                        );
+                    }
+                }
+            }
         }
+        report.incomplete_uploads = incomplete;
+        Ok::<_, EngineError>(())
     }
-    report.incomplete_uploads = incomplete;
-    Ok(report)
+    .await;
+    referenced.close(conn).await;
+    sources.close(conn).await;
+    merged
 }
 
-/// The file on this machine a stored disk path names (unchanged when it
-/// is outside the media location: no walk finds it there anyway).
-fn local(shared: &Shared, stored: String) -> PathBuf {
-    shared
-        .layout
-        .local_path(&stored)
-        .unwrap_or_else(|| PathBuf::from(stored))
-}
-
-/// Every regular file under `dir`, depth first. Symbolic links are not
-/// followed: what they lead to is not in the media location's keeping.
-fn walk(dir: &Path, each: &mut impl FnMut(&Path, u64)) -> Result<(), StoreError> {
+/// Every regular file under `dir`, depth first, each folder's entries in
+/// the order of their names' bytes: the order of
+/// [`orphans::component_order`]. Symbolic links are not followed: what
+/// they lead to is not in the media location's keeping. `each` answers
+/// false to stop; so does this, then.
+fn walk_sorted(dir: &Path, each: &mut impl FnMut(&Path, u64) -> bool) -> Result<bool, StoreError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
         Err(e) => return Err(StoreError::io("cannot list", dir, e)),
     };
+    let mut names = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| StoreError::io("cannot list", dir, e))?;
-        let path = entry.path();
+        names.push((
+            entry.file_name().to_string_lossy().into_owned(),
+            entry.path(),
+        ));
+    }
+    names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    for (_, path) in names {
         let meta = std::fs::symlink_metadata(&path)
             .map_err(|e| StoreError::io("cannot stat", &path, e))?;
-        if meta.is_dir() {
-            walk(&path, each)?;
+        let going_on = if meta.is_dir() {
+            walk_sorted(&path, each)?
         } else if meta.is_file() {
-            each(&path, meta.len());
+            each(&path, meta.len())
+        } else {
+            true
+        };
+        if !going_on {
+            return Ok(false);
         }
     }
-    Ok(())
+    Ok(true)
 }

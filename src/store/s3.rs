@@ -511,31 +511,20 @@ impl S3Store {
         prefix: &str,
         mut each: impl FnMut(ObjectEntry),
     ) -> Result<(), StoreError> {
-        let mut token = None;
-        loop {
-            let out = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(prefix)
-                .set_continuation_token(token)
-                .send()
-                .await
-                .map_err(|e| self.failed("ListObjectsV2", e))?;
-            for object in out.contents() {
-                let Some(key) = object.key() else { continue };
-                each(ObjectEntry {
-                    key: key.to_string(),
-                    size: object.size().unwrap_or(0).max(0) as u64,
-                    modified: object
-                        .last_modified()
-                        .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), 0)),
-                });
-            }
-            match out.next_continuation_token() {
-                Some(next) if out.is_truncated().unwrap_or(false) => token = Some(next.to_string()),
-                _ => return Ok(()),
-            }
+        let mut listing = self.listing(prefix);
+        while let Some(page) = listing.next_page().await? {
+            page.into_iter().for_each(&mut each);
+        }
+        Ok(())
+    }
+
+    /// The objects under `prefix`, a page at a time, in key order.
+    pub fn listing(&self, prefix: &str) -> Listing<'_> {
+        Listing {
+            store: self,
+            prefix: prefix.to_string(),
+            token: None,
+            done: false,
         }
     }
 
@@ -588,6 +577,53 @@ pub struct ObjectEntry {
     pub key: String,
     pub size: u64,
     pub modified: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A listing in progress (see [`S3Store::listing`]).
+pub struct Listing<'a> {
+    store: &'a S3Store,
+    prefix: String,
+    token: Option<String>,
+    done: bool,
+}
+
+impl Listing<'_> {
+    /// The next page of objects (up to 1000), or `None` after the last.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<ObjectEntry>>, StoreError> {
+        if self.done {
+            return Ok(None);
+        }
+        let store = self.store;
+        let out = store
+            .client
+            .list_objects_v2()
+            .bucket(&store.bucket)
+            .prefix(&self.prefix)
+            .set_continuation_token(self.token.take())
+            .send()
+            .await
+            .map_err(|e| store.failed("ListObjectsV2", e))?;
+        let page = out
+            .contents()
+            .iter()
+            .filter_map(|object| {
+                Some(ObjectEntry {
+                    key: object.key()?.to_string(),
+                    size: object.size().unwrap_or(0).max(0) as u64,
+                    modified: object
+                        .last_modified()
+                        .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), 0)),
+                })
+            })
+            .collect();
+        match out.next_continuation_token() {
+            Some(next) if out.is_truncated().unwrap_or(false) => {
+                self.token = Some(next.to_string())
+            }
+            _ => self.done = true,
+        }
+        Ok(Some(page))
+    }
 }
 
 /// An object written piece by piece: parts go up as they fill, so memory
