@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# The scale row of `make bench`: a whole library of small files to S3 and
+# back, through `noodle-migrate serve`, with the rate sampled every second
+# so that a run that slows down as it goes shows it; then the same files
+# through rclone. Prints `key value` lines for bench/run.sh.
+#
+#   bench/scale.sh <files> <concurrency>
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+FILES="${1:-500000}"
+CONC="${2:-20}"
+SIZE="${BENCH_SCALE_FILE_SIZE:-1024}"
+RUN_DIR="${RUN_DIR:-$(pwd)/.run}"
+WORK="$RUN_DIR/bench-scale"
+ADMIN_URL="${TEST_DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres}"
+BASE_URL="${ADMIN_URL%/*}"
+ENDPOINT="${BENCH_S3_ENDPOINT:-${TEST_S3_ENDPOINT:-http://127.0.0.1:8014}}"
+AK="${BENCH_S3_ACCESS_KEY:-${TEST_S3_ACCESS_KEY:-nmtest}}"
+SK="${BENCH_S3_SECRET_KEY:-${TEST_S3_SECRET_KEY:-nmtestsecret}}"
+BIN="${CARGO_TARGET_DIR:-target}/release/noodle-migrate"
+OWNER=11111111-1111-4111-8111-111111111111
+DB=bench_scale_run
+RID=$(date +%s)
+export AWS_ACCESS_KEY_ID="$AK" AWS_SECRET_ACCESS_KEY="$SK" AWS_DEFAULT_REGION=us-east-1
+unset AWS_CA_BUNDLE
+export RCLONE_CONFIG_BENCH_TYPE=s3 RCLONE_CONFIG_BENCH_PROVIDER=Other \
+  RCLONE_CONFIG_BENCH_ACCESS_KEY_ID="$AK" RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY="$SK" \
+  RCLONE_CONFIG_BENCH_ENDPOINT="$ENDPOINT" RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE=true
+
+psqla() { psql "$ADMIN_URL" -qtAX "$@"; }
+now() { date +%s.%N; }
+log() { echo "==> $*" >&2; }
+
+rm -rf "$WORK" && mkdir -p "$WORK"
+log "Scale: seeding $FILES files of $SIZE bytes"
+psqla -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
+psql "$BASE_URL/$DB" -qtAX -f tests/it/fixtures/gallery_schema.sql -f tests/it/fixtures/gallery_log_table.sql >/dev/null
+psql "$BASE_URL/$DB" -qX -c "INSERT INTO \"user\" (id, email) VALUES ('$OWNER', 'bench@example.test')"
+python3 bench/seed.py "$WORK/media" "$OWNER" "$FILES" "$SIZE" >"$WORK/assets.csv"
+psql "$BASE_URL/$DB" -qX -c "CREATE TEMP TABLE s (id uuid, owner uuid, path text, sha text, size bigint)" \
+  -c "\\copy s FROM '$WORK/assets.csv' WITH (FORMAT csv)" \
+  -c "INSERT INTO asset (id, \"deviceAssetId\", \"ownerId\", \"deviceId\", type, \"originalPath\", \"fileCreatedAt\", \"fileModifiedAt\", \"localDateTime\", checksum, \"originalFileName\") SELECT id, id::text, owner, 'bench', 'IMAGE', path, now(), now(), now(), decode(sha, 'hex'), 'x.jpg' FROM s" \
+  -c "INSERT INTO asset_exif (\"assetId\", \"fileSizeInByte\") SELECT id, size FROM s" \
+  -c "VACUUM ANALYZE"
+rm -f "$WORK/assets.csv"
+sync
+
+# Starts `serve` on the bench database with the given backend; sets
+# $server (its pid) and $port.
+serve() {
+  local backend=$1 bucket=$2
+  port=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+  env -i PATH="$PATH" DB_URL="$BASE_URL/$DB" IMMICH_MEDIA_LOCATION="$WORK/media" \
+    IMMICH_STORAGE_BACKEND="$backend" S3_BUCKET="$bucket" S3_ENDPOINT="$ENDPOINT" \
+    S3_ACCESS_KEY_ID="$AK" S3_SECRET_ACCESS_KEY="$SK" NOODLE_MIGRATE_LISTEN="127.0.0.1:$port" \
+    RUST_LOG=error "$BIN" serve &
+  server=$!
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+}
+# Stops it; prints its peak RSS in kB.
+stop() {
+  awk '/VmHWM/ {print $2}' "/proc/$server/status"
+  kill "$server"; wait "$server" 2>/dev/null || true
+}
+
+# Runs one migration through `serve` and samples its status every second.
+# Prints: seconds peak_rss_kB transactions_per_file batch_id rate_1 … rate_10
+migrate() {
+  local backend=$1 direction=$2 bucket=$3
+  local x0 x1 start end status batch
+  serve "$backend" "$bucket"
+  x0=$(psqla -c "SELECT xact_commit FROM pg_stat_database WHERE datname = '$DB'")
+  start=$(now)
+  batch=$(curl -sf -X POST "http://127.0.0.1:$port/storage-migration/start" \
+    -d "{\"direction\":\"$direction\",\"deleteSource\":true,\"concurrency\":$CONC}" |
+    python3 -c "import json,sys; print(json.load(sys.stdin)['batchId'])")
+  : >"$WORK/samples"
+  while :; do
+    sleep 1
+    status=$(curl -sf "http://127.0.0.1:$port/storage-migration/status")
+    # Also the CPU seconds spent so far by the engine, the S3 server and
+    # PostgreSQL: where the time goes, tenth by tenth.
+    cpu=$(ps -eo comm=,times= | awk '$1 ~ /^noodle-migrate/ {n+=$2} $1 ~ /^s3s-fs/ {s+=$2} $1 ~ /^postgres/ {p+=$2} END {print n+0, s+0, p+0}')
+    python3 -c "import json,sys; s=json.loads(sys.argv[1]); print($(now) - $start, s['completed'] + s['failed'] + s['skipped'], s['failed'] + s['skipped'], sys.argv[2])" "$status" "$cpu" >>"$WORK/samples"
+    echo "$status" | grep -q '"isActive":false' && break
+  done
+  end=$(now)
+  x1=$(psqla -c "SELECT xact_commit FROM pg_stat_database WHERE datname = '$DB'")
+  local rss
+  rss=$(stop)
+  if [ "$(tail -1 "$WORK/samples" | cut -d' ' -f3)" != 0 ]; then
+    echo "noodle-migrate did not move every file: $status" >&2; exit 1
+  fi
+  python3 - "$WORK/samples" "$FILES" "$start" "$end" "$rss" "$x0" "$x1" "$batch" <<'PY'
+import sys
+samples = [tuple(map(float, l.split()[:2])) for l in open(sys.argv[1])]
+files, start, end, rss, x0, x1, batch = int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), sys.argv[5], int(sys.argv[6]), int(sys.argv[7]), sys.argv[8]
+samples.insert(0, (0.0, 0.0))
+def at(n):  # when the run reached n files, interpolated between samples
+    for (t0, n0), (t1, n1) in zip(samples, samples[1:]):
+        if n1 >= n:
+            return t0 + (t1 - t0) * ((n - n0) / (n1 - n0) if n1 > n0 else 0)
+    return samples[-1][0]
+tenth = files / 10
+rates = [tenth / max(at((k + 1) * tenth) - at(k * tenth), 1e-9) for k in range(10)]
+print(f"{end - start:.1f}", rss, f"{(x1 - x0) / files:.4f}", batch, *[f"{r:.0f}" for r in rates])
+PY
+}
+
+timed() { local start end; start=$(now); "$@" >/dev/null; end=$(now); python3 -c "print(f'{$end - $start:.1f}')"; }
+
+aws --endpoint-url "$ENDPOINT" s3 mb "s3://nm-scale-$RID" >/dev/null
+log "Scale: noodle-migrate to S3 (concurrency $CONC, deleteSource)"
+read -r -a up < <(migrate s3 toS3 "nm-scale-$RID")
+cp "$WORK/samples" "$WORK/samples-up"
+log "Scale: to S3 in ${up[0]} s, files/s per tenth: ${up[*]:4}"
+if [ -n "${BENCH_SCALE_UP_ONLY:-}" ]; then exit 0; fi
+log "Scale: noodle-migrate back to disk"
+read -r -a down < <(migrate disk toDisk "nm-scale-$RID")
+cp "$WORK/samples" "$WORK/samples-down"
+log "Scale: to disk in ${down[0]} s, files/s per tenth: ${down[*]:4}"
+
+log "Scale: the ledger's plan, the orphan report and a rollback at this size"
+"${CARGO_TARGET_DIR:-target}/release/examples/explain_ledger" "$BASE_URL/$DB" "$WORK/media" >"$WORK/explain.txt"
+serve disk "nm-scale-$RID"
+orphans_s=$(timed curl -sf "http://127.0.0.1:$port/storage-migration/orphans?limit=10")
+rollback_s=$(timed curl -sf -X POST "http://127.0.0.1:$port/storage-migration/rollback/${down[3]}")
+rolled=$(psql "$BASE_URL/$DB" -qtAX -c "SELECT count(*) FROM noodle_migrate_batch WHERE id = '${down[3]}' AND state = 'rolled_back'")
+[ "$rolled" = 1 ] || { echo "the rollback did not complete" >&2; exit 1; }
+admin_rss=$(stop)
+log "Scale: rclone, the same files both ways"
+aws --endpoint-url "$ENDPOINT" s3 mb "s3://rc-scale-$RID" >/dev/null
+rc_up=$(timed rclone copy --transfers "$CONC" --checkers "$CONC" "$WORK/media" "bench:rc-scale-$RID")
+rc_down=$(timed rclone copy --transfers "$CONC" --checkers "$CONC" "bench:rc-scale-$RID" "$WORK/rclone-back")
+rm -rf "$WORK/media" "$WORK/rclone-back"
+
+echo "files $FILES"
+echo "concurrency $CONC"
+echo "up_seconds ${up[0]}"
+echo "up_rss_kb ${up[1]}"
+echo "up_xacts ${up[2]}"
+echo "up_tenths ${up[*]:4}"
+echo "down_seconds ${down[0]}"
+echo "down_rss_kb ${down[1]}"
+echo "down_xacts ${down[2]}"
+echo "down_tenths ${down[*]:4}"
+echo "orphans_seconds $orphans_s"
+echo "rollback_seconds $rollback_s"
+echo "admin_rss_kb $admin_rss"
+echo "rclone_up_seconds $rc_up"
+echo "rclone_down_seconds $rc_down"
