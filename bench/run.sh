@@ -5,36 +5,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-RUN_DIR="${RUN_DIR:-$(pwd)/.run}"
+source bench/lib.sh
 WORK="$RUN_DIR/bench"
-ADMIN_URL="${TEST_DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres}"
-BASE_URL="${ADMIN_URL%/*}"
-ENDPOINT="${BENCH_S3_ENDPOINT:-${TEST_S3_ENDPOINT:-http://127.0.0.1:8014}}"
-AK="${BENCH_S3_ACCESS_KEY:-${TEST_S3_ACCESS_KEY:-nmtest}}"
-SK="${BENCH_S3_SECRET_KEY:-${TEST_S3_SECRET_KEY:-nmtestsecret}}"
 FILES="${BENCH_FILES:-5000}"
 FILE_SIZE="${BENCH_FILE_SIZE:-30000}"
 LARGE_COUNT="${BENCH_LARGE_COUNT:-8}"
 LARGE_MB="${BENCH_LARGE_MB:-256}"
 SCALE_ASSETS="${BENCH_SCALE_ASSETS:-1000000}"
 SCALE_FILES="${BENCH_SCALE_FILES:-500000}"
-BIN="${CARGO_TARGET_DIR:-target}/release/noodle-migrate"
-OWNER=11111111-1111-4111-8111-111111111111
-export AWS_ACCESS_KEY_ID="$AK" AWS_SECRET_ACCESS_KEY="$SK" AWS_DEFAULT_REGION=us-east-1
-# Debian's rclone fails on AWS_CA_BUNDLE even over http.
-unset AWS_CA_BUNDLE
-export RCLONE_CONFIG_BENCH_TYPE=s3 RCLONE_CONFIG_BENCH_PROVIDER=Other \
-  RCLONE_CONFIG_BENCH_ACCESS_KEY_ID="$AK" RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY="$SK" \
-  RCLONE_CONFIG_BENCH_ENDPOINT="$ENDPOINT" RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE=true
-
-psqla() { psql "$ADMIN_URL" -qtAX "$@"; }
-now() { date +%s.%N; }
-rate() { python3 -c "print(f'{$1 / ($3 - $2):.1f}')"; }
-secs() { python3 -c "print(f'{$2 - $1:.2f}')"; }
-ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
-# Buckets are named per run so that runs never meet each other.
 RID=$(date +%s)
-bucket() { aws --endpoint-url "$ENDPOINT" s3 mb "s3://$1-$RID" >/dev/null; }
+BUCKETS=()
+SERVER=
+cleanup() {
+  [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null
+  for b in "${BUCKETS[@]}"; do drop_bucket "$b"; done
+}
+trap cleanup EXIT
+bucket() { make_bucket "$1-$RID"; BUCKETS+=("$1-$RID"); }
 fresh_db() { psqla -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)" -c "CREATE DATABASE $1 TEMPLATE $2"; }
 xacts() { psqla -c "SELECT xact_commit FROM pg_stat_database WHERE datname = '$1'"; }
 
@@ -53,7 +40,6 @@ nm_run() {
   fi
   echo "$(secs "$start" "$end") $rss"
 }
-timed() { local start end; start=$(now); "$@" >/dev/null 2>&1; end=$(now); secs "$start" "$end"; }
 
 rm -rf "$WORK" && mkdir -p "$WORK"
 echo "==> Building the release binary"
@@ -87,7 +73,7 @@ for c in 5 20; do
   R[ledger_$c]=$(python3 -c "import json; print(f\"{json.load(open('$WORK/last-run.json'))['ledgerCommits'] / $FILES:.4f}\")")
   [ "$c" = 5 ] && psqla -c "DROP DATABASE IF EXISTS bench_s3 WITH (FORCE)" -c "CREATE DATABASE bench_s3 TEMPLATE bench_run"
   bucket "rc-small-$c"
-  t=$(timed rclone copy --transfers "$c" "$WORK/small" "bench:rc-small-$c-$RID")
+  t=$(timed rclone copy -q --transfers "$c" "$WORK/small" "bench:rc-small-$c-$RID")
   R[rc_up_$c]=$(rate "$FILES" 0 "$t")
 done
 bucket aws-small
@@ -98,7 +84,7 @@ for c in 5 20; do
   fresh_db bench_run bench_s3
   nm_run bench_run "$WORK/back-nm-$c" disk toDisk "$c" "nm-small-5-$RID" >"$WORK/t"; read -r t rss <"$WORK/t"
   R[nm_down_$c]=$(rate "$FILES" 0 "$t")
-  t=$(timed rclone copy --transfers "$c" "bench:nm-small-5-$RID" "$WORK/back-rc-$c")
+  t=$(timed rclone copy -q --transfers "$c" "bench:nm-small-5-$RID" "$WORK/back-rc-$c")
   R[rc_down_$c]=$(rate "$FILES" 0 "$t")
 done
 
@@ -113,7 +99,7 @@ bucket nm-large
 nm_run bench_large "$WORK/large" s3 toS3 5 "nm-large-$RID" >"$WORK/t"; read -r t rss <"$WORK/t"
 R[nm_large]=$(rate "$MB" 0 "$t"); R[nm_large_rss]=$((rss / 1024))
 bucket rc-large
-t=$(timed rclone copy --transfers 5 "$WORK/large" "bench:rc-large-$RID")
+t=$(timed rclone copy -q --transfers 5 "$WORK/large" "bench:rc-large-$RID")
 R[rc_large]=$(rate "$MB" 0 "$t")
 rm -rf "$WORK/large"
 
@@ -132,12 +118,11 @@ psql "$BASE_URL/bench_scale" -qX \
   -c "INSERT INTO asset (id, \"deviceAssetId\", \"ownerId\", \"deviceId\", type, \"originalPath\", \"fileCreatedAt\", \"fileModifiedAt\", \"localDateTime\", checksum, \"originalFileName\") SELECT gen_random_uuid(), g::text, '$OWNER', 'bench', 'IMAGE', 'upload/$OWNER/' || g || '.jpg', now(), now(), now(), sha256(g::text::bytea), 'x.jpg' FROM generate_series(1, $SCALE_ASSETS) g" \
   -c "INSERT INTO asset_file (\"assetId\", type, path) SELECT id, t, 'thumbs/' || id || '_' || t || '.webp' FROM asset, (VALUES ('thumbnail'), ('preview')) v(t)" \
   -c "VACUUM ANALYZE"
-PORT=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+PORT=$(free_port)
 env -i PATH="$PATH" DB_URL="$BASE_URL/bench_scale" IMMICH_MEDIA_LOCATION="$WORK/scale" \
   IMMICH_STORAGE_BACKEND=s3 S3_BUCKET="nm-small-5-$RID" S3_ENDPOINT="$ENDPOINT" S3_ACCESS_KEY_ID="$AK" \
   S3_SECRET_ACCESS_KEY="$SK" NOODLE_MIGRATE_LISTEN="127.0.0.1:$PORT" RUST_LOG=error "$BIN" serve &
 SERVER=$!
-trap 'kill $SERVER 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
 t=$(timed curl -sf "http://127.0.0.1:$PORT/storage-migration/estimate?direction=toS3")
 R[est_s3]=$t
@@ -147,6 +132,7 @@ start=$(now); code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.
 R[rerun]=$(secs "$start" "$end"); R[rerun_code]=$code
 R[scale_rss]=$(( $(awk '/VmHWM/ {print $2}' "/proc/$SERVER/status") / 1024 ))
 kill $SERVER; wait $SERVER 2>/dev/null || true
+SERVER=
 
 cpu=$(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ *//')
 mem=$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)

@@ -8,31 +8,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+source bench/lib.sh
 FILES="${1:-500000}"
 CONC="${2:-20}"
 SIZE="${BENCH_SCALE_FILE_SIZE:-1024}"
-RUN_DIR="${RUN_DIR:-$(pwd)/.run}"
 WORK="$RUN_DIR/bench-scale"
-ADMIN_URL="${TEST_DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres}"
-BASE_URL="${ADMIN_URL%/*}"
-ENDPOINT="${BENCH_S3_ENDPOINT:-${TEST_S3_ENDPOINT:-http://127.0.0.1:8014}}"
-AK="${BENCH_S3_ACCESS_KEY:-${TEST_S3_ACCESS_KEY:-nmtest}}"
-SK="${BENCH_S3_SECRET_KEY:-${TEST_S3_SECRET_KEY:-nmtestsecret}}"
-BIN="${CARGO_TARGET_DIR:-target}/release/noodle-migrate"
-OWNER=11111111-1111-4111-8111-111111111111
 DB=bench_scale_run
 RID=$(date +%s)
-export AWS_ACCESS_KEY_ID="$AK" AWS_SECRET_ACCESS_KEY="$SK" AWS_DEFAULT_REGION=us-east-1
-unset AWS_CA_BUNDLE
-export RCLONE_CONFIG_BENCH_TYPE=s3 RCLONE_CONFIG_BENCH_PROVIDER=Other \
-  RCLONE_CONFIG_BENCH_ACCESS_KEY_ID="$AK" RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY="$SK" \
-  RCLONE_CONFIG_BENCH_ENDPOINT="$ENDPOINT" RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE=true
-
-psqla() { psql "$ADMIN_URL" -qtAX "$@"; }
-now() { date +%s.%N; }
 log() { echo "==> $*" >&2; }
-
 rm -rf "$WORK" && mkdir -p "$WORK"
+own_s3s_fs "$WORK/s3"
+cleanup() {
+  drop_bucket "nm-scale-$RID"
+  drop_bucket "rc-scale-$RID"
+  [ -n "$S3FS_PID" ] && kill "$S3FS_PID" 2>/dev/null
+  rm -rf "$WORK/s3" "$WORK/media" "$WORK/rclone-back"
+}
+trap cleanup EXIT
 log "Scale: seeding $FILES files of $SIZE bytes"
 psqla -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
 psql "$BASE_URL/$DB" -qtAX -f tests/it/fixtures/gallery_schema.sql -f tests/it/fixtures/gallery_log_table.sql >/dev/null
@@ -50,7 +42,7 @@ sync
 # $server (its pid) and $port.
 serve() {
   local backend=$1 bucket=$2
-  port=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+  port=$(free_port)
   env -i PATH="$PATH" DB_URL="$BASE_URL/$DB" IMMICH_MEDIA_LOCATION="$WORK/media" \
     IMMICH_STORAGE_BACKEND="$backend" S3_BUCKET="$bucket" S3_ENDPOINT="$ENDPOINT" \
     S3_ACCESS_KEY_ID="$AK" S3_SECRET_ACCESS_KEY="$SK" NOODLE_MIGRATE_LISTEN="127.0.0.1:$port" \
@@ -108,9 +100,7 @@ print(f"{end - start:.1f}", rss, f"{(x1 - x0) / files:.4f}", batch, *[f"{r:.0f}"
 PY
 }
 
-timed() { local start end; start=$(now); "$@" >/dev/null; end=$(now); python3 -c "print(f'{$end - $start:.1f}')"; }
-
-aws --endpoint-url "$ENDPOINT" s3 mb "s3://nm-scale-$RID" >/dev/null
+make_bucket "nm-scale-$RID"
 log "Scale: noodle-migrate to S3 (concurrency $CONC, deleteSource)"
 read -r -a up < <(migrate s3 toS3 "nm-scale-$RID")
 cp "$WORK/samples" "$WORK/samples-up"
@@ -130,10 +120,9 @@ rolled=$(psql "$BASE_URL/$DB" -qtAX -c "SELECT count(*) FROM noodle_migrate_batc
 [ "$rolled" = 1 ] || { echo "the rollback did not complete" >&2; exit 1; }
 admin_rss=$(stop)
 log "Scale: rclone, the same files both ways"
-aws --endpoint-url "$ENDPOINT" s3 mb "s3://rc-scale-$RID" >/dev/null
-rc_up=$(timed rclone copy --transfers "$CONC" --checkers "$CONC" "$WORK/media" "bench:rc-scale-$RID")
-rc_down=$(timed rclone copy --transfers "$CONC" --checkers "$CONC" "bench:rc-scale-$RID" "$WORK/rclone-back")
-rm -rf "$WORK/media" "$WORK/rclone-back"
+make_bucket "rc-scale-$RID"
+rc_up=$(timed rclone copy -q --transfers "$CONC" --checkers "$CONC" "$WORK/media" "bench:rc-scale-$RID")
+rc_down=$(timed rclone copy -q --transfers "$CONC" --checkers "$CONC" "bench:rc-scale-$RID" "$WORK/rclone-back")
 
 echo "files $FILES"
 echo "concurrency $CONC"

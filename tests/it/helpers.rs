@@ -429,6 +429,55 @@ impl TestEnv {
     }
 }
 
+/// A test's bucket goes with it: test runs would otherwise fill the S3
+/// server's disk. (Databases are dropped by `make test` before each run.)
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        let bucket = self.bucket.clone();
+        // On a thread and runtime of its own: `drop` cannot await, and the
+        // test's runtime may be shutting down.
+        let _ = std::thread::spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                runtime.block_on(remove_bucket(&bucket));
+            }
+        })
+        .join();
+    }
+}
+
+/// Deletes every object of `bucket`, then the bucket; errors are ignored
+/// (a test that failed may have left anything behind).
+async fn remove_bucket(bucket: &str) {
+    use futures_util::stream::{self, StreamExt};
+    let s3 = s3_client();
+    // Bounded: an object that cannot be deleted must not hold the test.
+    for _ in 0..100 {
+        let Ok(page) = s3.list_objects_v2().bucket(bucket).send().await else {
+            return;
+        };
+        let keys: Vec<String> = page
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
+            .collect();
+        if keys.is_empty() {
+            break;
+        }
+        stream::iter(keys)
+            .for_each_concurrent(16, |key| {
+                let s3 = &s3;
+                async move {
+                    let _ = s3.delete_object().bucket(bucket).key(key).send().await;
+                }
+            })
+            .await;
+    }
+    let _ = s3.delete_bucket().bucket(bucket).send().await;
+}
+
 impl TestApp {
     fn with_auth(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.token {

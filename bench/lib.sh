@@ -1,0 +1,63 @@
+# Shared by bench/run.sh and bench/scale.sh: settings, the reference
+# clients' environment, and helpers. Sourced, not run.
+
+RUN_DIR="${RUN_DIR:-$(pwd)/.run}"
+ADMIN_URL="${TEST_DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres}"
+BASE_URL="${ADMIN_URL%/*}"
+ENDPOINT="${BENCH_S3_ENDPOINT:-${TEST_S3_ENDPOINT:-http://127.0.0.1:8014}}"
+AK="${BENCH_S3_ACCESS_KEY:-${TEST_S3_ACCESS_KEY:-nmtest}}"
+SK="${BENCH_S3_SECRET_KEY:-${TEST_S3_SECRET_KEY:-nmtestsecret}}"
+BIN="${CARGO_TARGET_DIR:-target}/release/noodle-migrate"
+OWNER=11111111-1111-4111-8111-111111111111
+export AWS_ACCESS_KEY_ID="$AK" AWS_SECRET_ACCESS_KEY="$SK" AWS_DEFAULT_REGION=us-east-1
+# Debian's rclone fails on AWS_CA_BUNDLE even over http.
+unset AWS_CA_BUNDLE
+export RCLONE_CONFIG_BENCH_TYPE=s3 RCLONE_CONFIG_BENCH_PROVIDER=Other \
+  RCLONE_CONFIG_BENCH_ACCESS_KEY_ID="$AK" RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY="$SK" \
+  RCLONE_CONFIG_BENCH_ENDPOINT="$ENDPOINT" RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE=true
+
+psqla() { psql "$ADMIN_URL" -qtAX "$@"; }
+now() { date +%s.%N; }
+# Seconds a command takes (its output discarded).
+timed() { local start end; start=$(now); "$@" >/dev/null; end=$(now); python3 -c "print(f'{$end - $start:.2f}')"; }
+rate() { python3 -c "print(f'{$1 / ($3 - $2):.1f}')"; }
+secs() { python3 -c "print(f'{$2 - $1:.2f}')"; }
+ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
+free_port() { python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"; }
+
+# Buckets are named per run so that runs never meet each other, and are
+# removed when the run is done with them: on the loopback s3s-fs, whose
+# data sits in $RUN_DIR/s3, by removing their folder (deleting a few
+# hundred thousand objects one by one would take longer than the bench).
+make_bucket() { aws --endpoint-url "$ENDPOINT" s3 mb "s3://$1" >/dev/null; }
+drop_bucket() {
+  if [ -d "$RUN_DIR/s3/$1" ]; then
+    rm -rf "${RUN_DIR:?}/s3/$1"
+    # and the metadata s3s-fs keeps beside it, named after the bucket
+    local encoded
+    encoded=$(printf %s "$1" | base64 -w0 | tr '+/' '-_' | tr -d '=')
+    find "$RUN_DIR/s3" -maxdepth 1 -name ".bucket-$encoded.*" -delete
+  else
+    aws --endpoint-url "$ENDPOINT" s3 rb --force "s3://$1" >/dev/null 2>&1 || true
+  fi
+}
+
+# A loopback s3s-fs of the bench's own, on a free port with its data in
+# $1, unless another endpoint was asked for: s3s-fs keeps two metadata
+# files per object ever written in one flat folder and never removes them,
+# so hundreds of thousands of objects would fill the shared server's
+# folder for good. Sets ENDPOINT (and rclone's); S3FS_PID to stop it.
+S3FS_PID=
+own_s3s_fs() {
+  [ -n "${BENCH_S3_ENDPOINT:-}" ] && return 0
+  local port
+  port=$(free_port)
+  mkdir -p "$1"
+  s3s-fs --host 127.0.0.1 --port "$port" --access-key "$AK" --secret-key "$SK" "$1" >"$1.log" 2>&1 &
+  S3FS_PID=$!
+  ENDPOINT="http://127.0.0.1:$port"
+  export RCLONE_CONFIG_BENCH_ENDPOINT="$ENDPOINT"
+  for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0; sleep 0.2; done
+  echo "s3s-fs did not start; see $1.log" >&2
+  return 1
+}
