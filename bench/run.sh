@@ -160,7 +160,11 @@ mem=$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
   for way in up down; do
     if [ $way = up ]; then label="disk → S3"; ref=$(S scale.txt rclone_up_seconds); else label="S3 → disk"; ref=$(S scale.txt rclone_down_seconds); fi
     secs=$(S scale.txt ${way}_seconds)
-    echo "| scale: $n × 1 KB, $label, concurrency 20, deleteSource | $(rate "$n" 0 "$secs") files/s over the run; per tenth: $(S scale.txt ${way}_tenths | sed 's/ /, /g'); last tenth / first: $(tenths "$(S scale.txt ${way}_tenths)") | rclone --transfers 20: $(rate "$n" 0 "$ref") files/s | $(ratio "$ref" "$secs") |"
+    echo "| scale: $n × 1 KB, $label, concurrency 20, deleteSource | $(rate "$n" 0 "$secs") files/s over the run; per tenth: $(S scale.txt ${way}_rate | sed 's/ /, /g'); last tenth / first: $(tenths "$(S scale.txt ${way}_rate)") | rclone --transfers 20: $(rate "$n" 0 "$ref") files/s | $(ratio "$ref" "$secs") |"
+  done
+  for way in up down; do
+    if [ $way = up ]; then label="to S3"; else label="to disk"; fi
+    echo "| scale: CPU milliseconds per file, per tenth, $label | engine: $(S scale.txt ${way}_engine | sed 's/ /, /g'); s3s-fs: $(S scale.txt ${way}_server | sed 's/ /, /g'); PostgreSQL: $(S scale.txt ${way}_db | sed 's/ /, /g') | | |"
   done
   echo "| scale: peak RSS of the engine (serve), 5000 → $n files | to S3: $(( $(S scale-5000.txt up_rss_kb) / 1024 )) → $(( $(S scale.txt up_rss_kb) / 1024 )) MB; to disk: $(( $(S scale-5000.txt down_rss_kb) / 1024 )) → $(( $(S scale.txt down_rss_kb) / 1024 )) MB | | |"
   echo "| scale: database transactions per file (pg_stat_database) | to S3: $(S scale.txt up_xacts); to disk: $(S scale.txt down_xacts) | | |"

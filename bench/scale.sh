@@ -57,7 +57,8 @@ stop() {
 }
 
 # Runs one migration through `serve` and samples its status every second.
-# Prints: seconds peak_rss_kB transactions_per_file batch_id rate_1 … rate_10
+# Prints: seconds peak_rss_kB transactions_per_file batch_id; leaves the
+# samples in $WORK/samples (see bench/tenths.py).
 migrate() {
   local backend=$1 direction=$2 bucket=$3
   local x0 x1 start end status batch
@@ -84,32 +85,21 @@ migrate() {
   if [ "$(tail -1 "$WORK/samples" | cut -d' ' -f3)" != 0 ]; then
     echo "noodle-migrate did not move every file: $status" >&2; exit 1
   fi
-  python3 - "$WORK/samples" "$FILES" "$start" "$end" "$rss" "$x0" "$x1" "$batch" <<'PY'
-import sys
-samples = [tuple(map(float, l.split()[:2])) for l in open(sys.argv[1])]
-files, start, end, rss, x0, x1, batch = int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), sys.argv[5], int(sys.argv[6]), int(sys.argv[7]), sys.argv[8]
-samples.insert(0, (0.0, 0.0))
-def at(n):  # when the run reached n files, interpolated between samples
-    for (t0, n0), (t1, n1) in zip(samples, samples[1:]):
-        if n1 >= n:
-            return t0 + (t1 - t0) * ((n - n0) / (n1 - n0) if n1 > n0 else 0)
-    return samples[-1][0]
-tenth = files / 10
-rates = [tenth / max(at((k + 1) * tenth) - at(k * tenth), 1e-9) for k in range(10)]
-print(f"{end - start:.1f}", rss, f"{(x1 - x0) / files:.4f}", batch, *[f"{r:.0f}" for r in rates])
-PY
+  echo "$(secs "$start" "$end") $rss $(python3 -c "print(f'{($x1 - $x0) / $FILES:.4f}')") $batch"
 }
 
 make_bucket "nm-scale-$RID"
 log "Scale: noodle-migrate to S3 (concurrency $CONC, deleteSource)"
 read -r -a up < <(migrate s3 toS3 "nm-scale-$RID")
 cp "$WORK/samples" "$WORK/samples-up"
-log "Scale: to S3 in ${up[0]} s, files/s per tenth: ${up[*]:4}"
+python3 bench/tenths.py "$WORK/samples-up" "$FILES" >"$WORK/tenths-up"
+log "Scale: to S3 in ${up[0]} s; per tenth:"; cat "$WORK/tenths-up" >&2
 if [ -n "${BENCH_SCALE_UP_ONLY:-}" ]; then exit 0; fi
 log "Scale: noodle-migrate back to disk"
 read -r -a down < <(migrate disk toDisk "nm-scale-$RID")
 cp "$WORK/samples" "$WORK/samples-down"
-log "Scale: to disk in ${down[0]} s, files/s per tenth: ${down[*]:4}"
+python3 bench/tenths.py "$WORK/samples-down" "$FILES" >"$WORK/tenths-down"
+log "Scale: to disk in ${down[0]} s; per tenth:"; cat "$WORK/tenths-down" >&2
 
 log "Scale: the ledger's plan, the orphan report and a rollback at this size"
 "${CARGO_TARGET_DIR:-target}/release/examples/explain_ledger" "$BASE_URL/$DB" "$WORK/media" >"$WORK/explain.txt"
@@ -129,11 +119,11 @@ echo "concurrency $CONC"
 echo "up_seconds ${up[0]}"
 echo "up_rss_kb ${up[1]}"
 echo "up_xacts ${up[2]}"
-echo "up_tenths ${up[*]:4}"
+sed 's/^/up_/' "$WORK/tenths-up"
 echo "down_seconds ${down[0]}"
 echo "down_rss_kb ${down[1]}"
 echo "down_xacts ${down[2]}"
-echo "down_tenths ${down[*]:4}"
+sed 's/^/down_/' "$WORK/tenths-down"
 echo "orphans_seconds $orphans_s"
 echo "rollback_seconds $rollback_s"
 echo "admin_rss_kb $admin_rss"
