@@ -32,14 +32,20 @@ struct KindEstimate {
     source: &'static str,
 }
 
-/// The kinds are counted at the same time, each on a connection of its
+/// Connections an estimate takes from the pool at most: the rest stay for
+/// a run that may be reading its pages meanwhile.
+const CONNECTIONS: usize = 3;
+
+/// A few kinds are counted at the same time, each on a connection of its
 /// own: the database scans them in parallel, and the size samples of one
 /// kind overlap the counts of the others.
 pub async fn estimate(shared: &Shared, direction: Direction) -> Result<Estimate, EngineError> {
-    let parts = futures_util::future::try_join_all(
-        FileKind::ALL.map(|kind| estimate_kind(shared, direction, kind)),
-    )
-    .await?;
+    use futures_util::{StreamExt, TryStreamExt};
+    let parts: Vec<KindEstimate> = futures_util::stream::iter(FileKind::ALL)
+        .map(|kind| estimate_kind(shared, direction, kind))
+        .buffered(CONNECTIONS)
+        .try_collect()
+        .await?;
     let mut estimate = Estimate {
         direction,
         counts: PerKind::default(),

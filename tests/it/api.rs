@@ -280,3 +280,20 @@ async fn status_before_any_run() {
         assert_eq!(json[field], 0, "{field}");
     }
 }
+
+/// An estimate leaves most of the pool to a run reading its pages: it
+/// never holds more than a few connections at once.
+#[actix_rt::test]
+async fn an_estimate_takes_a_few_connections_not_the_pool() {
+    let env = TestEnv::new(EnvOptions::default()).await;
+    let app = env.app("s3", "").await;
+    let others = r#"SELECT count(*) FROM pg_stat_activity
+                    WHERE datname = current_database() AND pid <> pg_backend_pid()
+                      AND backend_type = 'client backend'"#;
+    let before = env.count(others).await;
+    let (code, json) = app.get("/storage-migration/estimate?direction=toS3").await;
+    assert_eq!(code, 200, "{json}");
+    // The pool keeps what it opened: the connections the estimate needed.
+    let opened = env.count(others).await - before;
+    assert!(opened <= 3, "the estimate opened {opened} connections");
+}
