@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// The default listen address: loopback, so nothing is exposed by accident.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8385";
@@ -100,6 +101,9 @@ pub struct Config {
     /// Database dumps kept after each new one (`NOODLE_MIGRATE_DUMP_KEEP`);
     /// when unset, the gallery's own setting, else 14.
     pub dump_keep: Option<usize>,
+    /// How long a SIGTERM (or Ctrl-C) waits for the files in flight before
+    /// the process exits (`NOODLE_MIGRATE_SHUTDOWN_SECS`, default 30).
+    pub shutdown_deadline: Duration,
     /// The pg_dump to run (`NOODLE_MIGRATE_PG_DUMP`); found by server
     /// version when unset.
     pub pg_dump: Option<PathBuf>,
@@ -380,6 +384,28 @@ fn s3_config(vars: &Vars, style: PathStyle) -> Result<S3Config, ConfigError> {
     })
 }
 
+/// A whole-number setting from `min` to `max`, or unset.
+fn whole_number(
+    vars: &Vars,
+    name: &'static str,
+    min: usize,
+    max: usize,
+) -> Result<Option<usize>, ConfigError> {
+    let Some(v) = vars.get(name) else {
+        return Ok(None);
+    };
+    v.parse::<usize>()
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .map(Some)
+        .ok_or_else(|| {
+            invalid(
+                name,
+                format!("expected a whole number from {min} to {max}, got {v:?}"),
+            )
+        })
+}
+
 impl Config {
     /// Reads the process environment (and `env_file`, when given).
     pub fn load(env_file: Option<&Path>) -> Result<Config, ConfigError> {
@@ -407,20 +433,8 @@ impl Config {
             }
             Some(t) => Some(Secret::new(t)),
         };
-        let dump_keep = match vars.get("NOODLE_MIGRATE_DUMP_KEEP") {
-            None => None,
-            Some(v) => Some(
-                v.parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=10_000).contains(n))
-                    .ok_or_else(|| {
-                        invalid(
-                            "NOODLE_MIGRATE_DUMP_KEEP",
-                            format!("expected a whole number from 1 to 10000, got {v:?}"),
-                        )
-                    })?,
-            ),
-        };
+        let dump_keep = whole_number(vars, "NOODLE_MIGRATE_DUMP_KEEP", 1, 10_000)?;
+        let shutdown_secs = whole_number(vars, "NOODLE_MIGRATE_SHUTDOWN_SECS", 1, 3_600)?;
         let pg_dump = vars.get("NOODLE_MIGRATE_PG_DUMP").map(PathBuf::from);
         let media_location = vars
             .get("IMMICH_MEDIA_LOCATION")
@@ -441,6 +455,7 @@ impl Config {
             listen,
             api_token,
             dump_keep,
+            shutdown_deadline: Duration::from_secs(shutdown_secs.unwrap_or(30) as u64),
             pg_dump,
             env_file: None,
         })
@@ -448,37 +463,46 @@ impl Config {
 
     /// Where the gallery keeps its files now (and so its dumps): the
     /// configured backend, or disk, the gallery's default.
-    pub fn active_backend(&self) -> Result<Backend, ConfigError> {
-        Ok(self.current_storage_backend()?.unwrap_or(Backend::Disk))
+    pub async fn active_backend(&self) -> Result<Backend, ConfigError> {
+        Ok(self
+            .current_storage_backend()
+            .await?
+            .unwrap_or(Backend::Disk))
     }
 
     /// The gallery's backend as it is configured now: from the env file when
     /// there is one (the gallery may have been switched since we started).
     /// A switch to the other gallery's variable (and so the other path
-    /// form) needs a restart of the engine.
-    pub fn current_storage_backend(&self) -> Result<Option<Backend>, ConfigError> {
-        match &self.env_file {
-            None => Ok(self.storage_backend),
-            Some(path) => {
-                let mut map: HashMap<String, String> = HashMap::new();
-                for var in ["IMMICH_STORAGE_BACKEND", "IMMICH_STORAGE_ENGINE"] {
-                    if let Ok(v) = std::env::var(var) {
-                        map.insert(var.into(), v);
-                    }
-                }
-                for (k, v) in read_env_file(path)? {
-                    map.entry(k).or_insert(v);
-                }
-                let (backend, style) = storage_backend(&Vars::new(map))?;
-                if backend.is_some() && style != self.path_style {
-                    return Err(invalid(
-                        "IMMICH_STORAGE_BACKEND",
-                        "the env file now names the backend with the other variable (IMMICH_STORAGE_BACKEND / IMMICH_STORAGE_ENGINE), which changes how paths are written: restart noodle-migrate",
-                    ));
-                }
-                Ok(backend)
+    /// form) needs a restart of the engine. The file is read on a blocking
+    /// thread: it may sit on a slow or network file system.
+    pub async fn current_storage_backend(&self) -> Result<Option<Backend>, ConfigError> {
+        let Some(path) = self.env_file.clone() else {
+            return Ok(self.storage_backend);
+        };
+        let shown = path.display().to_string();
+        let from_file = tokio::task::spawn_blocking(move || read_env_file(&path))
+            .await
+            .map_err(|e| ConfigError::EnvFile {
+                path: shown,
+                message: e.to_string(),
+            })??;
+        let mut map: HashMap<String, String> = HashMap::new();
+        for var in ["IMMICH_STORAGE_BACKEND", "IMMICH_STORAGE_ENGINE"] {
+            if let Ok(v) = std::env::var(var) {
+                map.insert(var.into(), v);
             }
         }
+        for (k, v) in from_file {
+            map.entry(k).or_insert(v);
+        }
+        let (backend, style) = storage_backend(&Vars::new(map))?;
+        if backend.is_some() && style != self.path_style {
+            return Err(invalid(
+                "IMMICH_STORAGE_BACKEND",
+                "the env file now names the backend with the other variable (IMMICH_STORAGE_BACKEND / IMMICH_STORAGE_ENGINE), which changes how paths are written: restart noodle-migrate",
+            ));
+        }
+        Ok(backend)
     }
 
     /// The variable a user sets to name the backend, in messages.
@@ -680,6 +704,10 @@ mod tests {
                 &[("NOODLE_MIGRATE_DUMP_KEEP", "many")],
                 "NOODLE_MIGRATE_DUMP_KEEP",
             ),
+            (
+                &[("NOODLE_MIGRATE_SHUTDOWN_SECS", "0")],
+                "NOODLE_MIGRATE_SHUTDOWN_SECS",
+            ),
         ];
         for (pairs, var) in cases {
             let err = Config::from_vars(&vars(pairs)).unwrap_err().to_string();
@@ -698,5 +726,42 @@ mod tests {
         let printed = format!("{c:?}");
         assert!(!printed.contains("very-secret-key"));
         assert!(!printed.contains("token-token-token-1"));
+    }
+
+    /// A slow env file (here a pipe nobody writes yet) stalls only the
+    /// start that reads it, never the thread the engine's other work runs
+    /// on.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_env_file_is_read_off_the_async_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("gallery.env");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let mut config = Config::from_vars(&vars(&[])).unwrap();
+        config.env_file = Some(fifo.clone());
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            std::fs::write(&fifo, "IMMICH_STORAGE_BACKEND=s3\n").unwrap();
+        });
+        let ticks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = ticks.clone();
+        let ticker = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        let backend = config.current_storage_backend().await.unwrap();
+        ticker.abort();
+        writer.join().unwrap();
+        assert_eq!(backend, Some(Backend::S3));
+        let ticked = ticks.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            ticked >= 5,
+            "the runtime stood still while the file was read ({ticked} ticks)"
+        );
     }
 }

@@ -9,10 +9,6 @@ use noodle_migrate::model::{Direction, FileKind};
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
-
-/// How long a SIGTERM waits for the files in flight.
-const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
 
 #[derive(Parser)]
 #[command(
@@ -250,7 +246,7 @@ fn serve(config: Config) -> Exit {
             r = server => r.map_err(|e| e.to_string()),
             _ = noodle_migrate::shutdown_signal() => {
                 tracing::info!("Shutting down: letting the files in flight finish");
-                engine.shutdown(SHUTDOWN_DEADLINE).await;
+                engine.shutdown(engine.config().shutdown_deadline).await;
                 Ok(())
             }
         }

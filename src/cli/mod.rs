@@ -295,7 +295,22 @@ pub async fn run(config: Config, args: &MigrateArgs, as_json: bool) -> Exit {
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
             _ = &mut interrupted => {
                 eprintln!("noodle-migrate: stopping; the files in flight finish first");
-                engine.shutdown(Duration::from_secs(30)).await;
+                engine.shutdown(engine.config().shutdown_deadline).await;
+                // The signal has fired: it is not waited on again. The run
+                // either ended within the deadline or is left to resume.
+                let status = engine.status().await.map(|s| serde_json::to_value(s).unwrap_or(Value::Null));
+                bar.finish();
+                return match status {
+                    Ok(status) if status["isActive"] != true => finish(&status, as_json),
+                    Ok(_) => {
+                        eprintln!("noodle-migrate: files still in flight at the deadline; the next start resumes the batch");
+                        Exit::Failed
+                    }
+                    Err(e) => {
+                        eprintln!("noodle-migrate: {e}");
+                        Exit::Failed
+                    }
+                };
             }
         }
     }

@@ -195,7 +195,7 @@ impl Dumps {
         };
         let version = version.unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string());
         let name = self.unused_name(backend, &version, &pg_version).await?;
-        let program = pg_dump::locate(self.pg_dump.as_deref(), major);
+        let program = pg_dump::locate(self.pg_dump.as_deref(), major).await;
         let connection = pg_dump::Connection::from_url(self.database_url.expose())?;
         let mut chunks = pg_dump::spawn(&program, connection);
         let size = match Side::from(backend) {

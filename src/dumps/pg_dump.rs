@@ -26,12 +26,15 @@ const STDERR_LIMIT: usize = 8 * 1024;
 /// Which pg_dump to run: `NOODLE_MIGRATE_PG_DUMP` when set; else the one
 /// Debian installs for the server's major version; else the one on PATH.
 /// pg_dump refuses servers newer than itself, so the match matters.
-pub fn locate(configured: Option<&Path>, server_major: u32) -> PathBuf {
+pub async fn locate(configured: Option<&Path>, server_major: u32) -> PathBuf {
     if let Some(path) = configured {
         return path.to_path_buf();
     }
     let versioned = PathBuf::from(format!("/usr/lib/postgresql/{server_major}/bin/pg_dump"));
-    if versioned.is_file() {
+    if tokio::fs::metadata(&versioned)
+        .await
+        .is_ok_and(|m| m.is_file())
+    {
         return versioned;
     }
     PathBuf::from("pg_dump")
@@ -194,10 +197,10 @@ mod tests {
         assert!(c.url.contains("sslmode=disable"));
     }
 
-    #[test]
-    fn a_configured_program_wins() {
+    #[tokio::test]
+    async fn a_configured_program_wins() {
         assert_eq!(
-            locate(Some(Path::new("/opt/pg/bin/pg_dump")), 15),
+            locate(Some(Path::new("/opt/pg/bin/pg_dump")), 15).await,
             PathBuf::from("/opt/pg/bin/pg_dump")
         );
     }

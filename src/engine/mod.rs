@@ -387,18 +387,18 @@ impl Engine {
 
     /// Dumps the database to the gallery's active backend.
     pub async fn create_dump(&self) -> Result<DumpReport, EngineError> {
-        let backend = self.shared.config.active_backend()?;
+        let backend = self.shared.config.active_backend().await?;
         Ok(self.shared.dumps.create(backend).await?)
     }
 
     /// The dumps on the active backend, newest first.
     pub async fn list_dumps(&self) -> Result<(crate::model::Backend, Vec<DumpInfo>), EngineError> {
-        let backend = self.shared.config.active_backend()?;
+        let backend = self.shared.config.active_backend().await?;
         Ok((backend, self.shared.dumps.list(backend).await?))
     }
 
     pub async fn delete_dump(&self, name: &str) -> Result<(), EngineError> {
-        let backend = self.shared.config.active_backend()?;
+        let backend = self.shared.config.active_backend().await?;
         Ok(self.shared.dumps.delete(backend, name).await?)
     }
 

@@ -164,7 +164,7 @@ async fn prepare(shared: &Shared, options: &StartOptions) -> Result<Prepared, En
     let wanted = options.direction.target_backend();
     let variable = shared.config.backend_variable();
     // Unset means disk, as the gallery reads it.
-    let backend = shared.config.current_storage_backend()?;
+    let backend = shared.config.current_storage_backend().await?;
     match backend {
         None if wanted == Backend::S3 => return Err(EngineError::BackendUnset { variable }),
         Some(backend) if backend != wanted => {
@@ -266,7 +266,10 @@ async fn prepare_locked(shared: &Shared, options: &StartOptions) -> Result<Opene
         // Under the lock, before the first file: the dump shows the
         // database exactly as it was before this run.
         drop(conn);
-        let report = shared.dumps.create(shared.config.active_backend()?).await?;
+        let report = shared
+            .dumps
+            .create(shared.config.active_backend().await?)
+            .await?;
         conn = db::conn(&shared.pool).await?;
         Some(report.name)
     } else {

@@ -101,6 +101,57 @@ async fn sigterm_lets_files_in_flight_finish_and_records_the_batch() {
     assert_consistent(&env).await;
 }
 
+/// `run` stopped by SIGTERM while an upload outlasts the shutdown deadline:
+/// it says so and exits 1, leaving the batch to resume (it used to wait on
+/// the spent signal again and panic).
+#[actix_rt::test]
+async fn run_past_the_shutdown_deadline_exits_without_panicking() {
+    let env = TestEnv::new(EnvOptions::default()).await;
+    let proxy =
+        crate::faults::FaultProxy::slow(&crate::helpers::s3_endpoint(), Duration::from_secs(4))
+            .await;
+    let mut vars = env.vars("s3", "");
+    vars.insert("S3_ENDPOINT".into(), proxy.endpoint.clone());
+    vars.insert("NOODLE_MIGRATE_SHUTDOWN_SECS".into(), "1".into());
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_noodle-migrate"))
+        .args(["run", "--direction", "toS3", "--concurrency", "2"])
+        .env_clear()
+        .envs(&vars)
+        .env("RUST_LOG", "warn")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run noodle-migrate");
+    // The first uploads are on their way once requests beyond the start's
+    // own (the bucket check) reach the server.
+    let uploading = async {
+        while proxy
+            .counters
+            .requests
+            .load(std::sync::atomic::Ordering::SeqCst)
+            < 3
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), uploading)
+        .await
+        .expect("the run never started uploading");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("next start resumes the batch"), "{stderr}");
+}
+
 #[actix_rt::test]
 async fn failures_are_listed_and_only_they_are_retried() {
     let env = TestEnv::new(EnvOptions::default()).await;
