@@ -9,8 +9,9 @@
 //! Its cost must not grow with the batch: a run writes up to millions of
 //! log rows, and the gallery's log table has no index we could lean on to
 //! look them up by batch (and we add none to its tables). So the statement
-//! never reads the log: a file's log row is recognised by its own id, made
-//! once per file, and the primary key turns a repeated insert into nothing.
+//! never searches the log: a file's log row is recognised by its own id,
+//! made once per file, through the primary key, which also turns a
+//! repeated insert into nothing.
 
 use super::log::LogTable;
 use super::{timed, DbConn, DbError};
@@ -52,6 +53,9 @@ pub struct LedgerBatch {
 /// A file that ended without moving.
 #[derive(Debug, Clone)]
 pub struct Unmoved {
+    /// Made once per attempt at the file: a commit sent again carries the
+    /// same one, and its record is then neither written nor counted again.
+    pub attempt: Uuid,
     pub kind: FileKind,
     pub row_id: Uuid,
     pub entity_id: Uuid,
@@ -76,9 +80,12 @@ struct Done {
 /// path updates, never another step's writes.
 ///
 /// It is idempotent, so a commit whose answer was lost can be sent again:
-/// a row already at its new path counts as moved (never as "changed by the
-/// gallery", which would delete the copy it now points at), and its log
-/// row, with the same id, is not inserted again (nor counted again).
+/// a row already at its new path with this file's log row counts as moved
+/// (never as "changed by the gallery", which would delete the copy it now
+/// points at), while one the gallery itself pointed there (no such log
+/// row: it wrote its own object) is a changed row, not a move; its log row,
+/// with the same id, is not inserted again (nor counted again), and a
+/// failure record of the same attempt is not written or counted again.
 fn group_sql(log: LogTable) -> String {
     let log = log.name();
     format!(
@@ -90,16 +97,16 @@ fn group_sql(log: LogTable) -> String {
                     replaced)
            ),
            a AS (UPDATE asset t SET "originalPath" = v.new_path FROM v
-                 WHERE v.kind = 'originals' AND t.id = v.row_id AND t."originalPath" IN (v.old_path, v.new_path)
+                 WHERE v.kind = 'originals' AND t.id = v.row_id AND (t."originalPath" = v.old_path OR (t."originalPath" = v.new_path AND EXISTS (SELECT 1 FROM {log} l WHERE l."id" = v.log_id)))
                  RETURNING v.log_id),
            f AS (UPDATE asset_file t SET path = v.new_path FROM v
-                 WHERE v.kind IN {ASSET_FILE_KINDS} AND t.id = v.row_id AND t.path IN (v.old_path, v.new_path)
+                 WHERE v.kind IN {ASSET_FILE_KINDS} AND t.id = v.row_id AND (t.path = v.old_path OR (t.path = v.new_path AND EXISTS (SELECT 1 FROM {log} l WHERE l."id" = v.log_id)))
                  RETURNING v.log_id),
            p AS (UPDATE person t SET "thumbnailPath" = v.new_path FROM v
-                 WHERE v.kind = 'personThumbnails' AND t.id = v.row_id AND t."thumbnailPath" IN (v.old_path, v.new_path)
+                 WHERE v.kind = 'personThumbnails' AND t.id = v.row_id AND (t."thumbnailPath" = v.old_path OR (t."thumbnailPath" = v.new_path AND EXISTS (SELECT 1 FROM {log} l WHERE l."id" = v.log_id)))
                  RETURNING v.log_id),
            u AS (UPDATE "user" t SET "profileImagePath" = v.new_path FROM v
-                 WHERE v.kind = 'profileImages' AND t.id = v.row_id AND t."profileImagePath" IN (v.old_path, v.new_path)
+                 WHERE v.kind = 'profileImages' AND t.id = v.row_id AND (t."profileImagePath" = v.old_path OR (t."profileImagePath" = v.new_path AND EXISTS (SELECT 1 FROM {log} l WHERE l."id" = v.log_id)))
                  RETURNING v.log_id),
            done AS (SELECT log_id FROM a UNION ALL SELECT log_id FROM f
                     UNION ALL SELECT log_id FROM p UNION ALL SELECT log_id FROM u),
@@ -122,20 +129,27 @@ fn group_sql(log: LogTable) -> String {
            ),
            changed AS (SELECT v.* FROM v WHERE v.log_id NOT IN (SELECT log_id FROM done)),
            unmoved AS (
-             SELECT * FROM unnest($13::text[], $14::uuid[], $15::uuid[], $16::text[], $17::text[], $18::text[], $19::text[])
-               AS w(kind, row_id, entity_id, path, outcome, reason, message)
+             SELECT * FROM unnest($13::text[], $14::uuid[], $15::uuid[], $16::text[], $17::text[], $18::text[], $19::text[],
+                                  $21::uuid[])
+               AS w(kind, row_id, entity_id, path, outcome, reason, message, attempt)
              WHERE (w.kind, w.entity_id) NOT IN (SELECT kind, entity_id FROM changed)
              UNION ALL
              SELECT kind, row_id, entity_id, old_path, 'skipped', 'row_changed',
-                    'the gallery changed this row''s path during the migration'
+                    'the gallery changed this row''s path during the migration', log_id
              FROM changed
            ),
+           -- Only records written now count: one from an earlier attempt
+           -- of this very commit (same attempt) is left as it is.
            recorded AS (
-             INSERT INTO noodle_migrate_failure (batch_id, kind, row_id, entity_id, path, outcome, reason, message)
-             SELECT $1, kind, row_id, entity_id, path, outcome, reason, message FROM unmoved
+             INSERT INTO noodle_migrate_failure AS fl
+               (batch_id, kind, row_id, entity_id, path, outcome, reason, message, attempt)
+             SELECT $1, kind, row_id, entity_id, path, outcome, reason, message, attempt FROM unmoved
              ON CONFLICT (batch_id, kind, entity_id) DO UPDATE
                SET row_id = EXCLUDED.row_id, path = EXCLUDED.path, outcome = EXCLUDED.outcome,
-                   reason = EXCLUDED.reason, message = EXCLUDED.message, at = clock_timestamp()
+                   reason = EXCLUDED.reason, message = EXCLUDED.message, at = clock_timestamp(),
+                   attempt = EXCLUDED.attempt
+               WHERE fl.attempt IS DISTINCT FROM EXCLUDED.attempt
+             RETURNING fl.outcome
            ),
            counted AS (
              UPDATE noodle_migrate_batch SET
@@ -143,8 +157,8 @@ fn group_sql(log: LogTable) -> String {
                adopted = adopted + (SELECT count(*) FROM moved WHERE adopted),
                replaced = replaced + (SELECT count(*) FROM moved WHERE replaced),
                bytes_moved = bytes_moved + (SELECT COALESCE(sum(bytes), 0) FROM moved WHERE NOT adopted),
-               failed = failed + (SELECT count(*) FROM unmoved WHERE outcome = 'failed'),
-               skipped = skipped + (SELECT count(*) FROM unmoved WHERE outcome = 'skipped')
+               failed = failed + (SELECT count(*) FROM recorded WHERE outcome = 'failed'),
+               skipped = skipped + (SELECT count(*) FROM recorded WHERE outcome = 'skipped')
              WHERE id = $1
            )
            SELECT log_id FROM done"#
@@ -192,6 +206,7 @@ fn group_query<'a>(
         .bind::<Array<Text>, _>(recorded(&|r| r.reason.clone()))
         .bind::<Array<Text>, _>(recorded(&|r| r.message.clone()))
         .bind::<Array<Bool>, _>(changes.iter().map(|c| c.replaced).collect::<Vec<_>>())
+        .bind::<Array<SqlUuid>, _>(records.iter().map(|r| r.attempt).collect::<Vec<_>>())
 }
 
 /// Commits a group; returns, for each change, whether its row was updated.

@@ -231,6 +231,35 @@ impl Gallery {
     }
 }
 
+impl Gallery {
+    /// Every batch's counters equal what the database holds for it, even
+    /// where a commit was sent again across the restart.
+    async fn assert_counters_match(&self) {
+        let db = pg(&self.cluster.url("gallery")).await;
+        let rows = db
+            .query(
+                r#"SELECT b.id::text, b.completed, b.failed, b.skipped,
+                          (SELECT count(*) FROM storage_migration_log l WHERE l."batchId" = b.id),
+                          (SELECT count(*) FROM noodle_migrate_failure f WHERE f.batch_id = b.id AND f.outcome = 'failed'),
+                          (SELECT count(*) FROM noodle_migrate_failure f WHERE f.batch_id = b.id AND f.outcome = 'skipped')
+                   FROM noodle_migrate_batch b"#,
+                &[],
+            )
+            .await
+            .expect("counters");
+        assert!(!rows.is_empty());
+        for r in rows {
+            let id: String = r.get(0);
+            let counted: (i64, i64, i64) = (r.get(1), r.get(2), r.get(3));
+            let held: (i64, i64, i64) = (r.get(4), r.get(5), r.get(6));
+            assert_eq!(
+                counted, held,
+                "batch {id}: counters (completed, failed, skipped) vs rows"
+            );
+        }
+    }
+}
+
 async fn wait_for_progress(app: &crate::helpers::TestApp, files: i64) {
     for _ in 0..1000 {
         let (_, s) = app.get("/storage-migration/status").await;
@@ -280,6 +309,7 @@ async fn a_database_restart_mid_run_loses_nothing() {
     child.kill().ok();
     child.wait().ok();
     gallery.assert_all_moved().await;
+    gallery.assert_counters_match().await;
 }
 
 /// The engine's advisory lock key.

@@ -13,6 +13,7 @@ mod dumps;
 mod faults;
 mod gallery;
 mod helpers;
+mod ledger;
 mod migration;
 mod observability;
 mod openapi;

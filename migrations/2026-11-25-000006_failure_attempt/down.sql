@@ -1,0 +1,1 @@
+ALTER TABLE noodle_migrate_failure DROP COLUMN IF EXISTS attempt;
