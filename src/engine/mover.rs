@@ -19,7 +19,7 @@ use crate::failpoint::crash_point;
 use crate::model::{Direction, FileKind};
 use crate::paths::{Location, Plan};
 use crate::store::disk::TempFile;
-use crate::store::{Digest, Hasher, ObjectMeta, StoreError};
+use crate::store::{Digest, Hasher, ObjectMeta, StoreError, WriteIf};
 use actix::{Actor, Addr, AtomicResponse, Context, Handler, WrapFuture};
 use std::path::Path;
 use std::sync::Arc;
@@ -165,7 +165,14 @@ async fn finish(
 ) -> Outcome {
     let Ready { plan, mut copied } = ready;
     if let Some(temp) = copied.temp.take() {
-        if let Err(e) = temp.commit().await {
+        // A stale copy, checked to be no row's, is replaced; otherwise
+        // nothing may be at the target (the gallery may write there now).
+        let placed = if copied.replaced {
+            temp.commit().await
+        } else {
+            temp.commit_new().await
+        };
+        if let Err(e) = placed {
             return settle_unmoved(ledger, kind, item, e.into()).await;
         }
     }
@@ -185,11 +192,10 @@ async fn finish(
     match ledger.send(Record::Change(change)).await {
         Ok(Ok(true)) => {}
         Ok(Ok(false)) => {
-            // The gallery changed the row meanwhile: our copy serves nobody.
+            // The gallery changed the row meanwhile: our copy serves nobody,
+            // unless the gallery wrote its own file there and points at it.
             if copied.created {
-                if let Err(e) = delete(run, &plan.target).await {
-                    tracing::warn!(error = %e, "Cannot remove the copy of a row that changed");
-                }
+                remove_unless_referenced(run, &plan).await;
             }
             tracing::info!(path = %item.path, "Skipped: the row changed during the migration");
             return Outcome::Skipped {
@@ -243,6 +249,7 @@ async fn settle_unmoved(
         tracing::info!(path = %item.path, reason = %stop.reason, detail = %stop.message, "File skipped");
     }
     let record = Record::Unmoved(Unmoved {
+        attempt: uuid::Uuid::now_v7(),
         kind,
         row_id: item.row_id,
         entity_id: item.entity_id,
@@ -265,6 +272,33 @@ async fn settle_unmoved(
     } else {
         Outcome::Skipped {
             reason: stop.reason,
+        }
+    }
+}
+
+/// Removes the copy of a file whose row changed, when no row points at its
+/// path: the gallery may have written its own file at the same place.
+async fn remove_unless_referenced(run: &RunContext, plan: &Plan) {
+    let mut names = vec![plan.new_path.clone()];
+    if let Location::Object(key) = &plan.target {
+        names.push(key.clone());
+    }
+    let referenced = async {
+        let mut conn = crate::db::conn(&run.shared.pool).await?;
+        crate::db::orphans::is_referenced(&mut conn, &names).await
+    }
+    .await;
+    match referenced {
+        Ok(false) => {
+            if let Err(e) = delete(run, &plan.target).await {
+                tracing::warn!(error = %e, "Cannot remove the copy of a row that changed");
+            }
+        }
+        Ok(true) => {
+            tracing::info!(path = %plan.new_path, "A row of the gallery points at the target: it stays")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, path = %plan.new_path, "Cannot tell whether a row points at the copy of a row that changed: it stays")
         }
     }
 }
@@ -345,7 +379,9 @@ async fn to_s3(run: &RunContext, src: &Path, key: &str, new_path: &str) -> Resul
     let (disk, s3) = (&run.shared.disk, &run.shared.s3);
     // The source check and the target check are independent: do both at
     // once. A key the run's snapshot of the bucket does not hold needs no
-    // HEAD: no other writer puts objects at the keys of rows still on disk.
+    // HEAD: the upload is conditional, so an object the gallery put there
+    // since (it writes at the same keys once switched to S3) is never
+    // overwritten.
     let target_check = async {
         if run.targets.known_absent(key) {
             Ok(None)
@@ -360,7 +396,7 @@ async fn to_s3(run: &RunContext, src: &Path, key: &str, new_path: &str) -> Resul
             format!("{} does not exist", src.display()),
         )
     })?;
-    let mut replaced = false;
+    let mut write_if = WriteIf::Absent;
     if let Some(existing) = existing? {
         let local = if existing.size == size {
             Some(disk.hash_file(src).await?)
@@ -380,9 +416,11 @@ async fn to_s3(run: &RunContext, src: &Path, key: &str, new_path: &str) -> Resul
         // Both forms a row could name this object by.
         let names = [new_path.to_string(), key.to_string()];
         refuse_if_referenced(run, &names, &format!("object {key}")).await?;
-        replaced = true;
+        // Replaced only if it is still the stale copy just looked at.
+        write_if = existing.etag.map_or(WriteIf::Any, WriteIf::Matches);
     }
-    let digest = s3.put_file(disk, src, key, size).await?;
+    let replaced = write_if != WriteIf::Absent;
+    let digest = s3.put_file(disk, src, key, size, &write_if).await?;
     Ok(Copied {
         digest,
         created: true,

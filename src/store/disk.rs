@@ -129,6 +129,7 @@ impl DiskStore {
             file: Some(file),
             temp,
             target: target.to_path_buf(),
+            settled: false,
         })
     }
 
@@ -164,12 +165,15 @@ async fn resolve(path: &Path) -> Result<PathBuf, StoreError> {
     }
 }
 
-/// A file being written next to its final name. Dropping it without
-/// `commit` leaves a temporary file behind; call `discard` on failure.
+/// A file being written next to its final name. Dropped without `commit`
+/// (its caller went away), it removes the temporary file; `discard` does
+/// the same and waits for it.
 pub struct TempFile {
     file: Option<fs::File>,
     temp: PathBuf,
     target: PathBuf,
+    /// Renamed into place or removed: nothing left to clean up.
+    settled: bool,
 }
 
 impl TempFile {
@@ -190,8 +194,19 @@ impl TempFile {
         )
     }
 
-    /// Flushes to stable storage and moves the file to its final name.
-    pub async fn commit(mut self) -> Result<(), StoreError> {
+    /// Flushes to stable storage and moves the file to its final name,
+    /// replacing what is there.
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.settle(false).await
+    }
+
+    /// As `commit`, but only if nothing is at the final name: a file
+    /// someone else (the gallery) wrote there meanwhile is never replaced.
+    pub async fn commit_new(self) -> Result<(), StoreError> {
+        self.settle(true).await
+    }
+
+    async fn settle(mut self, only_new: bool) -> Result<(), StoreError> {
         let mut file = self.file.take().ok_or_else(|| self.closed())?;
         let result = async {
             file.flush()
@@ -201,9 +216,14 @@ impl TempFile {
                 .await
                 .map_err(|e| StoreError::io("cannot fsync", &self.temp, e))?;
             drop(file);
-            fs::rename(&self.temp, &self.target)
-                .await
-                .map_err(|e| StoreError::io("cannot rename into", &self.target, e))?;
+            if only_new {
+                place_new(&self.temp, &self.target).await?;
+            } else {
+                fs::rename(&self.temp, &self.target)
+                    .await
+                    .map_err(|e| StoreError::io("cannot rename into", &self.target, e))?;
+            }
+            self.settled = true;
             if let Some(dir) = self.target.parent() {
                 // The rename is durable only once the folder entry is.
                 if let Ok(d) = fs::File::open(dir).await {
@@ -215,6 +235,7 @@ impl TempFile {
         .await;
         if result.is_err() {
             let _ = fs::remove_file(&self.temp).await;
+            self.settled = true;
         }
         result
     }
@@ -222,6 +243,60 @@ impl TempFile {
     pub async fn discard(mut self) {
         self.file.take();
         let _ = fs::remove_file(&self.temp).await;
+        self.settled = true;
+    }
+}
+
+/// Gives `temp` the name `target` unless that name is taken, atomically:
+/// a hard link fails when the name exists, where a rename would replace
+/// it. On a file system without hard links, the name is checked just
+/// before the rename instead.
+async fn place_new(temp: &Path, target: &Path) -> Result<(), StoreError> {
+    let taken = || StoreError::TargetTaken(target.display().to_string());
+    match fs::hard_link(temp, target).await {
+        Ok(()) => {
+            let _ = fs::remove_file(temp).await;
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(taken()),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc_codes::EPERM | libc_codes::ENOTSUP | libc_codes::EMLINK)
+            ) =>
+        {
+            if fs::symlink_metadata(target).await.is_ok() {
+                return Err(taken());
+            }
+            fs::rename(temp, target)
+                .await
+                .map_err(|e| StoreError::io("cannot rename into", target, e))
+        }
+        Err(e) => Err(StoreError::io("cannot link into", target, e)),
+    }
+}
+
+/// Linux error numbers of a file system that has no hard links.
+mod libc_codes {
+    pub const EPERM: i32 = 1;
+    pub const EMLINK: i32 = 31;
+    pub const ENOTSUP: i32 = 95;
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        self.file.take();
+        let temp = std::mem::take(&mut self.temp);
+        let remove = move || {
+            let _ = std::fs::remove_file(&temp);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(remove)),
+            Err(_) => remove(),
+        }
     }
 }
 
@@ -255,6 +330,24 @@ mod tests {
         temp.write(b"partial").await.unwrap();
         temp.discard().await;
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_temp_file_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut temp = DiskStore
+            .create_temp(&dir.path().join("x.bin"))
+            .await
+            .unwrap();
+        temp.write(b"partial").await.unwrap();
+        drop(temp);
+        for _ in 0..100 {
+            if std::fs::read_dir(dir.path()).unwrap().count() == 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the temporary file is still there");
     }
 
     #[tokio::test]

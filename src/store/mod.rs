@@ -10,7 +10,7 @@ pub mod s3;
 
 pub use disk::DiskStore;
 pub use hash::{Digest, Hasher};
-pub use s3::{ObjectMeta, S3Store};
+pub use s3::{ObjectMeta, S3Store, WriteIf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -30,6 +30,8 @@ pub enum StoreError {
     },
     #[error("the source changed while it was being read ({0})")]
     SourceChanged(String),
+    #[error("{0} was written by someone else during the migration; it is left as it is")]
+    TargetTaken(String),
     #[error("bucket {bucket}: {problem}")]
     Bucket {
         bucket: String,
@@ -65,6 +67,7 @@ impl StoreError {
             StoreError::Io { .. } => "disk_error",
             StoreError::S3 { .. } | StoreError::Bucket { .. } => "s3_error",
             StoreError::SourceChanged(_) => "source_changed",
+            StoreError::TargetTaken(_) => "target_in_use",
         }
     }
 }

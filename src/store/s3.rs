@@ -42,6 +42,21 @@ pub struct ObjectMeta {
     pub md5: Option<[u8; 16]>,
     /// From our own metadata, when we wrote the object.
     pub sha1: Option<[u8; 20]>,
+    /// As the server sent it, for a write that must find this very object.
+    pub etag: Option<String>,
+}
+
+/// What a write expects to find at its key: it never lands on an object
+/// someone else put there since the target was checked (the gallery may
+/// write at the same key during a run).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteIf {
+    /// Whatever is there (a dump's own, freshly chosen name).
+    Any,
+    /// Nothing (`If-None-Match: *`).
+    Absent,
+    /// This object, a stale copy being replaced (`If-Match`).
+    Matches(String),
 }
 
 #[derive(Clone)]
@@ -141,6 +156,23 @@ impl S3Store {
         s3_error(operation, err)
     }
 
+    /// A write refused because its key no longer holds what it expected
+    /// is an answer (someone else wrote there), not a failed request.
+    fn write_failed<E>(
+        &self,
+        operation: &'static str,
+        key: &str,
+        err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> StoreError
+    where
+        E: std::error::Error + 'static,
+    {
+        if status_of(&err) == Some(412) {
+            return StoreError::TargetTaken(format!("object {key}"));
+        }
+        self.failed(operation, err)
+    }
+
     pub fn bucket(&self) -> &str {
         &self.bucket
     }
@@ -202,6 +234,7 @@ impl S3Store {
                 size: out.content_length().unwrap_or(0).max(0) as u64,
                 md5: self.etag_md5(out.e_tag()),
                 sha1: Self::meta_sha1(out.metadata()),
+                etag: out.e_tag().map(str::to_string),
             })),
             Err(e) if status_of(&e) == Some(404) => Ok(None),
             Err(e) => Err(self.failed("HeadObject", e)),
@@ -242,6 +275,7 @@ impl S3Store {
                 size: out.content_length().unwrap_or(0).max(0) as u64,
                 md5: self.etag_md5(out.e_tag()),
                 sha1: Self::meta_sha1(out.metadata()),
+                etag: out.e_tag().map(str::to_string),
             },
             body: out.body,
         })
@@ -283,9 +317,12 @@ impl S3Store {
         path: &Path,
         key: &str,
         expected_size: u64,
+        write_if: &WriteIf,
     ) -> Result<Digest, StoreError> {
         if expected_size > MULTIPART_THRESHOLD {
-            return self.put_multipart(disk, path, key, expected_size).await;
+            return self
+                .put_multipart(disk, path, key, expected_size, write_if)
+                .await;
         }
         let data = disk.read_all(path).await?;
         if data.len() as u64 != expected_size {
@@ -297,18 +334,50 @@ impl S3Store {
             )));
         }
         let digest = digest_of(&data);
-        self.put_bytes(key, Bytes::from(data), &digest).await?;
+        let data = Bytes::from(data);
+        match self.put_bytes(key, data.clone(), &digest, write_if).await {
+            Err(e) if refused_condition(&e, write_if) => {
+                self.recheck(key, write_if).await?;
+                self.put_bytes(key, data, &digest, &WriteIf::Any).await?;
+            }
+            other => other?,
+        }
         Ok(digest)
     }
 
+    /// For a server without conditional writes: the condition checked by a
+    /// HEAD just before an unconditional write. A narrower window, not none.
+    async fn recheck(&self, key: &str, write_if: &WriteIf) -> Result<(), StoreError> {
+        let found = self.head(key).await?;
+        let holds = match write_if {
+            WriteIf::Any => true,
+            WriteIf::Absent => found.is_none(),
+            WriteIf::Matches(etag) => found.and_then(|m| m.etag).as_deref() == Some(etag),
+        };
+        if holds {
+            Ok(())
+        } else {
+            Err(StoreError::TargetTaken(format!("object {key}")))
+        }
+    }
+
     /// One PutObject, checked end to end with Content-MD5 and the ETag.
-    async fn put_bytes(&self, key: &str, data: Bytes, digest: &Digest) -> Result<(), StoreError> {
+    async fn put_bytes(
+        &self,
+        key: &str,
+        data: Bytes,
+        digest: &Digest,
+        write_if: &WriteIf,
+    ) -> Result<(), StoreError> {
         let (sse, kms_key) = self.sse_params();
+        let (if_none_match, if_match) = write_if.headers();
         let out = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
+            .set_if_none_match(if_none_match)
+            .set_if_match(if_match)
             .content_length(data.len() as i64)
             .content_md5(aws_smithy_types::base64::encode(digest.md5))
             .content_type(Self::content_type(key))
@@ -320,7 +389,7 @@ impl S3Store {
             .disable_payload_signing()
             .send()
             .await
-            .map_err(|e| self.failed("PutObject", e))?;
+            .map_err(|e| self.write_failed("PutObject", key, e))?;
         if let Some(md5) = self.etag_md5(out.e_tag()) {
             if md5 != digest.md5 {
                 return Err(StoreError::S3 {
@@ -343,6 +412,7 @@ impl S3Store {
         path: &Path,
         key: &str,
         expected_size: u64,
+        write_if: &WriteIf,
     ) -> Result<Digest, StoreError> {
         let before = disk.version(path).await?;
         let digest = disk.hash_file(path).await?;
@@ -355,7 +425,17 @@ impl S3Store {
             if disk.version(path).await? != before {
                 return Err(StoreError::SourceChanged(path.display().to_string()));
             }
-            self.complete_upload(key, &upload_id, parts).await
+            match self
+                .complete_upload(key, &upload_id, parts.clone(), write_if)
+                .await
+            {
+                Err(e) if refused_condition(&e, write_if) => {
+                    self.recheck(key, write_if).await?;
+                    self.complete_upload(key, &upload_id, parts, &WriteIf::Any)
+                        .await
+                }
+                other => other,
+            }
         }
         .await;
         if result.is_err() {
@@ -437,12 +517,16 @@ impl S3Store {
         key: &str,
         upload_id: &str,
         parts: Vec<CompletedPart>,
+        write_if: &WriteIf,
     ) -> Result<(), StoreError> {
+        let (if_none_match, if_match) = write_if.headers();
         self.client
             .complete_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
             .upload_id(upload_id)
+            .set_if_none_match(if_none_match)
+            .set_if_match(if_match)
             .multipart_upload(
                 CompletedMultipartUpload::builder()
                     .set_parts(Some(parts))
@@ -450,7 +534,7 @@ impl S3Store {
             )
             .send()
             .await
-            .map_err(|e| self.failed("CompleteMultipartUpload", e))?;
+            .map_err(|e| self.write_failed("CompleteMultipartUpload", key, e))?;
         Ok(())
     }
 
@@ -628,7 +712,9 @@ impl Listing<'_> {
 
 /// An object written piece by piece: parts go up as they fill, so memory
 /// holds one part whatever the length. Small objects become one PutObject.
-/// After an error, call `abort` so that no partial upload is left behind.
+/// After an error, call `abort` so that no partial upload is left behind;
+/// a writer dropped unfinished (its caller went away) aborts in the
+/// background.
 pub struct ObjectWriter<'a> {
     store: &'a S3Store,
     key: String,
@@ -672,7 +758,9 @@ impl ObjectWriter<'_> {
         let rest = std::mem::take(&mut self.buffer).freeze();
         if self.upload_id.is_none() {
             let digest = digest_of(&rest);
-            self.store.put_bytes(&self.key, rest, &digest).await?;
+            self.store
+                .put_bytes(&self.key, rest, &digest, &WriteIf::Any)
+                .await?;
             return Ok(self.size);
         }
         if !rest.is_empty() {
@@ -681,7 +769,7 @@ impl ObjectWriter<'_> {
         let upload_id = self.upload_id.clone().unwrap_or_default();
         let parts = std::mem::take(&mut self.parts);
         self.store
-            .complete_upload(&self.key, &upload_id, parts)
+            .complete_upload(&self.key, &upload_id, parts, &WriteIf::Any)
             .await?;
         self.upload_id = None;
         Ok(self.size)
@@ -691,6 +779,50 @@ impl ObjectWriter<'_> {
     pub async fn abort(&mut self) {
         if let Some(upload_id) = self.upload_id.take() {
             self.store.abort_upload(&self.key, &upload_id).await;
+        }
+    }
+}
+
+impl Drop for ObjectWriter<'_> {
+    fn drop(&mut self) {
+        let Some(upload_id) = self.upload_id.take() else {
+            return;
+        };
+        let (store, key) = (self.store.clone(), std::mem::take(&mut self.key));
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move { store.abort_upload(&key, &upload_id).await });
+            }
+            Err(_) => {
+                tracing::warn!(
+                    key,
+                    upload_id,
+                    "An unfinished multipart upload is left: no runtime to abort it"
+                )
+            }
+        }
+    }
+}
+
+/// The server does not do conditional writes (`501 Not Implemented`).
+fn refused_condition(e: &StoreError, write_if: &WriteIf) -> bool {
+    *write_if != WriteIf::Any
+        && matches!(
+            e,
+            StoreError::S3 {
+                status: Some(501),
+                ..
+            }
+        )
+}
+
+impl WriteIf {
+    /// `If-None-Match` and `If-Match`.
+    fn headers(&self) -> (Option<String>, Option<String>) {
+        match self {
+            WriteIf::Any => (None, None),
+            WriteIf::Absent => (Some("*".into()), None),
+            WriteIf::Matches(etag) => (None, Some(etag.clone())),
         }
     }
 }

@@ -336,13 +336,22 @@ async fn a_dump_failing_mid_stream_leaves_nothing() {
 
 /// The dump service on its own, with settings a test can break.
 async fn dumps_for(env: &TestEnv, database_url: &str) -> Dumps {
-    let config = Config::from_vars(&Vars::new(env.vars("s3", ""))).expect("config");
+    dumps_with(env, env.vars("s3", ""), database_url, None).await
+}
+
+async fn dumps_with(
+    env: &TestEnv,
+    vars: HashMap<String, String>,
+    database_url: &str,
+    pg_dump: Option<PathBuf>,
+) -> Dumps {
+    let config = Config::from_vars(&Vars::new(vars)).expect("config");
     let metrics = Arc::new(Metrics::new().expect("metrics"));
     let s3 = S3Store::connect(&config.s3, metrics.clone()).await;
     Dumps::new(
         DumpSettings {
             database_url: Secret::new(database_url),
-            pg_dump: None,
+            pg_dump,
             keep: Some(14),
             media_dir: env.media_path().to_path_buf(),
             s3_prefix: String::new(),
@@ -390,6 +399,54 @@ async fn bad_credentials_and_pg_dump_errors_leave_nothing() {
         .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
         .await
         .expect("drop role");
+}
+
+/// A caller that goes away mid-dump (a client that disconnects) drops the
+/// dump: its multipart upload is aborted and its temporary file removed.
+#[actix_rt::test]
+async fn a_dump_dropped_midway_leaves_nothing() {
+    let env = TestEnv::new(EnvOptions::default()).await;
+    let scripts = tempfile::tempdir().expect("dir");
+    // More than a part of output (random bytes do not compress), then a
+    // pg_dump that never ends.
+    let endless = fake_pg_dump(scripts.path(), "head -c 40000000 /dev/urandom; sleep 60");
+    // Requests go through a proxy that records them: the loopback server
+    // cannot list incomplete uploads.
+    let proxy = crate::faults::FaultProxy::start(&crate::helpers::s3_endpoint(), 0.0, None).await;
+    let mut vars = env.vars("s3", "");
+    vars.insert("S3_ENDPOINT".into(), proxy.endpoint.clone());
+    let dumps = dumps_with(&env, vars, &env.db_url, Some(endless)).await;
+    for backend in [Backend::S3, Backend::Disk] {
+        let dropped =
+            tokio::time::timeout(std::time::Duration::from_secs(4), dumps.create(backend)).await;
+        assert!(dropped.is_err(), "the dump cannot finish: {dropped:?}");
+    }
+    let sent = |prefix: &str, part: &str| {
+        proxy
+            .counters
+            .lines
+            .lock()
+            .map(|l| l.iter().any(|l| l.starts_with(prefix) && l.contains(part)))
+            .unwrap_or(false)
+    };
+    assert!(
+        sent("PUT ", "partNumber=1"),
+        "a part was sent before the caller went away"
+    );
+    let mut left = (Vec::new(), false);
+    for _ in 0..100 {
+        left = (names_in(&backups(&env)), sent("DELETE ", "uploadId="));
+        if left == (Vec::new(), true) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        left,
+        (Vec::new(), true),
+        "(temporary files, upload aborted)"
+    );
+    assert!(env.keys().await.is_empty(), "no object");
 }
 
 #[actix_rt::test]

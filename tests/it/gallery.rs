@@ -961,3 +961,83 @@ async fn a_stale_file_on_disk_is_replaced_on_the_way_back() {
     );
     assert_ne!(env.current_path(used.kind, used.row_id).await, used.path);
 }
+
+/// The gallery, switched to S3, writes its own object at the very key the
+/// engine is about to upload a file to (it regenerates thumbnails and
+/// previews at the same relative keys), and points the file's row there.
+/// Its object survives byte for byte, and no log row claims a move that
+/// never happened.
+#[actix_rt::test]
+async fn an_object_the_gallery_writes_at_a_target_key_during_a_run_is_its_own() {
+    let env = TestEnv::new(EnvOptions::default()).await;
+    // The run's pages go in row order: the last original comes last of
+    // its page, which the run has read once its first file is done.
+    let file = env
+        .seeded
+        .files
+        .iter()
+        .filter(|f| f.kind == FileKind::Originals)
+        .max_by_key(|f| f.row_id)
+        .cloned()
+        .expect("an original");
+    let key = file.relative(env.media_path());
+    // A slow server: seconds between the first file and that one.
+    let proxy = crate::faults::FaultProxy::slow(
+        &crate::helpers::s3_endpoint(),
+        std::time::Duration::from_millis(150),
+    )
+    .await;
+    let mut vars = env.vars("s3", "");
+    vars.insert("S3_ENDPOINT".into(), proxy.endpoint.clone());
+    let app = env.spawn(vars).await;
+    let batch = app.start(r#"{"direction":"toS3","concurrency":1}"#).await;
+    loop {
+        let (_, status) = app.get("/storage-migration/status").await;
+        assert_eq!(status["isActive"], true, "still running: {status}");
+        if status["completed"].as_i64().unwrap_or(0) >= 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let theirs = b"the gallery's own new thumbnail".to_vec();
+    env.put_object(&key, &theirs).await;
+    env.db
+        .execute(
+            r#"UPDATE asset SET "originalPath" = $2 WHERE id = $1"#,
+            &[&file.row_id, &key],
+        )
+        .await
+        .expect("the gallery points its row at its object");
+
+    let status = app.wait_idle().await;
+    let survived = env.object(&key).await.is_some_and(|o| o == theirs);
+    assert!(survived, "the gallery's object was overwritten: {status}");
+    assert_eq!(
+        env.current_path(FileKind::Originals, file.row_id).await,
+        key
+    );
+    let table = env.log_table().await;
+    let claimed = env
+        .count(&format!(
+            r#"SELECT count(*) FROM {table} WHERE "batchId" = '{batch}' AND "entityId" = '{}'"#,
+            file.entity_id
+        ))
+        .await;
+    assert_eq!(
+        claimed, 0,
+        "no log row for the gallery's own write: {status}"
+    );
+    let reason = env
+        .db
+        .query_one(
+            "SELECT reason FROM noodle_migrate_failure WHERE entity_id = $1 AND kind = 'originals'",
+            &[&file.entity_id],
+        )
+        .await
+        .expect("the file is reported, not counted as moved")
+        .get::<_, String>(0);
+    assert!(
+        ["target_in_use", "row_changed"].contains(&reason.as_str()),
+        "{reason}"
+    );
+}
