@@ -46,7 +46,9 @@ impl fmt::Display for Direction {
 }
 
 /// The gallery's storage backend for new uploads (`IMMICH_STORAGE_BACKEND`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     Disk,

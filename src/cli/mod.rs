@@ -237,10 +237,27 @@ pub async fn orphans(client: &ApiClient, limit: u32, as_json: bool) -> Exit {
     let answer = client
         .get(&format!("/storage-migration/orphans?limit={limit}"))
         .await;
-    match show(answer, as_json, progress::print_orphans) {
-        Err(exit) => exit,
-        Ok(v) if v["orphans"].as_array().is_some_and(|o| !o.is_empty()) => Exit::Failed,
-        Ok(_) => Exit::Ok,
+    let value = match answer {
+        Ok(value) => value,
+        Err(e) => return report(e),
+    };
+    let orphans: crate::engine::orphans::OrphanReport = match serde_json::from_value(value.clone())
+    {
+        Ok(orphans) => orphans,
+        Err(e) => {
+            eprintln!("noodle-migrate: the engine's orphan report cannot be read: {e}");
+            return Exit::Failed;
+        }
+    };
+    if as_json {
+        print_json(&value);
+    } else {
+        progress::print_orphans(&orphans);
+    }
+    if orphans.orphans.is_empty() {
+        Exit::Ok
+    } else {
+        Exit::Failed
     }
 }
 

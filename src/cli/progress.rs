@@ -1,6 +1,7 @@
 //! What the CLI prints: a progress bar while a run goes (files, bytes,
 //! rate, ETA), and plain summaries.
 
+use crate::engine::orphans::OrphanReport;
 use crate::model::FileKind;
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
@@ -112,30 +113,30 @@ pub fn print_summary(s: &Value) {
 }
 
 /// The orphan report as text: counts, then one line per orphan.
-pub fn print_orphans(v: &Value) {
-    let n = |k: &str| v[k].as_u64().unwrap_or(0);
-    let uploads = match v["incompleteUploads"].as_u64() {
+pub fn print_orphans(report: &OrphanReport) {
+    let uploads = match report.incomplete_uploads {
         Some(u) => u.to_string(),
         None => "? (the server cannot list them)".to_string(),
     };
     println!(
-        "Scanned {} files and {} objects: {} temporary files, {} unreferenced files, {} unreferenced objects, {uploads} incomplete uploads.",
-        n("filesScanned"),
-        n("objectsScanned"),
-        n("tempFiles"),
-        n("unreferencedFiles"),
-        n("unreferencedObjects"),
+        "Scanned {} files and {} objects: {} temporary files, {} undeleted sources, {} kept sources, {} unreferenced, {uploads} incomplete uploads.",
+        report.files_scanned,
+        report.objects_scanned,
+        report.temp_files,
+        report.undeleted_sources,
+        report.kept_sources,
+        report.unreferenced,
     );
-    for o in v["orphans"].as_array().into_iter().flatten() {
+    for o in &report.orphans {
         println!(
             "  {:<17} {:<4} {:>10}  {}",
-            o["reason"].as_str().unwrap_or("?"),
-            o["backend"].as_str().unwrap_or("?"),
-            HumanBytes(o["size"].as_u64().unwrap_or(0)).to_string(),
-            o["path"].as_str().unwrap_or("?")
+            o.reason.as_str(),
+            o.backend.as_str(),
+            HumanBytes(o.size).to_string(),
+            o.path
         );
     }
-    if v["truncated"] == true {
+    if report.truncated {
         println!("  … more not listed (raise --limit)");
     }
 }

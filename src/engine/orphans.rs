@@ -28,7 +28,7 @@ use crate::db::{self, DbConn};
 use crate::model::Backend;
 use crate::store::disk::TEMP_MARKER;
 use crate::store::StoreError;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use utoipa::ToSchema;
 
@@ -36,18 +36,44 @@ use utoipa::ToSchema;
 /// `backups/` and are not files of rows).
 pub const MANAGED_FOLDERS: [&str; 5] = ["upload", "library", "thumbs", "encoded-video", "profile"];
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+/// Why a file or object no row points at is there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OrphanReason {
+    /// A temporary file of an interrupted write.
+    TempFile,
+    /// A source a move with `deleteSource` should have removed.
+    UndeletedSource,
+    /// A source kept by a move without `deleteSource`.
+    KeptSource,
+    /// Nothing logged explains it.
+    Unreferenced,
+    /// A multipart upload never completed nor aborted.
+    IncompleteUpload,
+}
+
+impl OrphanReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrphanReason::TempFile => "temp_file",
+            OrphanReason::UndeletedSource => "undeleted_source",
+            OrphanReason::KeptSource => "kept_source",
+            OrphanReason::Unreferenced => "unreferenced",
+            OrphanReason::IncompleteUpload => "incomplete_upload",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Orphan {
     pub backend: Backend,
     /// The file's path, or the object's key.
     pub path: String,
     pub size: u64,
-    /// `temp_file`, `undeleted_source`, `kept_source`, `unreferenced` or
-    /// `incomplete_upload`.
-    pub reason: &'static str,
+    pub reason: OrphanReason,
 }
 
-#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrphanReport {
     pub files_scanned: u64,
@@ -67,11 +93,11 @@ pub struct OrphanReport {
 impl OrphanReport {
     fn add(&mut self, orphan: Orphan, limit: usize) {
         match orphan.reason {
-            "temp_file" => self.temp_files += 1,
-            "undeleted_source" => self.undeleted_sources += 1,
-            "kept_source" => self.kept_sources += 1,
-            "unreferenced" => self.unreferenced += 1,
-            _ => {}
+            OrphanReason::TempFile => self.temp_files += 1,
+            OrphanReason::UndeletedSource => self.undeleted_sources += 1,
+            OrphanReason::KeptSource => self.kept_sources += 1,
+            OrphanReason::Unreferenced => self.unreferenced += 1,
+            OrphanReason::IncompleteUpload => {}
         }
         if self.orphans.len() < limit {
             self.orphans.push(orphan);
@@ -82,11 +108,11 @@ impl OrphanReport {
 }
 
 /// Why a file no row points at is there, from the logged moves.
-fn source_reason(logged: Option<Entry>) -> &'static str {
+fn source_reason(logged: Option<Entry>) -> OrphanReason {
     match logged {
-        Some(entry) if entry.delete_source => "undeleted_source",
-        Some(_) => "kept_source",
-        None => "unreferenced",
+        Some(entry) if entry.delete_source => OrphanReason::UndeletedSource,
+        Some(_) => OrphanReason::KeptSource,
+        None => OrphanReason::Unreferenced,
     }
 }
 
@@ -139,7 +165,7 @@ async fn scan_disk(
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.contains(TEMP_MARKER));
             let reason = if temp {
-                "temp_file"
+                OrphanReason::TempFile
             } else {
                 // Rows name the gallery's location, not this machine's.
                 let relative = path.strip_prefix(media_dir).unwrap_or(&path);
@@ -214,7 +240,7 @@ async fn scan_bucket(
                                 backend: Backend::S3,
                                 path: upload.key,
                                 size: 0,
-                                reason: "incomplete_upload",
+                                reason: OrphanReason::IncompleteUpload,
                             },
                             limit,
                         );

@@ -129,6 +129,18 @@ async fn client_commands_drive_a_running_engine() {
     let out = cli(&client_vars, &["cancel"]);
     assert_eq!(out.status.code(), Some(1), "nothing to cancel is a refusal");
 
+    // The sources were kept: the orphan report lists and counts them.
+    let out = cli(&client_vars, &["orphans"]);
+    assert_eq!(out.status.code(), Some(1), "orphans found");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let kept = env.seeded.files.len();
+    assert_eq!(
+        text.lines().filter(|l| l.contains("kept_source")).count(),
+        kept,
+        "{text}"
+    );
+    assert!(text.contains(&format!("{kept} kept sources")), "{text}");
+
     let out = cli(&client_vars, &["rollback", &batch, "--json"]);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(json_of(&out)["rolledBack"], env.seeded.files.len() as i64);
