@@ -28,12 +28,15 @@ pub struct StartReply {
 pub struct RunEnded;
 
 /// HTTP or shutdown → orchestrator: stop handing out files, let the
-/// in-flight ones finish, close the batch as cancelled. Answers the batch id.
+/// in-flight ones finish, close the batch as cancelled (or stop a start
+/// that is still preparing). Answers `None` when nothing runs, else the
+/// batch id once the start has chosen it.
 #[derive(Message)]
-#[rtype(result = "Option<Uuid>")]
+#[rtype(result = "Option<Option<Uuid>>")]
 pub struct Cancel;
 
-/// Anyone → orchestrator: is a run in progress in this process?
+/// Anyone → orchestrator: is a run preparing or in progress in this
+/// process?
 #[derive(Message)]
 #[rtype(result = "bool")]
 pub struct IsRunning;

@@ -16,6 +16,7 @@ pub mod messages;
 pub mod mover;
 pub mod orchestrator;
 pub mod orphans;
+pub mod run_state;
 pub mod stats;
 pub mod targets;
 
@@ -30,7 +31,6 @@ use actix::{Actor, Addr};
 use messages::{Cancel, GetStatus, IsRunning, Start, StartReply};
 use orchestrator::Orchestrator;
 use stats::{Stats, StatusView};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
@@ -66,6 +66,8 @@ pub enum EngineError {
     BatchNotFound(Uuid),
     #[error("no migration is running")]
     NotRunning,
+    #[error("the migration was cancelled before its first file")]
+    CancelledBeforeStart,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -179,7 +181,7 @@ pub struct RunContext {
     /// The table this run's log rows go to.
     pub log: crate::db::log::LogTable,
     /// Set to stop handing out files.
-    pub cancel: Arc<AtomicBool>,
+    pub cancel: Arc<run_state::CancelSignal>,
     pub failed_in: Option<Uuid>,
     /// Work that follows a commit (source deletions), limited to the run's
     /// concurrency.
@@ -190,7 +192,7 @@ pub struct RunContext {
 
 impl RunContext {
     pub fn cancelled(&self) -> bool {
-        self.cancel.load(Ordering::SeqCst)
+        self.cancel.is_set()
     }
 }
 
@@ -200,6 +202,8 @@ pub struct Engine {
     shared: Arc<Shared>,
     orchestrator: Addr<Orchestrator>,
     stats: Addr<Stats>,
+    /// True while no run is preparing or running.
+    idle: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Engine {
@@ -257,11 +261,13 @@ impl Engine {
             media_root_real,
         });
         let stats = Stats::new(metrics).start();
-        let orchestrator = Orchestrator::new(shared.clone(), stats.clone()).start();
+        let (idle_tx, idle) = tokio::sync::watch::channel(true);
+        let orchestrator = Orchestrator::new(shared.clone(), stats.clone(), idle_tx).start();
         Ok(Engine {
             shared,
             orchestrator,
             stats,
+            idle,
         })
     }
 
@@ -314,8 +320,10 @@ impl Engine {
     }
 
     /// Stops handing out files; the files in flight finish and the batch is
-    /// closed as cancelled (a later start resumes it).
-    pub async fn cancel(&self) -> Result<Uuid, EngineError> {
+    /// closed as cancelled (a later start resumes it). A start still
+    /// preparing (dumping the database) stops before its first file. The
+    /// batch, when the start has chosen it.
+    pub async fn cancel(&self) -> Result<Option<Uuid>, EngineError> {
         self.orchestrator
             .send(Cancel)
             .await?
@@ -327,12 +335,8 @@ impl Engine {
         if self.cancel().await.is_err() {
             return;
         }
-        let waited = tokio::time::timeout(deadline, async {
-            while self.orchestrator.send(IsRunning).await.unwrap_or(false) {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-        .await;
+        let mut idle = self.idle.clone();
+        let waited = tokio::time::timeout(deadline, idle.wait_for(|idle| *idle)).await;
         if waited.is_err() {
             tracing::warn!(
                 "Files still in flight at the shutdown deadline; the next start resumes the batch"

@@ -10,6 +10,7 @@ use super::messages::{
     Cancel, Handoff, IsRunning, MoveFile, Outcome, RunEnded, Start, StartReply, StatsEvent,
 };
 use super::mover::Mover;
+use super::run_state::{CancelSignal, RunState};
 use super::stats::Stats;
 use super::{EngineError, RunContext, Shared, StartOptions};
 use crate::db::batches::{self, state};
@@ -19,30 +20,39 @@ use crate::db::lock::MigrationLock;
 use crate::db::{self};
 use crate::model::{Backend, Direction, PerKind};
 use actix::{
-    Actor, ActorFutureExt, Addr, AsyncContext, AtomicResponse, Context, Handler, WrapFuture,
+    Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, ResponseActFuture, WrapFuture,
 };
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use tracing::Instrument;
 use uuid::Uuid;
 
 pub struct Orchestrator {
     shared: Arc<Shared>,
     stats: Addr<Stats>,
-    running: bool,
-    /// The current run's stop flag and batch.
-    cancel: Option<(Arc<AtomicBool>, Uuid)>,
+    state: RunState,
+    /// Tells the engine's handle when the state becomes idle (shutdown
+    /// awaits it).
+    idle: tokio::sync::watch::Sender<bool>,
 }
 
 impl Orchestrator {
-    pub fn new(shared: Arc<Shared>, stats: Addr<Stats>) -> Orchestrator {
+    pub fn new(
+        shared: Arc<Shared>,
+        stats: Addr<Stats>,
+        idle: tokio::sync::watch::Sender<bool>,
+    ) -> Orchestrator {
         Orchestrator {
             shared,
             stats,
-            running: false,
-            cancel: None,
+            state: RunState::Idle,
+            idle,
         }
+    }
+
+    fn set(&mut self, state: RunState) {
+        self.idle.send_replace(state.is_idle());
+        self.state = state;
     }
 }
 
@@ -53,27 +63,25 @@ impl Actor for Orchestrator {
 impl Handler<IsRunning> for Orchestrator {
     type Result = bool;
     fn handle(&mut self, _: IsRunning, _: &mut Context<Self>) -> bool {
-        self.running
+        !self.state.is_idle()
     }
 }
 
 impl Handler<RunEnded> for Orchestrator {
     type Result = ();
     fn handle(&mut self, _: RunEnded, _: &mut Context<Self>) {
-        self.running = false;
-        self.cancel = None;
+        self.set(RunState::Idle);
     }
 }
 
 impl Handler<Cancel> for Orchestrator {
-    type Result = Option<Uuid>;
-    fn handle(&mut self, _: Cancel, _: &mut Context<Self>) -> Option<Uuid> {
-        let (flag, batch_id) = self.cancel.as_ref()?;
-        if !flag.swap(true, Ordering::SeqCst) {
-            tracing::info!(batch_id = %batch_id, "Cancelling: no new files; waiting for the files in flight");
+    type Result = Option<Option<Uuid>>;
+    fn handle(&mut self, _: Cancel, _: &mut Context<Self>) -> Option<Option<Uuid>> {
+        let batch = self.state.cancel()?;
+        if matches!(self.state, RunState::Running { .. }) {
             self.stats.do_send(StatsEvent::Cancelling);
         }
-        Some(*batch_id)
+        Some(batch)
     }
 }
 
@@ -97,30 +105,45 @@ struct Opened {
 }
 
 impl Handler<Start> for Orchestrator {
-    // Atomic: two starts are checked one after the other, never interleaved.
-    type Result = AtomicResponse<Self, Result<StartReply, EngineError>>;
+    // Not atomic: the pre-flight (and a dump before the first file, which
+    // can take minutes) runs beside the orchestrator's other messages, so
+    // status, cancel and shutdown answer meanwhile. The state, set to
+    // preparing at once, keeps a second start out.
+    type Result = ResponseActFuture<Self, Result<StartReply, EngineError>>;
 
     fn handle(&mut self, Start(options): Start, _: &mut Context<Self>) -> Self::Result {
-        if self.running {
-            return AtomicResponse::new(Box::pin(actix::fut::ready(Err(
-                EngineError::AlreadyRunning,
-            ))));
+        if !self.state.is_idle() {
+            return Box::pin(actix::fut::ready(Err(EngineError::AlreadyRunning)));
         }
+        let cancel = Arc::new(CancelSignal::default());
+        let chosen = Arc::new(OnceLock::new());
+        self.set(RunState::Preparing {
+            cancel: cancel.clone(),
+            batch_id: chosen.clone(),
+        });
         let shared = self.shared.clone();
         let opts = options.clone();
-        AtomicResponse::new(Box::pin(
-            async move { prepare(&shared, &opts).await }
+        let signal = cancel.clone();
+        Box::pin(
+            async move { prepare(&shared, &opts, &signal, &chosen).await }
                 .into_actor(self)
                 .map(move |prepared, act, ctx| {
-                    let Prepared { lock, batch } = prepared?;
-                    act.running = true;
+                    let Prepared { lock, batch } = match prepared {
+                        Ok(prepared) => prepared,
+                        Err(e) => {
+                            act.set(RunState::Idle);
+                            return Err(e);
+                        }
+                    };
+                    act.set(RunState::Running {
+                        cancel: cancel.clone(),
+                        batch_id: batch.batch_id,
+                    });
                     let reply = StartReply {
                         batch_id: batch.batch_id,
                         resumed: batch.resumed,
                         dump_name: batch.dump_name.clone(),
                     };
-                    let cancel = Arc::new(AtomicBool::new(false));
-                    act.cancel = Some((cancel.clone(), batch.batch_id));
                     let run = Arc::new(RunContext {
                         shared: act.shared.clone(),
                         layout: act.shared.layout.clone(),
@@ -154,13 +177,18 @@ impl Handler<Start> for Orchestrator {
                     );
                     Ok(reply)
                 }),
-        ))
+        )
     }
 }
 
 /// Pre-flight: everything that can refuse a start, in the order a user
 /// would want to hear about it.
-async fn prepare(shared: &Shared, options: &StartOptions) -> Result<Prepared, EngineError> {
+async fn prepare(
+    shared: &Shared,
+    options: &StartOptions,
+    cancel: &CancelSignal,
+    chosen: &OnceLock<Uuid>,
+) -> Result<Prepared, EngineError> {
     let wanted = options.direction.target_backend();
     let variable = shared.config.backend_variable();
     // Unset means disk, as the gallery reads it.
@@ -181,7 +209,7 @@ async fn prepare(shared: &Shared, options: &StartOptions) -> Result<Prepared, En
     let lock = MigrationLock::try_acquire(shared.config.database_url.expose())
         .await?
         .ok_or(EngineError::LockedElsewhere)?;
-    match prepare_locked(shared, options).await {
+    match prepare_locked(shared, options, cancel, chosen).await {
         Ok(batch) => Ok(Prepared { lock, batch }),
         Err(e) => {
             lock.release().await;
@@ -190,7 +218,12 @@ async fn prepare(shared: &Shared, options: &StartOptions) -> Result<Prepared, En
     }
 }
 
-async fn prepare_locked(shared: &Shared, options: &StartOptions) -> Result<Opened, EngineError> {
+async fn prepare_locked(
+    shared: &Shared,
+    options: &StartOptions,
+    cancel: &CancelSignal,
+    chosen: &OnceLock<Uuid>,
+) -> Result<Opened, EngineError> {
     let mut conn = db::conn(&shared.pool).await?;
     let in_flight = batches::gallery_moves_in_flight(&mut conn).await?;
     if in_flight > 0 {
@@ -213,6 +246,7 @@ async fn prepare_locked(shared: &Shared, options: &StartOptions) -> Result<Opene
         );
     }
     if let Some(batch_id) = options.retry_failed_of {
+        let _ = chosen.set(batch_id);
         let mut planned = PerKind::default();
         for (kind, n) in batches::failed_per_kind(&mut conn, batch_id).await? {
             if let Some(kind) = crate::model::FileKind::from_api_key(&kind) {
@@ -261,20 +295,26 @@ async fn prepare_locked(shared: &Shared, options: &StartOptions) -> Result<Opene
     // Version 4, as the gallery's own batch ids: its rollback endpoint and
     // admin page accept nothing else.
     let batch_id = resume.unwrap_or_else(Uuid::new_v4);
+    let _ = chosen.set(batch_id);
     let total = movable.total() + unmovable;
     let dump = if options.dump_database {
         // Under the lock, before the first file: the dump shows the
-        // database exactly as it was before this run.
+        // database exactly as it was before this run. A cancel drops it
+        // (the dump cleans up after itself) and the start with it.
         drop(conn);
-        let report = shared
-            .dumps
-            .create(shared.config.active_backend().await?)
-            .await?;
+        let backend = shared.config.active_backend().await?;
+        let report = tokio::select! {
+            report = shared.dumps.create(backend) => report?,
+            _ = cancel.wait() => return Err(EngineError::CancelledBeforeStart),
+        };
         conn = db::conn(&shared.pool).await?;
         Some(report.name)
     } else {
         None
     };
+    if cancel.is_set() {
+        return Err(EngineError::CancelledBeforeStart);
+    }
     batches::open(
         &mut conn,
         batch_id,
@@ -328,7 +368,7 @@ async fn execute(
         .collect();
     let lock = lock.keep(
         run.shared.config.database_url.expose().to_string(),
-        run.cancel.clone(),
+        run.cancel.flag(),
     );
     if run.direction == Direction::ToS3 {
         // The prefix followed by a slash, or the whole bucket.

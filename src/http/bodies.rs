@@ -93,7 +93,8 @@ pub struct Started {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Cancelling {
-    pub batch_id: Uuid,
+    /// Null when the start was still choosing its batch.
+    pub batch_id: Option<Uuid>,
     pub cancelling: bool,
 }
 

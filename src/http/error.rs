@@ -54,6 +54,7 @@ impl ApiError {
                 EngineError::NothingToMigrate { .. } => (S::CONFLICT, "nothing_to_migrate"),
                 EngineError::GalleryMovingFiles(_) => (S::CONFLICT, "gallery_moving_files"),
                 EngineError::NotRunning => (S::CONFLICT, "not_running"),
+                EngineError::CancelledBeforeStart => (S::CONFLICT, "cancelled"),
                 EngineError::BatchNotFound(_) => (S::NOT_FOUND, "batch_not_found"),
                 EngineError::Store(e) => store(e),
                 EngineError::Db(e) => database(e),

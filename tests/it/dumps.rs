@@ -617,3 +617,56 @@ async fn dumps_are_named_and_kept_as_the_gallery_does() {
         vec![report["name"].as_str().expect("name").to_string()]
     );
 }
+
+/// A start that dumps the database first does not hold the engine: status
+/// and cancel answer while the dump runs, and a cancel stops the start
+/// before its first file, leaving no dump behind.
+#[actix_rt::test]
+async fn a_start_dumping_first_can_be_watched_and_cancelled() {
+    let env = TestEnv::new(EnvOptions::default()).await;
+    let scripts = tempfile::tempdir().expect("dir");
+    let slow = fake_pg_dump(scripts.path(), "echo 'SELECT 1;'; sleep 60");
+    let mut vars: HashMap<String, String> = env.vars("s3", "");
+    vars.insert("NOODLE_MIGRATE_PG_DUMP".into(), slow.display().to_string());
+    let app = env.spawn(vars).await;
+    let started = std::time::Instant::now();
+    let (start, cancelled) = futures_util::join!(
+        app.post(
+            "/storage-migration/start",
+            r#"{"direction":"toS3","dumpDatabase":true}"#
+        ),
+        async {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let (status_code, status) = app.get("/storage-migration/status").await;
+            assert_eq!(status_code, 200, "{status}");
+            let (again, refused) = app
+                .post("/storage-migration/start", r#"{"direction":"toS3"}"#)
+                .await;
+            assert_eq!(
+                (again, refused["error"].as_str()),
+                (409, Some("migration_running"))
+            );
+            app.post("/storage-migration/cancel", "").await
+        }
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "the dump was not waited for"
+    );
+    assert_eq!(cancelled.0, 202, "{:?}", cancelled.1);
+    assert_eq!(start.0, 409, "{:?}", start.1);
+    assert_eq!(start.1["error"], "cancelled");
+    for file in &env.seeded.files {
+        assert_eq!(env.current_path(file.kind, file.row_id).await, file.path);
+    }
+    let dumps = env
+        .keys()
+        .await
+        .into_iter()
+        .filter(|k| k.starts_with("backups/"))
+        .count();
+    assert_eq!(dumps, 0, "no dump left");
+    // The engine is free again.
+    let (code, json) = app.get("/storage-migration/orphans").await;
+    assert_eq!(code, 200, "{json}");
+}
