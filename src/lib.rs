@@ -7,16 +7,20 @@
 //! - [`config`]: settings from the environment, with the gallery's names.
 //! - [`model`]: directions and the eight file kinds, with the gallery's strings.
 //! - [`paths`]: disk path ↔ object key mapping, and what is refused.
-//! - [`store`]: the disk and S3 sides (stat, hash, atomic write, multipart).
-//! - [`db`]: the connection pool, our migrations, and every SQL statement.
+//! - [`store`]: the disk and S3 sides (stat, hash, atomic and conditional
+//!   writes, multipart).
+//! - [`db`]: the connection pool, our migrations, and every SQL statement
+//!   (the ledger's, paging, rollback, the orphan streams, credentials).
 //! - [`dumps`]: database dumps with pg_dump on the active backend, and
 //!   their retention.
-//! - [`engine`]: the actors (orchestrator, movers, ledger, stats), the
-//!   estimate and the rollback.
+//! - [`engine`]: the actors (orchestrator, movers, ledger, stats), the run
+//!   state, the estimate, the orphan report and the media location check.
 //! - [`failpoint`]: named crash points for the crash tests.
-//! - [`http`]: the API, its errors and authentication.
+//! - [`http`]: the API (ours and the gallery's `/api` routes), its errors,
+//!   authentication, the OpenAPI document and the admin page.
 //! - [`cli`]: the command-line commands (API client, progress bars).
-//! - [`telemetry`]: how the engine logs (tracing, text or JSON).
+//! - [`telemetry`]: logs (tracing, text or JSON, on standard error) and
+//!   the Prometheus metrics.
 
 pub mod cli;
 pub mod config;

@@ -231,3 +231,88 @@ mod tests {
         assert_eq!(json["total"], 5);
     }
 }
+
+/// Why a file did not move: the reasons of failure records, status and
+/// metrics, said once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    // Failed: retried by a later run.
+    SourceMissing,
+    TargetInUse,
+    ChecksumMismatch,
+    VerificationFailed,
+    SourceChanged,
+    S3Error,
+    DiskError,
+    DatabaseError,
+    Internal,
+    // Skipped: left where it is, nothing to retry.
+    RowChanged,
+    OutsideMediaLocation,
+    OtherBucket,
+    OutsidePrefix,
+    UnsafePath,
+    ExternalLibrary,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 15] = [
+        Reason::SourceMissing,
+        Reason::TargetInUse,
+        Reason::ChecksumMismatch,
+        Reason::VerificationFailed,
+        Reason::SourceChanged,
+        Reason::S3Error,
+        Reason::DiskError,
+        Reason::DatabaseError,
+        Reason::Internal,
+        Reason::RowChanged,
+        Reason::OutsideMediaLocation,
+        Reason::OtherBucket,
+        Reason::OutsidePrefix,
+        Reason::UnsafePath,
+        Reason::ExternalLibrary,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::SourceMissing => "source_missing",
+            Reason::TargetInUse => "target_in_use",
+            Reason::ChecksumMismatch => "checksum_mismatch",
+            Reason::VerificationFailed => "verification_failed",
+            Reason::SourceChanged => "source_changed",
+            Reason::S3Error => "s3_error",
+            Reason::DiskError => "disk_error",
+            Reason::DatabaseError => "database_error",
+            Reason::Internal => "internal",
+            Reason::RowChanged => "row_changed",
+            Reason::OutsideMediaLocation => "outside_media_location",
+            Reason::OtherBucket => "other_bucket",
+            Reason::OutsidePrefix => "outside_prefix",
+            Reason::UnsafePath => "unsafe_path",
+            Reason::ExternalLibrary => "external_library",
+        }
+    }
+
+    /// A failure (retried later) rather than a skip.
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            Reason::SourceMissing
+                | Reason::TargetInUse
+                | Reason::ChecksumMismatch
+                | Reason::VerificationFailed
+                | Reason::SourceChanged
+                | Reason::S3Error
+                | Reason::DiskError
+                | Reason::DatabaseError
+                | Reason::Internal
+        )
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

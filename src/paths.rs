@@ -78,12 +78,13 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> crate::model::Reason {
+        use crate::model::Reason;
         match self {
-            Refusal::OutsideMediaLocation(_) => "outside_media_location",
-            Refusal::OtherBucket { .. } => "other_bucket",
-            Refusal::OutsidePrefix(_) => "outside_prefix",
-            Refusal::Unsafe(_) => "unsafe_path",
+            Refusal::OutsideMediaLocation(_) => Reason::OutsideMediaLocation,
+            Refusal::OtherBucket { .. } => Reason::OtherBucket,
+            Refusal::OutsidePrefix(_) => Reason::OutsidePrefix,
+            Refusal::Unsafe(_) => Reason::UnsafePath,
         }
     }
 }
@@ -366,11 +367,11 @@ mod tests {
         let err = layout("")
             .plan(Direction::ToDisk, "s3://other/upload/a.jpg")
             .unwrap_err();
-        assert_eq!(err.code(), "other_bucket");
+        assert_eq!(err.code().as_str(), "other_bucket");
         let err = layout("p")
             .plan(Direction::ToDisk, "s3://photos/q/a.jpg")
             .unwrap_err();
-        assert_eq!(err.code(), "outside_prefix");
+        assert_eq!(err.code().as_str(), "outside_prefix");
     }
 
     #[test]
@@ -378,12 +379,12 @@ mod tests {
         let err = layout("")
             .plan(Direction::ToS3, "/mnt/external/a.jpg")
             .unwrap_err();
-        assert_eq!(err.code(), "outside_media_location");
+        assert_eq!(err.code().as_str(), "outside_media_location");
         // A sibling folder that merely shares the prefix is outside too.
         let err = layout("")
             .plan(Direction::ToS3, "/data2/a.jpg")
             .unwrap_err();
-        assert_eq!(err.code(), "outside_media_location");
+        assert_eq!(err.code().as_str(), "outside_media_location");
     }
 
     #[test]
@@ -395,7 +396,7 @@ mod tests {
             "/data/a\0b",
         ] {
             let err = layout("").plan(Direction::ToS3, bad).unwrap_err();
-            assert_eq!(err.code(), "unsafe_path", "{bad}");
+            assert_eq!(err.code().as_str(), "unsafe_path", "{bad}");
         }
         for bad in ["upload/../../x", "/abs", "s3://photos/../x", "p/../x"] {
             assert!(layout("p").plan(Direction::ToDisk, bad).is_err(), "{bad}");

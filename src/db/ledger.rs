@@ -15,7 +15,7 @@
 
 use super::log::LogTable;
 use super::{timed, DbConn, DbError};
-use crate::model::{Direction, FileKind};
+use crate::model::{Direction, FileKind, Reason};
 use diesel::pg::Pg;
 use diesel::sql_types::{Array, BigInt, Bool, Text, Uuid as SqlUuid};
 use diesel::QueryableByName;
@@ -60,8 +60,8 @@ pub struct Unmoved {
     pub row_id: Uuid,
     pub entity_id: Uuid,
     pub path: String,
-    pub failed: bool,
-    pub reason: String,
+    /// A failure or a skip, by its reason.
+    pub reason: Reason,
     pub message: String,
 }
 
@@ -134,7 +134,7 @@ fn group_sql(log: LogTable) -> String {
                AS w(kind, row_id, entity_id, path, outcome, reason, message, attempt)
              WHERE (w.kind, w.entity_id) NOT IN (SELECT kind, entity_id FROM changed)
              UNION ALL
-             SELECT kind, row_id, entity_id, old_path, 'skipped', 'row_changed',
+             SELECT kind, row_id, entity_id, old_path, 'skipped', $22,
                     'the gallery changed this row''s path during the migration', log_id
              FROM changed
            ),
@@ -201,12 +201,18 @@ fn group_query<'a>(
         .bind::<Array<SqlUuid>, _>(records.iter().map(|r| r.entity_id).collect::<Vec<_>>())
         .bind::<Array<Text>, _>(recorded(&|r| r.path.clone()))
         .bind::<Array<Text>, _>(recorded(&|r| {
-            if r.failed { "failed" } else { "skipped" }.to_string()
+            if r.reason.is_failure() {
+                "failed"
+            } else {
+                "skipped"
+            }
+            .to_string()
         }))
-        .bind::<Array<Text>, _>(recorded(&|r| r.reason.clone()))
+        .bind::<Array<Text>, _>(recorded(&|r| r.reason.as_str().to_string()))
         .bind::<Array<Text>, _>(recorded(&|r| r.message.clone()))
         .bind::<Array<Bool>, _>(changes.iter().map(|c| c.replaced).collect::<Vec<_>>())
         .bind::<Array<SqlUuid>, _>(records.iter().map(|r| r.attempt).collect::<Vec<_>>())
+        .bind::<Text, _>(Reason::RowChanged.as_str())
 }
 
 /// Commits a group; returns, for each change, whether its row was updated.

@@ -1,6 +1,7 @@
-//! The ledger actor: every database write of a run goes through it, so
-//! writes never interleave, and they are grouped (path updates, log rows,
-//! failure records, batch counters: one statement per group). A group
+//! The ledger actor: every file's outcome goes through it (path updates,
+//! log rows, failure records, batch counters), grouped into one statement
+//! per group. The orchestrator's own writes (opening and closing the
+//! batch) and the movers' reads go straight to the pool. A group
 //! commits once it holds `GROUP_TARGET` records or its first record has
 //! waited `LINGER`; records that arrive while one commit is in flight go
 //! into the next.

@@ -4,7 +4,7 @@
 use super::{EngineError, StartOptions};
 use crate::db::candidates::Candidate;
 use crate::db::ledger::{PathChange, Unmoved};
-use crate::model::{Direction, FileKind, PerKind};
+use crate::model::{Direction, FileKind, PerKind, Reason};
 use actix::Message;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -66,9 +66,9 @@ pub enum Outcome {
         bytes: u64,
     },
     /// Could not move: reported with a reason, retried on the next run.
-    Failed { reason: String },
+    Failed { reason: Reason },
     /// Deliberately not moved (refused path, row changed meanwhile).
-    Skipped { reason: String },
+    Skipped { reason: Reason },
 }
 
 /// Mover → ledger: write this down. The answer for a path change is
@@ -89,7 +89,9 @@ pub enum StatsEvent {
         batch_id: Uuid,
         direction: Direction,
         resumed: bool,
-        total: i64,
+        /// The batch's counters as the run begins: status counts the
+        /// batch, and a resumed batch or a retry carries on from them.
+        earlier: BatchCounts,
         planned: PerKind<i64>,
         started_at: DateTime<Utc>,
     },
@@ -119,3 +121,33 @@ pub enum StatsEvent {
 #[derive(Message)]
 #[rtype(result = "Option<super::stats::StatusView>")]
 pub struct GetStatus;
+
+/// A batch's counters, as its row holds them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchCounts {
+    pub total: i64,
+    pub completed: i64,
+    pub adopted: i64,
+    pub replaced: i64,
+    pub failed: i64,
+    pub skipped: i64,
+    pub bytes_moved: i64,
+}
+
+impl BatchCounts {
+    pub fn of(row: &crate::db::batches::BatchRow) -> BatchCounts {
+        BatchCounts {
+            total: row.total,
+            completed: row.completed,
+            adopted: row.adopted,
+            replaced: row.replaced,
+            failed: row.failed,
+            skipped: row.skipped,
+            bytes_moved: row.bytes_moved,
+        }
+    }
+
+    pub fn done(&self) -> i64 {
+        self.completed + self.failed + self.skipped
+    }
+}

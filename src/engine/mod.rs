@@ -4,8 +4,10 @@
 //! - [`orchestrator`]: pre-flight checks, keyset paging, dispatch with
 //!   back-pressure, closing the batch.
 //! - [`mover`]: one file at a time through the six steps.
-//! - [`ledger`]: every database write of a run, group-committed.
+//! - [`ledger`]: every file's outcome, group-committed.
 //! - [`stats`]: the live view behind the status endpoint.
+//! - [`run_state`]: who owns a run (idle, preparing, running) and the
+//!   signal that stops it.
 //! - [`estimate`] and [`Engine::rollback`] work directly on the database;
 //!   [`orphans`] compares the database with the disk and the bucket.
 

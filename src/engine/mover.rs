@@ -16,7 +16,7 @@ use super::RunContext;
 use crate::db::candidates::Candidate;
 use crate::db::ledger::{PathChange, Unmoved};
 use crate::failpoint::crash_point;
-use crate::model::{Direction, FileKind};
+use crate::model::{Direction, FileKind, Reason};
 use crate::paths::{Location, Plan};
 use crate::store::disk::TempFile;
 use crate::store::{Digest, Hasher, ObjectMeta, StoreError, WriteIf};
@@ -88,23 +88,14 @@ impl Handler<MoveFile> for Mover {
 
 /// Why a file stopped short of its move.
 struct Stop {
-    failed: bool,
-    reason: String,
+    reason: Reason,
     message: String,
 }
 
 impl Stop {
-    fn failed(reason: &str, message: impl Into<String>) -> Stop {
+    fn new(reason: Reason, message: impl Into<String>) -> Stop {
         Stop {
-            failed: true,
-            reason: reason.into(),
-            message: message.into(),
-        }
-    }
-    fn skipped(reason: &str, message: impl Into<String>) -> Stop {
-        Stop {
-            failed: false,
-            reason: reason.into(),
+            reason,
             message: message.into(),
         }
     }
@@ -112,7 +103,7 @@ impl Stop {
 
 impl From<StoreError> for Stop {
     fn from(e: StoreError) -> Stop {
-        Stop::failed(e.reason(), e.to_string())
+        Stop::new(e.reason(), e.to_string())
     }
 }
 
@@ -137,8 +128,8 @@ struct Ready {
 /// The mover's part: plan, check, copy, verify.
 async fn prepare(run: &RunContext, kind: FileKind, item: &Candidate) -> Result<Ready, Stop> {
     if item.external {
-        return Err(Stop::skipped(
-            "external_library",
+        return Err(Stop::new(
+            Reason::ExternalLibrary,
             format!(
                 "a file of an external library, sent to S3 as {} by the gallery's own migration; it belongs in the library's own folder outside the media location (likely /{}), which noodle-migrate does not write: copy it back by hand",
                 item.path,
@@ -148,7 +139,7 @@ async fn prepare(run: &RunContext, kind: FileKind, item: &Candidate) -> Result<R
     }
     let plan = match run.layout.plan(run.direction, &item.path) {
         Ok(plan) => plan,
-        Err(refusal) => return Err(Stop::skipped(refusal.code(), refusal.to_string())),
+        Err(refusal) => return Err(Stop::new(refusal.code(), refusal.to_string())),
     };
     let copied = copy(run, kind, item, &plan).await?;
     Ok(Ready { plan, copied })
@@ -199,19 +190,19 @@ async fn finish(
             }
             tracing::info!(path = %item.path, "Skipped: the row changed during the migration");
             return Outcome::Skipped {
-                reason: "row_changed".into(),
+                reason: Reason::RowChanged,
             };
         }
         Ok(Err(e)) => {
             tracing::error!(error = %e, path = %item.path, "Path update failed; the copy stays for the next run");
             return Outcome::Failed {
-                reason: "database_error".into(),
+                reason: Reason::DatabaseError,
             };
         }
         Err(e) => {
             tracing::error!(error = %e, "The ledger is gone");
             return Outcome::Failed {
-                reason: "database_error".into(),
+                reason: Reason::DatabaseError,
             };
         }
     }
@@ -243,7 +234,7 @@ async fn settle_unmoved(
     item: &Candidate,
     stop: Stop,
 ) -> Outcome {
-    if stop.failed {
+    if stop.reason.is_failure() {
         tracing::warn!(path = %item.path, reason = %stop.reason, detail = %stop.message, "File failed");
     } else {
         tracing::info!(path = %item.path, reason = %stop.reason, detail = %stop.message, "File skipped");
@@ -254,8 +245,7 @@ async fn settle_unmoved(
         row_id: item.row_id,
         entity_id: item.entity_id,
         path: item.path.clone(),
-        failed: stop.failed,
-        reason: stop.reason.clone(),
+        reason: stop.reason,
         message: stop.message,
     });
     if let Ok(Err(e)) | Err(e) = ledger
@@ -265,7 +255,7 @@ async fn settle_unmoved(
     {
         tracing::warn!(error = %e, "Cannot record the failure");
     }
-    if stop.failed {
+    if stop.reason.is_failure() {
         Outcome::Failed {
             reason: stop.reason,
         }
@@ -321,7 +311,7 @@ async fn copy(
     // the media location either (a file sent out, or written outside).
     let local = match (&plan.source, &plan.target) {
         (Location::Disk(p), _) | (_, Location::Disk(p)) => p,
-        _ => return Err(Stop::failed("internal", "no disk side in the plan")),
+        _ => return Err(Stop::new(Reason::Internal, "no disk side in the plan")),
     };
     if !run
         .shared
@@ -329,8 +319,8 @@ async fn copy(
         .stays_under(&run.shared.media_root_real, local)
         .await?
     {
-        return Err(Stop::skipped(
-            "unsafe_path",
+        return Err(Stop::new(
+            Reason::UnsafePath,
             format!(
                 "{} leads outside the media location through a symbolic link",
                 local.display()
@@ -345,8 +335,8 @@ async fn copy(
             to_disk(run, key, dst, &plan.new_path).await?
         }
         _ => {
-            return Err(Stop::failed(
-                "internal",
+            return Err(Stop::new(
+                Reason::Internal,
                 "path plan does not match the direction",
             ))
         }
@@ -361,8 +351,8 @@ async fn copy(
                     }
                     None => {}
                 }
-                return Err(Stop::failed(
-                    "checksum_mismatch",
+                return Err(Stop::new(
+                    Reason::ChecksumMismatch,
                     format!(
                         "SHA-1 {} does not match asset.checksum {}",
                         hex::encode(copied.digest.sha1),
@@ -391,8 +381,8 @@ async fn to_s3(run: &RunContext, src: &Path, key: &str, new_path: &str) -> Resul
     };
     let (size, existing) = tokio::join!(disk.stat(src), target_check);
     let size = size?.ok_or_else(|| {
-        Stop::failed(
-            "source_missing",
+        Stop::new(
+            Reason::SourceMissing,
             format!("{} does not exist", src.display()),
         )
     })?;
@@ -436,10 +426,10 @@ async fn refuse_if_referenced(run: &RunContext, names: &[String], what: &str) ->
         crate::db::orphans::is_referenced(&mut conn, names).await
     }
     .await
-    .map_err(|e| Stop::failed("database_error", e.to_string()))?;
+    .map_err(|e| Stop::new(Reason::DatabaseError, e.to_string()))?;
     if referenced {
-        return Err(Stop::failed(
-            "target_in_use",
+        return Err(Stop::new(
+            Reason::TargetInUse,
             format!("{what} already exists with other content, and a row of the gallery points at it: it is never overwritten"),
         ));
     }
@@ -448,7 +438,12 @@ async fn refuse_if_referenced(run: &RunContext, names: &[String], what: &str) ->
 
 async fn to_disk(run: &RunContext, key: &str, dst: &Path, new_path: &str) -> Result<Copied, Stop> {
     let (disk, s3) = (&run.shared.disk, &run.shared.s3);
-    let missing = || Stop::failed("source_missing", format!("object {key} does not exist"));
+    let missing = || {
+        Stop::new(
+            Reason::SourceMissing,
+            format!("object {key} does not exist"),
+        )
+    };
     let mut replaced = false;
     if let Some(size) = disk.stat(dst).await? {
         let source = s3.head(key).await?.ok_or_else(missing)?;
@@ -509,8 +504,8 @@ async fn to_disk(run: &RunContext, key: &str, dst: &Path, new_path: &str) -> Res
     };
     if let Some(problem) = problem {
         temp.discard().await;
-        return Err(Stop::failed(
-            "verification_failed",
+        return Err(Stop::new(
+            Reason::VerificationFailed,
             format!("object {key}: {problem}"),
         ));
     }

@@ -7,7 +7,8 @@
 
 use super::ledger::Ledger;
 use super::messages::{
-    Cancel, Handoff, IsRunning, MoveFile, Outcome, RunEnded, Start, StartReply, StatsEvent,
+    BatchCounts, Cancel, Handoff, IsRunning, MoveFile, Outcome, RunEnded, Start, StartReply,
+    StatsEvent,
 };
 use super::mover::Mover;
 use super::run_state::{CancelSignal, RunState};
@@ -89,6 +90,8 @@ impl Handler<Cancel> for Orchestrator {
 struct Prepared {
     lock: MigrationLock,
     batch: Opened,
+    /// Its counters once opened.
+    earlier: BatchCounts,
 }
 
 /// The batch a start opened (or re-opened).
@@ -97,7 +100,6 @@ struct Opened {
     /// Where its log rows go.
     log: crate::db::log::LogTable,
     resumed: bool,
-    total: i64,
     planned: PerKind<i64>,
     /// Rows to read per kind (planned plus those to report as skipped).
     to_visit: PerKind<i64>,
@@ -128,7 +130,11 @@ impl Handler<Start> for Orchestrator {
             async move { prepare(&shared, &opts, &signal, &chosen).await }
                 .into_actor(self)
                 .map(move |prepared, act, ctx| {
-                    let Prepared { lock, batch } = match prepared {
+                    let Prepared {
+                        lock,
+                        batch,
+                        earlier,
+                    } = match prepared {
                         Ok(prepared) => prepared,
                         Err(e) => {
                             act.set(RunState::Idle);
@@ -161,7 +167,7 @@ impl Handler<Start> for Orchestrator {
                         batch_id: batch.batch_id,
                         direction: options.direction,
                         resumed: batch.resumed,
-                        total: batch.total,
+                        earlier,
                         planned: batch.planned,
                         started_at: chrono::Utc::now(),
                     });
@@ -209,8 +215,21 @@ async fn prepare(
     let lock = MigrationLock::try_acquire(shared.config.database_url.expose())
         .await?
         .ok_or(EngineError::LockedElsewhere)?;
-    match prepare_locked(shared, options, cancel, chosen).await {
-        Ok(batch) => Ok(Prepared { lock, batch }),
+    let opened = async {
+        let batch = prepare_locked(shared, options, cancel, chosen).await?;
+        let mut conn = db::conn(&shared.pool).await?;
+        let row = batches::get(&mut conn, batch.batch_id)
+            .await?
+            .ok_or(EngineError::BatchNotFound(batch.batch_id))?;
+        Ok::<_, EngineError>((batch, BatchCounts::of(&row)))
+    }
+    .await;
+    match opened {
+        Ok((batch, earlier)) => Ok(Prepared {
+            lock,
+            batch,
+            earlier,
+        }),
         Err(e) => {
             lock.release().await;
             Err(e)
@@ -265,7 +284,6 @@ async fn prepare_locked(
             batch_id,
             log,
             resumed: true,
-            total: planned.total(),
             to_visit: planned,
             planned,
             dump_name: None,
@@ -338,7 +356,6 @@ async fn prepare_locked(
         batch_id,
         log,
         resumed: resume.is_some(),
-        total,
         planned: movable,
         to_visit,
         dump_name: dump,
@@ -522,7 +539,7 @@ async fn dispatch_all(
 /// A file's final outcome, from its mover's handoff.
 async fn settle(handoff: Result<Handoff, actix::MailboxError>) -> Outcome {
     let internal = || Outcome::Failed {
-        reason: "internal".into(),
+        reason: crate::model::Reason::Internal,
     };
     match handoff {
         Ok(Handoff(outcome)) => outcome.await.unwrap_or_else(|_| internal()),

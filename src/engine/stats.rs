@@ -2,11 +2,9 @@
 //! going. The status endpoint and the Prometheus metrics both read from it;
 //! it never touches the database.
 
-use super::messages::{GetStatus, Outcome, StatsEvent};
+use super::messages::{BatchCounts, GetStatus, Outcome, StatsEvent};
 use crate::model::{Direction, PerKind};
-use crate::telemetry::metrics::{
-    bounded, Metrics, DIRECTIONS, FAILURE_REASONS, ROLLBACK_OUTCOMES, SKIP_REASONS,
-};
+use crate::telemetry::metrics::{bounded, Metrics, DIRECTIONS, ROLLBACK_OUTCOMES};
 use actix::{Actor, Context, Handler};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -89,6 +87,9 @@ struct Run {
     batch_id: Uuid,
     direction: Direction,
     resumed: bool,
+    /// The batch's counters when this run began: the rates count only
+    /// what this run did.
+    earlier: BatchCounts,
     total: i64,
     active: i64,
     completed: i64,
@@ -151,7 +152,7 @@ impl Handler<StatsEvent> for Stats {
                 batch_id,
                 direction,
                 resumed,
-                total,
+                earlier,
                 planned,
                 started_at,
             } => {
@@ -169,14 +170,15 @@ impl Handler<StatsEvent> for Stats {
                     batch_id,
                     direction,
                     resumed,
-                    total,
+                    earlier,
+                    total: earlier.total,
                     active: 0,
-                    completed: 0,
-                    adopted: 0,
-                    replaced: 0,
-                    failed: 0,
-                    skipped: 0,
-                    bytes_moved: 0,
+                    completed: earlier.completed,
+                    adopted: earlier.adopted,
+                    replaced: earlier.replaced,
+                    failed: earlier.failed,
+                    skipped: earlier.skipped,
+                    bytes_moved: earlier.bytes_moved,
                     completed_by_kind: PerKind::default(),
                     reasons: BTreeMap::new(),
                     ledger_commits: 0,
@@ -227,18 +229,14 @@ impl Handler<StatsEvent> for Stats {
                     Outcome::Failed { reason } => {
                         run.failed += 1;
                         m.files.with_label_values(&[d, k, "failed"]).inc();
-                        m.failures
-                            .with_label_values(&[d, bounded(&reason, FAILURE_REASONS)])
-                            .inc();
-                        *run.reasons.entry(reason).or_default() += 1;
+                        m.failures.with_label_values(&[d, reason.as_str()]).inc();
+                        *run.reasons.entry(reason.as_str().to_string()).or_default() += 1;
                     }
                     Outcome::Skipped { reason } => {
                         run.skipped += 1;
                         m.files.with_label_values(&[d, k, "skipped"]).inc();
-                        m.skips
-                            .with_label_values(&[d, bounded(&reason, SKIP_REASONS)])
-                            .inc();
-                        *run.reasons.entry(reason).or_default() += 1;
+                        m.skips.with_label_values(&[d, reason.as_str()]).inc();
+                        *run.reasons.entry(reason.as_str().to_string()).or_default() += 1;
                     }
                 }
             }
@@ -283,7 +281,7 @@ impl Handler<GetStatus> for Stats {
             None => run.clock.elapsed().as_secs_f64(),
         }
         .max(0.001);
-        let files_per_second = done as f64 / elapsed;
+        let files_per_second = (done - run.earlier.done()) as f64 / elapsed;
         let waiting = (run.total - done - run.active).max(0);
         let eta_seconds = match (&run.finished, files_per_second > 0.0) {
             (None, true) => Some((waiting + run.active) as f64 / files_per_second),
@@ -314,7 +312,7 @@ impl Handler<GetStatus> for Stats {
             started_at: Some(run.started_at),
             finished_at: run.finished.as_ref().map(|f| f.0),
             files_per_second,
-            bytes_per_second: run.bytes_moved as f64 / elapsed,
+            bytes_per_second: (run.bytes_moved - run.earlier.bytes_moved) as f64 / elapsed,
             eta_seconds,
             failure_reasons: run.reasons.clone(),
             completed_by_kind: run.completed_by_kind.to_json(),

@@ -62,12 +62,13 @@ impl StoreError {
     }
 
     /// A short, stable reason code for reports and metrics.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> crate::model::Reason {
+        use crate::model::Reason;
         match self {
-            StoreError::Io { .. } => "disk_error",
-            StoreError::S3 { .. } | StoreError::Bucket { .. } => "s3_error",
-            StoreError::SourceChanged(_) => "source_changed",
-            StoreError::TargetTaken(_) => "target_in_use",
+            StoreError::Io { .. } => Reason::DiskError,
+            StoreError::S3 { .. } | StoreError::Bucket { .. } => Reason::S3Error,
+            StoreError::SourceChanged(_) => Reason::SourceChanged,
+            StoreError::TargetTaken(_) => Reason::TargetInUse,
         }
     }
 }

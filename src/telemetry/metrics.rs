@@ -7,7 +7,7 @@
 //! so alerts see a zero before the first failure. Setting metrics up can
 //! fail only with an error, never a panic.
 
-use crate::model::{Direction, FileKind};
+use crate::model::{Direction, FileKind, Reason};
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
@@ -15,30 +15,13 @@ use prometheus::{
 
 const NAMESPACE: &str = "noodle_migrate";
 
-/// Reasons a file fails; anything else is counted as `other`.
-pub const FAILURE_REASONS: &[&str] = &[
-    "source_missing",
-    "target_in_use",
-    "checksum_mismatch",
-    "verification_failed",
-    "source_changed",
-    "s3_error",
-    "disk_error",
-    "database_error",
-    "internal",
-    "other",
-];
-
-/// Reasons a file is skipped.
-pub const SKIP_REASONS: &[&str] = &[
-    "row_changed",
-    "outside_media_location",
-    "other_bucket",
-    "outside_prefix",
-    "unsafe_path",
-    "external_library",
-    "other",
-];
+/// The `reason` labels of failures, and of skips: the reasons themselves.
+fn reasons(failures: bool) -> impl Iterator<Item = &'static str> {
+    Reason::ALL
+        .into_iter()
+        .filter(move |r| r.is_failure() == failures)
+        .map(Reason::as_str)
+}
 
 /// The S3 operations the engine makes.
 pub const S3_OPERATIONS: &[&str] = &[
@@ -258,10 +241,10 @@ impl Metrics {
                     self.files.with_label_values(&[d, k, outcome]);
                 }
             }
-            for reason in FAILURE_REASONS {
+            for reason in reasons(true) {
                 self.failures.with_label_values(&[d, reason]);
             }
-            for reason in SKIP_REASONS {
+            for reason in reasons(false) {
                 self.skips.with_label_values(&[d, reason]);
             }
         }
@@ -319,6 +302,6 @@ mod tests {
     #[test]
     fn unknown_labels_are_bounded() {
         assert_eq!(bounded("SelectObjectContent", S3_OPERATIONS), "other");
-        assert_eq!(bounded("s3_error", FAILURE_REASONS), "s3_error");
+        assert_eq!(bounded("Complete", ROLLBACK_OUTCOMES), "other");
     }
 }

@@ -5,7 +5,7 @@ use crate::helpers::{EnvOptions, TestEnv};
 use noodle_migrate::db::ledger::{commit, LedgerBatch, PathChange, Unmoved};
 use noodle_migrate::db::log::LogTable;
 use noodle_migrate::db::{self};
-use noodle_migrate::model::{Direction, FileKind};
+use noodle_migrate::model::{Direction, FileKind, Reason};
 use uuid::Uuid;
 
 #[actix_rt::test]
@@ -43,20 +43,14 @@ async fn a_commit_sent_again_counts_each_file_once() {
     };
     let unmoved: Vec<Unmoved> = originals[1..]
         .iter()
-        .zip([true, false])
-        .map(|(f, failed)| Unmoved {
+        .zip([Reason::DiskError, Reason::UnsafePath])
+        .map(|(f, reason)| Unmoved {
             attempt: Uuid::now_v7(),
             kind: FileKind::Originals,
             row_id: f.row_id,
             entity_id: f.entity_id,
             path: f.path.clone(),
-            failed,
-            reason: if failed {
-                "source_unreadable"
-            } else {
-                "source_missing"
-            }
-            .into(),
+            reason,
             message: "test".into(),
         })
         .collect();
