@@ -305,6 +305,24 @@ impl TestEnv {
         }
     }
 
+    /// The engine's migrations, then a running toS3 batch of our own, for
+    /// tests that drive the database layer directly.
+    pub async fn our_batch(&self, total: i64) -> Uuid {
+        noodle_migrate::db::migrate(&self.db_url)
+            .await
+            .expect("migrations");
+        let batch = Uuid::new_v4();
+        self.db
+            .execute(
+                "INSERT INTO noodle_migrate_batch (id, direction, state, options, total)
+                 VALUES ($1, 'toS3', 'running', '{}', $2)",
+                &[&batch, &total],
+            )
+            .await
+            .expect("batch");
+        batch
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         self.db.query_one(sql, &[]).await.expect("count").get(0)
     }

@@ -11,16 +11,7 @@ use uuid::Uuid;
 #[actix_rt::test]
 async fn a_commit_sent_again_counts_each_file_once() {
     let env = TestEnv::new(EnvOptions::default()).await;
-    db::migrate(&env.db_url).await.expect("migrations");
-    let batch = Uuid::new_v4();
-    env.db
-        .execute(
-            "INSERT INTO noodle_migrate_batch (id, direction, state, options, total)
-             VALUES ($1, 'toS3', 'running', '{}', 3)",
-            &[&batch],
-        )
-        .await
-        .expect("batch");
+    let batch = env.our_batch(3).await;
     let originals: Vec<_> = env
         .seeded
         .files

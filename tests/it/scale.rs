@@ -117,17 +117,7 @@ async fn the_ledger_statement_costs_the_same_at_two_hundred_thousand_log_rows() 
         ..Default::default()
     })
     .await;
-    // The engine's migrations, then a batch of our own.
-    db::migrate(&env.db_url).await.expect("migrations");
-    let batch = Uuid::new_v4();
-    env.db
-        .execute(
-            "INSERT INTO noodle_migrate_batch (id, direction, state, options, total)
-             VALUES ($1, 'toS3', 'running', '{}', 0)",
-            &[&batch],
-        )
-        .await
-        .expect("batch");
+    let batch = env.our_batch(0).await;
     let ids = add_originals(&env, 400).await;
     // Earlier batches, which the statistics know about: to the planner, a
     // new batch then looks small, however many rows it already has.
@@ -180,16 +170,7 @@ async fn a_retry_page_costs_the_same_however_many_files_failed() {
         ..Default::default()
     })
     .await;
-    db::migrate(&env.db_url).await.expect("migrations");
-    let batch = Uuid::new_v4();
-    env.db
-        .execute(
-            "INSERT INTO noodle_migrate_batch (id, direction, state, options, total)
-             VALUES ($1, 'toS3', 'running', '{}', 0)",
-            &[&batch],
-        )
-        .await
-        .expect("batch");
+    let batch = env.our_batch(0).await;
     let pool = db::pool(&env.db_url, 1).expect("pool");
     let mut conn = db::conn(&pool).await.expect("connection");
     let mut cost = Vec::new();
