@@ -30,13 +30,15 @@ free_port() { python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',
 # data sits in $RUN_DIR/s3, by removing their folder (deleting a few
 # hundred thousand objects one by one would take longer than the bench).
 make_bucket() { aws --endpoint-url "$ENDPOINT" s3 mb "s3://$1" >/dev/null; }
+# Where the loopback s3s-fs in use keeps its data.
+S3_DATA="$RUN_DIR/s3"
 drop_bucket() {
-  if [ -d "$RUN_DIR/s3/$1" ]; then
-    rm -rf "${RUN_DIR:?}/s3/$1"
+  if [ -d "$S3_DATA/$1" ]; then
+    rm -rf "${S3_DATA:?}/$1"
     # and the metadata s3s-fs keeps beside it, named after the bucket
     local encoded
     encoded=$(printf %s "$1" | base64 -w0 | tr '+/' '-_' | tr -d '=')
-    find "$RUN_DIR/s3" -maxdepth 1 -name ".bucket-$encoded.*" -delete
+    find "$S3_DATA" -maxdepth 1 -name ".bucket-$encoded.*" -delete
   else
     aws --endpoint-url "$ENDPOINT" s3 rb --force "s3://$1" >/dev/null 2>&1 || true
   fi
@@ -55,6 +57,7 @@ own_s3s_fs() {
   mkdir -p "$1"
   s3s-fs --host 127.0.0.1 --port "$port" --access-key "$AK" --secret-key "$SK" "$1" >"$1.log" 2>&1 &
   S3FS_PID=$!
+  S3_DATA="$1"
   ENDPOINT="http://127.0.0.1:$port"
   export RCLONE_CONFIG_BENCH_ENDPOINT="$ENDPOINT"
   for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0; sleep 0.2; done
