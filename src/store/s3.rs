@@ -168,7 +168,7 @@ impl S3Store {
         E: std::error::Error + 'static,
     {
         if status_of(&err) == Some(412) {
-            return StoreError::TargetTaken(format!("object {key}"));
+            return taken(key);
         }
         self.failed(operation, err)
     }
@@ -335,30 +335,42 @@ impl S3Store {
         }
         let digest = digest_of(&data);
         let data = Bytes::from(data);
-        match self.put_bytes(key, data.clone(), &digest, write_if).await {
-            Err(e) if refused_condition(&e, write_if) => {
-                self.recheck(key, write_if).await?;
-                self.put_bytes(key, data, &digest, &WriteIf::Any).await?;
-            }
-            other => other?,
-        }
+        self.write_if(key, write_if, |condition| {
+            self.put_bytes(key, data.clone(), &digest, condition)
+        })
+        .await?;
         Ok(digest)
     }
 
-    /// For a server without conditional writes: the condition checked by a
-    /// HEAD just before an unconditional write. A narrower window, not none.
-    async fn recheck(&self, key: &str, write_if: &WriteIf) -> Result<(), StoreError> {
+    /// Runs `write` under `write_if`. A server without conditional writes
+    /// (`501`) gets the condition checked by a HEAD just before the write
+    /// is sent again unconditionally: a narrower window, not none.
+    async fn write_if<'a, F, Fut>(
+        &self,
+        key: &str,
+        write_if: &'a WriteIf,
+        write: F,
+    ) -> Result<(), StoreError>
+    where
+        F: Fn(&'a WriteIf) -> Fut,
+        Fut: std::future::Future<Output = Result<(), StoreError>>,
+    {
+        match write(write_if).await {
+            Err(StoreError::S3 {
+                status: Some(501), ..
+            }) if *write_if != WriteIf::Any => {}
+            done => return done,
+        }
         let found = self.head(key).await?;
         let holds = match write_if {
             WriteIf::Any => true,
             WriteIf::Absent => found.is_none(),
             WriteIf::Matches(etag) => found.and_then(|m| m.etag).as_deref() == Some(etag),
         };
-        if holds {
-            Ok(())
-        } else {
-            Err(StoreError::TargetTaken(format!("object {key}")))
+        if !holds {
+            return Err(taken(key));
         }
+        write(&WriteIf::Any).await
     }
 
     /// One PutObject, checked end to end with Content-MD5 and the ETag.
@@ -425,17 +437,10 @@ impl S3Store {
             if disk.version(path).await? != before {
                 return Err(StoreError::SourceChanged(path.display().to_string()));
             }
-            match self
-                .complete_upload(key, &upload_id, parts.clone(), write_if)
-                .await
-            {
-                Err(e) if refused_condition(&e, write_if) => {
-                    self.recheck(key, write_if).await?;
-                    self.complete_upload(key, &upload_id, parts, &WriteIf::Any)
-                        .await
-                }
-                other => other,
-            }
+            self.write_if(key, write_if, |condition| {
+                self.complete_upload(key, &upload_id, parts.clone(), condition)
+            })
+            .await
         }
         .await;
         if result.is_err() {
@@ -804,16 +809,9 @@ impl Drop for ObjectWriter<'_> {
     }
 }
 
-/// The server does not do conditional writes (`501 Not Implemented`).
-fn refused_condition(e: &StoreError, write_if: &WriteIf) -> bool {
-    *write_if != WriteIf::Any
-        && matches!(
-            e,
-            StoreError::S3 {
-                status: Some(501),
-                ..
-            }
-        )
+/// The answer to a write whose key no longer holds what it expected.
+fn taken(key: &str) -> StoreError {
+    StoreError::TargetTaken(format!("object {key}"))
 }
 
 impl WriteIf {
