@@ -273,12 +273,7 @@ async fn remove_unless_referenced(run: &RunContext, plan: &Plan) {
     if let Location::Object(key) = &plan.target {
         names.push(key.clone());
     }
-    let referenced = async {
-        let mut conn = crate::db::conn(&run.shared.pool).await?;
-        crate::db::orphans::is_referenced(&mut conn, &names).await
-    }
-    .await;
-    match referenced {
+    match referenced(run, &names).await {
         Ok(false) => {
             if let Err(e) = delete(run, &plan.target).await {
                 tracing::warn!(error = %e, "Cannot remove the copy of a row that changed");
@@ -291,6 +286,12 @@ async fn remove_unless_referenced(run: &RunContext, plan: &Plan) {
             tracing::warn!(error = %e, path = %plan.new_path, "Cannot tell whether a row points at the copy of a row that changed: it stays")
         }
     }
+}
+
+/// Whether a row of the gallery points at any of `names`.
+async fn referenced(run: &RunContext, names: &[String]) -> Result<bool, crate::db::DbError> {
+    let mut conn = crate::db::conn(&run.shared.pool).await?;
+    crate::db::orphans::is_referenced(&mut conn, names).await
 }
 
 async fn delete(run: &RunContext, location: &Location) -> Result<(), StoreError> {
@@ -421,13 +422,10 @@ async fn to_s3(run: &RunContext, src: &Path, key: &str, new_path: &str) -> Resul
 
 /// A differing target is only replaced when no row points at it.
 async fn refuse_if_referenced(run: &RunContext, names: &[String], what: &str) -> Result<(), Stop> {
-    let referenced = async {
-        let mut conn = crate::db::conn(&run.shared.pool).await?;
-        crate::db::orphans::is_referenced(&mut conn, names).await
-    }
-    .await
-    .map_err(|e| Stop::new(Reason::DatabaseError, e.to_string()))?;
-    if referenced {
+    let in_use = referenced(run, names)
+        .await
+        .map_err(|e| Stop::new(Reason::DatabaseError, e.to_string()))?;
+    if in_use {
         return Err(Stop::new(
             Reason::TargetInUse,
             format!("{what} already exists with other content, and a row of the gallery points at it: it is never overwritten"),
