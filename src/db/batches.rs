@@ -100,7 +100,7 @@ pub async fn open(
     options: &serde_json::Value,
     to_do: i64,
     dump_name: Option<&str>,
-) -> Result<(), DbError> {
+) -> Result<BatchRow, DbError> {
     timed(
         diesel::sql_query("DELETE FROM noodle_migrate_failure WHERE batch_id = $1")
             .bind::<SqlUuid, _>(id)
@@ -108,24 +108,24 @@ pub async fn open(
     )
     .await?;
     timed(
-        diesel::sql_query(
+        diesel::sql_query(format!(
             "INSERT INTO noodle_migrate_batch (id, direction, state, options, total, dump_name)
              VALUES ($1, $2, 'running', $3, $4, $5)
              ON CONFLICT (id) DO UPDATE
                SET state = 'running', options = EXCLUDED.options,
                    total = noodle_migrate_batch.completed + EXCLUDED.total,
                    failed = 0, skipped = 0, finished_at = NULL, error = NULL,
-                   dump_name = COALESCE(EXCLUDED.dump_name, noodle_migrate_batch.dump_name)",
-        )
+                   dump_name = COALESCE(EXCLUDED.dump_name, noodle_migrate_batch.dump_name)
+             RETURNING {COLUMNS}"
+        ))
         .bind::<SqlUuid, _>(id)
         .bind::<Text, _>(direction.as_str())
         .bind::<Jsonb, _>(options.clone())
         .bind::<BigInt, _>(to_do)
         .bind::<Nullable<Text>, _>(dump_name)
-        .execute(conn),
+        .get_result(conn),
     )
-    .await?;
-    Ok(())
+    .await
 }
 
 pub async fn finish(
@@ -173,17 +173,17 @@ pub async fn latest(conn: &mut DbConn) -> Result<Option<BatchRow>, DbError> {
 
 /// Re-opens a batch to retry its failed files; their failure records stay
 /// (they select the files) and are replaced as the files settle again.
-pub async fn reopen_for_retry(conn: &mut DbConn, id: Uuid) -> Result<(), DbError> {
+pub async fn reopen_for_retry(conn: &mut DbConn, id: Uuid) -> Result<BatchRow, DbError> {
     timed(
-        diesel::sql_query(
+        diesel::sql_query(format!(
             "UPDATE noodle_migrate_batch
-             SET state = 'running', failed = 0, finished_at = NULL, error = NULL WHERE id = $1",
-        )
+             SET state = 'running', failed = 0, finished_at = NULL, error = NULL WHERE id = $1
+             RETURNING {COLUMNS}"
+        ))
         .bind::<SqlUuid, _>(id)
-        .execute(conn),
+        .get_result(conn),
     )
-    .await?;
-    Ok(())
+    .await
 }
 
 /// Failed files of a batch, per kind.

@@ -35,12 +35,6 @@ pub struct RunEnded;
 #[rtype(result = "Option<Option<Uuid>>")]
 pub struct Cancel;
 
-/// Anyone → orchestrator: is a run preparing or in progress in this
-/// process?
-#[derive(Message)]
-#[rtype(result = "bool")]
-pub struct IsRunning;
-
 /// Orchestrator → mover: move one file. The mover answers as soon as its
 /// part is done (the copy made and verified, or the file refused); the
 /// answer carries the file's final outcome, which comes once the ledger

@@ -30,7 +30,7 @@ use crate::paths::Layout;
 use crate::store::{DiskStore, S3Store, StoreError};
 use crate::telemetry::Metrics;
 use actix::{Actor, Addr};
-use messages::{Cancel, GetStatus, IsRunning, Start, StartReply};
+use messages::{Cancel, GetStatus, Start, StartReply};
 use orchestrator::Orchestrator;
 use stats::{Stats, StatusView};
 use std::sync::Arc;
@@ -332,6 +332,11 @@ impl Engine {
             .ok_or(EngineError::NotRunning)
     }
 
+    /// Whether a run is preparing or in progress in this process.
+    fn is_running(&self) -> bool {
+        !*self.idle.borrow()
+    }
+
     /// Cancels the run, if any, and waits up to `deadline` for it to close.
     pub async fn shutdown(&self, deadline: Duration) {
         if self.cancel().await.is_err() {
@@ -384,7 +389,7 @@ impl Engine {
     /// Files and objects no row points at. Refused while a migration runs
     /// here: its copies in flight would show up as orphans.
     pub async fn orphans(&self, limit: usize) -> Result<orphans::OrphanReport, EngineError> {
-        if self.orchestrator.send(IsRunning).await? {
+        if self.is_running() {
             return Err(EngineError::AlreadyRunning);
         }
         self.shared.check_media().await?;
@@ -423,7 +428,7 @@ impl Engine {
 
     /// Reverts a batch's database paths; never moves a file.
     pub async fn rollback(&self, batch_id: Uuid) -> Result<RollbackReport, EngineError> {
-        if self.orchestrator.send(IsRunning).await? {
+        if self.is_running() {
             return Err(EngineError::AlreadyRunning);
         }
         let lock = db::lock::MigrationLock::try_acquire(self.shared.config.database_url.expose())

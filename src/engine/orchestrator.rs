@@ -7,8 +7,7 @@
 
 use super::ledger::Ledger;
 use super::messages::{
-    BatchCounts, Cancel, Handoff, IsRunning, MoveFile, Outcome, RunEnded, Start, StartReply,
-    StatsEvent,
+    BatchCounts, Cancel, Handoff, MoveFile, Outcome, RunEnded, Start, StartReply, StatsEvent,
 };
 use super::mover::Mover;
 use super::run_state::{CancelSignal, RunState};
@@ -32,8 +31,8 @@ pub struct Orchestrator {
     shared: Arc<Shared>,
     stats: Addr<Stats>,
     state: RunState,
-    /// Tells the engine's handle when the state becomes idle (shutdown
-    /// awaits it).
+    /// Tells the engine's handle whether the state is idle: it refuses
+    /// work that needs no run in progress, and shutdown awaits it.
     idle: tokio::sync::watch::Sender<bool>,
 }
 
@@ -61,13 +60,6 @@ impl Actor for Orchestrator {
     type Context = Context<Self>;
 }
 
-impl Handler<IsRunning> for Orchestrator {
-    type Result = bool;
-    fn handle(&mut self, _: IsRunning, _: &mut Context<Self>) -> bool {
-        !self.state.is_idle()
-    }
-}
-
 impl Handler<RunEnded> for Orchestrator {
     type Result = ();
     fn handle(&mut self, _: RunEnded, _: &mut Context<Self>) {
@@ -90,8 +82,6 @@ impl Handler<Cancel> for Orchestrator {
 struct Prepared {
     lock: MigrationLock,
     batch: Opened,
-    /// Its counters once opened.
-    earlier: BatchCounts,
 }
 
 /// The batch a start opened (or re-opened).
@@ -100,6 +90,8 @@ struct Opened {
     /// Where its log rows go.
     log: crate::db::log::LogTable,
     resumed: bool,
+    /// Its counters once opened.
+    earlier: BatchCounts,
     planned: PerKind<i64>,
     /// Rows to read per kind (planned plus those to report as skipped).
     to_visit: PerKind<i64>,
@@ -130,11 +122,7 @@ impl Handler<Start> for Orchestrator {
             async move { prepare(&shared, &opts, &signal, &chosen).await }
                 .into_actor(self)
                 .map(move |prepared, act, ctx| {
-                    let Prepared {
-                        lock,
-                        batch,
-                        earlier,
-                    } = match prepared {
+                    let Prepared { lock, batch } = match prepared {
                         Ok(prepared) => prepared,
                         Err(e) => {
                             act.set(RunState::Idle);
@@ -167,7 +155,7 @@ impl Handler<Start> for Orchestrator {
                         batch_id: batch.batch_id,
                         direction: options.direction,
                         resumed: batch.resumed,
-                        earlier,
+                        earlier: batch.earlier,
                         planned: batch.planned,
                         started_at: chrono::Utc::now(),
                     });
@@ -215,21 +203,8 @@ async fn prepare(
     let lock = MigrationLock::try_acquire(shared.config.database_url.expose())
         .await?
         .ok_or(EngineError::LockedElsewhere)?;
-    let opened = async {
-        let batch = prepare_locked(shared, options, cancel, chosen).await?;
-        let mut conn = db::conn(&shared.pool).await?;
-        let row = batches::get(&mut conn, batch.batch_id)
-            .await?
-            .ok_or(EngineError::BatchNotFound(batch.batch_id))?;
-        Ok::<_, EngineError>((batch, BatchCounts::of(&row)))
-    }
-    .await;
-    match opened {
-        Ok((batch, earlier)) => Ok(Prepared {
-            lock,
-            batch,
-            earlier,
-        }),
+    match prepare_locked(shared, options, cancel, chosen).await {
+        Ok(batch) => Ok(Prepared { lock, batch }),
         Err(e) => {
             lock.release().await;
             Err(e)
@@ -278,12 +253,13 @@ async fn prepare_locked(
                 unmovable: 0,
             });
         }
-        batches::reopen_for_retry(&mut conn, batch_id).await?;
+        let row = batches::reopen_for_retry(&mut conn, batch_id).await?;
         tracing::info!(batch_id = %batch_id, files = planned.total(), "Retrying the failed files of a batch");
         return Ok(Opened {
             batch_id,
             log,
             resumed: true,
+            earlier: BatchCounts::of(&row),
             to_visit: planned,
             planned,
             dump_name: None,
@@ -333,7 +309,7 @@ async fn prepare_locked(
     if cancel.is_set() {
         return Err(EngineError::CancelledBeforeStart);
     }
-    batches::open(
+    let row = batches::open(
         &mut conn,
         batch_id,
         options.direction,
@@ -356,6 +332,7 @@ async fn prepare_locked(
         batch_id,
         log,
         resumed: resume.is_some(),
+        earlier: BatchCounts::of(&row),
         planned: movable,
         to_visit,
         dump_name: dump,
