@@ -106,17 +106,21 @@ async fn group_of(env: &TestEnv, ids: &[Uuid]) -> Vec<PathChange> {
     changes
 }
 
-#[actix_rt::test]
-async fn the_ledger_statement_costs_the_same_at_two_hundred_thousand_log_rows() {
-    let env = TestEnv::new(EnvOptions {
+/// One user and no files: the tests add their rows themselves.
+fn no_assets() -> EnvOptions {
+    EnvOptions {
         spec: SeedSpec {
             users: 1,
             assets_per_user: 0,
             max_size: 1000,
         },
         ..Default::default()
-    })
-    .await;
+    }
+}
+
+#[actix_rt::test]
+async fn the_ledger_statement_costs_the_same_at_two_hundred_thousand_log_rows() {
+    let env = TestEnv::new(no_assets()).await;
     let batch = env.our_batch(0).await;
     let ids = add_originals(&env, 400).await;
     // Earlier batches, which the statistics know about: to the planner, a
@@ -161,15 +165,7 @@ async fn the_ledger_statement_costs_the_same_at_two_hundred_thousand_log_rows() 
 
 #[actix_rt::test]
 async fn a_retry_page_costs_the_same_however_many_files_failed() {
-    let env = TestEnv::new(EnvOptions {
-        spec: SeedSpec {
-            users: 1,
-            assets_per_user: 0,
-            max_size: 1000,
-        },
-        ..Default::default()
-    })
-    .await;
+    let env = TestEnv::new(no_assets()).await;
     let batch = env.our_batch(0).await;
     let pool = db::pool(&env.db_url, 1).expect("pool");
     let mut conn = db::conn(&pool).await.expect("connection");
