@@ -88,6 +88,28 @@ migrate() {
   echo "$(secs "$start" "$end") $rss $(python3 -c "print(f'{($x1 - $x0) / $FILES:.4f}')") $batch"
 }
 
+# The same copy through rclone, its progress sampled every second (its
+# JSON stats), so that the server's own slowing shows beside ours. Prints
+# the seconds it took; leaves its files/s per tenth in $3.
+rclone_sampled() {
+  local start end
+  start=$(now)
+  rclone copy --transfers "$CONC" --checkers "$CONC" --stats 1s --use-json-log \
+    --stats-log-level NOTICE "$1" "$2" 2>"$3.log"
+  end=$(now)
+  python3 -c "
+import json, sys
+for line in open(sys.argv[1]):
+    try:
+        s = json.loads(line)['stats']
+    except (ValueError, KeyError):
+        continue
+    print(s['elapsedTime'], s['transfers'], s['errors'])
+" "$3.log" >"$3.samples"
+  python3 bench/tenths.py "$3.samples" "$FILES" | head -1 >"$3"
+  secs "$start" "$end"
+}
+
 make_bucket "nm-scale-$RID"
 log "Scale: noodle-migrate to S3 (concurrency $CONC, deleteSource)"
 read -r -a up < <(migrate s3 toS3 "nm-scale-$RID")
@@ -111,8 +133,8 @@ rolled=$(psql "$BASE_URL/$DB" -qtAX -c "SELECT count(*) FROM noodle_migrate_batc
 admin_rss=$(stop)
 log "Scale: rclone, the same files both ways"
 make_bucket "rc-scale-$RID"
-rc_up=$(timed rclone copy -q --transfers "$CONC" --checkers "$CONC" "$WORK/media" "bench:rc-scale-$RID")
-rc_down=$(timed rclone copy -q --transfers "$CONC" --checkers "$CONC" "bench:rc-scale-$RID" "$WORK/rclone-back")
+rc_up=$(rclone_sampled "$WORK/media" "bench:rc-scale-$RID" "$WORK/rclone-up")
+rc_down=$(rclone_sampled "bench:rc-scale-$RID" "$WORK/rclone-back" "$WORK/rclone-down")
 
 echo "files $FILES"
 echo "concurrency $CONC"
@@ -128,4 +150,6 @@ echo "orphans_seconds $orphans_s"
 echo "rollback_seconds $rollback_s"
 echo "admin_rss_kb $admin_rss"
 echo "rclone_up_seconds $rc_up"
+sed 's/^/rclone_up_/' "$WORK/rclone-up"
 echo "rclone_down_seconds $rc_down"
+sed 's/^/rclone_down_/' "$WORK/rclone-down"

@@ -9,12 +9,14 @@ one line per measure, the value of each tenth:
 
 Usage: tenths.py <samples> <files>
 A sample line: seconds done failed engine_cpu server_cpu db_cpu (CPU in
-seconds since each process started)."""
+seconds since each process started); without the CPU columns, only the
+rate is printed."""
 import sys
 
 rows = [list(map(float, line.split())) for line in open(sys.argv[1]) if line.strip()]
 files = int(sys.argv[2])
 start = [0.0, 0.0, 0.0] + rows[0][3:6]
+cpu = len(rows[0]) >= 6
 rows.insert(0, start)
 
 
@@ -32,5 +34,5 @@ marks = [at(k * tenth) for k in range(11)]
 spans = list(zip(marks, marks[1:]))
 rate = [tenth / max(b[0] - a[0], 1e-9) for a, b in spans]
 print("rate", *[f"{r:.0f}" for r in rate])
-for name, col in (("engine", 3), ("server", 4), ("db", 5)):
+for name, col in (("engine", 3), ("server", 4), ("db", 5)) if cpu else ():
     print(name, *[f"{(b[col] - a[col]) / tenth * 1000:.2f}" for a, b in spans])
