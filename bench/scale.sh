@@ -116,7 +116,15 @@ read -r -a up < <(migrate s3 toS3 "nm-scale-$RID")
 cp "$WORK/samples" "$WORK/samples-up"
 python3 bench/tenths.py "$WORK/samples-up" "$FILES" >"$WORK/tenths-up"
 log "Scale: to S3 in ${up[0]} s; per tenth:"; cat "$WORK/tenths-up" >&2
-if [ -n "${BENCH_SCALE_UP_ONLY:-}" ]; then exit 0; fi
+if [ -n "${BENCH_SCALE_UP_ONLY:-}" ]; then
+  # A quicker look, for tuning: the upload and rclone's, nothing else.
+  make_bucket "rc-scale-$RID"
+  rc_up=$(rclone_sampled "$WORK/media" "bench:rc-scale-$RID" "$WORK/rclone-up")
+  echo "files $FILES"; echo "up_seconds ${up[0]}"; echo "up_rss_kb ${up[1]}"; echo "up_xacts ${up[2]}"
+  sed 's/^/up_/' "$WORK/tenths-up"
+  echo "rclone_up_seconds $rc_up"; sed 's/^/rclone_up_/' "$WORK/rclone-up"
+  exit 0
+fi
 log "Scale: noodle-migrate back to disk"
 read -r -a down < <(migrate disk toDisk "nm-scale-$RID")
 cp "$WORK/samples" "$WORK/samples-down"

@@ -2,10 +2,11 @@
 //! over to the library.
 
 use clap::{Args, Parser, Subcommand};
-use noodle_migrate::cli::{self, client::ApiClient, Exit, MigrateArgs};
+use noodle_migrate::cli::{self, client::ApiClient, Exit};
 use noodle_migrate::config::{Config, DEFAULT_LISTEN};
+use noodle_migrate::engine::options::{Concurrency, FileTypes, StartOptions};
 use noodle_migrate::http::Application;
-use noodle_migrate::model::{Direction, FileKind};
+use noodle_migrate::model::Direction;
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,13 +47,13 @@ struct Migration {
     /// Delete each source file once its new path is committed.
     #[arg(long)]
     delete_source: bool,
-    /// Files moved in parallel, 1–20.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(1..=20))]
-    concurrency: u8,
+    /// Files moved in parallel, 1–20 [default: 5].
+    #[arg(long, value_parser = parse_concurrency)]
+    concurrency: Option<Concurrency>,
     /// Comma-separated kinds (default: all): originals, thumbnails, previews,
     /// fullsize, sidecars, encodedVideos, personThumbnails, profileImages.
-    #[arg(long, value_parser = parse_kinds)]
-    file_types: Option<Kinds>,
+    #[arg(long, value_parser = cli::parse_file_types)]
+    file_types: Option<FileTypes>,
     /// Check originals against their recorded SHA-1 before committing.
     #[arg(long)]
     verify: bool,
@@ -66,15 +67,12 @@ struct Migration {
 }
 
 impl Migration {
-    fn args(&self) -> MigrateArgs {
-        MigrateArgs {
+    fn options(&self) -> StartOptions {
+        StartOptions {
             direction: self.direction,
             delete_source: self.delete_source,
-            concurrency: self.concurrency,
-            kinds: match &self.file_types {
-                Some(kinds) => kinds.0.clone(),
-                None => FileKind::ALL.to_vec(),
-            },
+            concurrency: self.concurrency.unwrap_or_default(),
+            file_types: self.file_types.unwrap_or_default(),
             verify: self.verify,
             dump_database: self.dump_database,
             ignore_move_history: self.ignore_move_history,
@@ -154,12 +152,12 @@ enum DumpAction {
     Delete { name: String },
 }
 
-/// A list of kinds as one argument (clap would read a bare Vec as many).
-#[derive(Clone)]
-struct Kinds(Vec<FileKind>);
-
-fn parse_kinds(value: &str) -> Result<Kinds, String> {
-    cli::parse_kinds(value).map(Kinds)
+fn parse_concurrency(value: &str) -> Result<Concurrency, String> {
+    value
+        .parse()
+        .ok()
+        .and_then(Concurrency::new)
+        .ok_or_else(|| format!("expected a whole number from 1 to 20, got {value:?}"))
 }
 
 fn parse_direction(value: &str) -> Result<Direction, String> {
@@ -180,46 +178,49 @@ fn main() -> ExitCode {
     let _failpoints = noodle_migrate::failpoint::setup();
     let cli = Cli::parse();
     let json = cli.json;
-    let exit = match cli.command {
-        Command::Serve => match load(&cli.env_file) {
-            Ok(config) => serve(config),
-            Err(exit) => exit,
-        },
-        Command::Run { migration } => match load(&cli.env_file) {
-            Ok(config) => block_on(async move { cli::run(config, &migration.args(), json).await }),
-            Err(exit) => exit,
-        },
-        Command::Estimate { direction, remote } => {
-            block_on(async move { cli::estimate(&client(&remote), direction, json).await })
-        }
-        Command::Start {
-            migration,
-            wait,
-            remote,
-        } => block_on(
-            async move { cli::start(&client(&remote), &migration.args(), wait, json).await },
-        ),
-        Command::Status { watch, remote } => {
-            block_on(async move { cli::status(&client(&remote), watch, json).await })
-        }
-        Command::Rollback { batch_id, remote } => {
-            block_on(async move { cli::rollback(&client(&remote), batch_id, json).await })
-        }
-        Command::Cancel { remote } => {
-            block_on(async move { cli::cancel(&client(&remote), json).await })
-        }
-        Command::Orphans { limit, remote } => {
-            block_on(async move { cli::orphans(&client(&remote), limit, json).await })
-        }
-        Command::Dump { action, remote } => block_on(async move {
-            let client = client(&remote);
-            match action {
-                DumpAction::Create => cli::dumps::create(&client, json).await,
-                DumpAction::List => cli::dumps::list(&client, json).await,
-                DumpAction::Delete { name } => cli::dumps::delete(&client, &name, json).await,
+    let exit =
+        match cli.command {
+            Command::Serve => match load(&cli.env_file) {
+                Ok(config) => serve(config),
+                Err(exit) => exit,
+            },
+            Command::Run { migration } => match load(&cli.env_file) {
+                Ok(config) => {
+                    block_on(async move { cli::run(config, migration.options(), json).await })
+                }
+                Err(exit) => exit,
+            },
+            Command::Estimate { direction, remote } => {
+                block_on(async move { cli::estimate(&client(&remote), direction, json).await })
             }
-        }),
-    };
+            Command::Start {
+                migration,
+                wait,
+                remote,
+            } => block_on(async move {
+                cli::start(&client(&remote), &migration.options(), wait, json).await
+            }),
+            Command::Status { watch, remote } => {
+                block_on(async move { cli::status(&client(&remote), watch, json).await })
+            }
+            Command::Rollback { batch_id, remote } => {
+                block_on(async move { cli::rollback(&client(&remote), batch_id, json).await })
+            }
+            Command::Cancel { remote } => {
+                block_on(async move { cli::cancel(&client(&remote), json).await })
+            }
+            Command::Orphans { limit, remote } => {
+                block_on(async move { cli::orphans(&client(&remote), limit, json).await })
+            }
+            Command::Dump { action, remote } => block_on(async move {
+                let client = client(&remote);
+                match action {
+                    DumpAction::Create => cli::dumps::create(&client, json).await,
+                    DumpAction::List => cli::dumps::list(&client, json).await,
+                    DumpAction::Delete { name } => cli::dumps::delete(&client, &name, json).await,
+                }
+            }),
+        };
     ExitCode::from(exit.code())
 }
 

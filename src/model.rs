@@ -90,8 +90,20 @@ impl FileKind {
         FileKind::ProfileImages,
     ];
 
+    /// The keys of the API's `fileTypes` and `fileCounts` objects, in
+    /// walking order.
+    pub const API_KEYS: [&'static str; 8] = {
+        let mut keys = [""; 8];
+        let mut i = 0;
+        while i < keys.len() {
+            keys[i] = FileKind::ALL[i].api_key();
+            i += 1;
+        }
+        keys
+    };
+
     /// The key used in the API's `fileTypes` and `fileCounts` objects.
-    pub fn api_key(self) -> &'static str {
+    pub const fn api_key(self) -> &'static str {
         match self {
             FileKind::Originals => "originals",
             FileKind::Thumbnails => "thumbnails",
@@ -314,5 +326,113 @@ impl Reason {
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// Where a batch stands: `noodle_migrate_batch.state`, and the status's
+/// `state`.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    diesel::expression::AsExpression,
+    diesel::deserialize::FromSqlRow,
+)]
+#[diesel(sql_type = diesel::sql_types::Text)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchState {
+    Running,
+    /// Running, with a cancel asked for: the files in flight finish. Only
+    /// the status says it; the table keeps `running` until the batch
+    /// closes as cancelled.
+    Cancelling,
+    Completed,
+    CompletedWithFailures,
+    Failed,
+    /// Its process stopped (or lost the lock) before the end: a start of
+    /// the same direction resumes it.
+    Interrupted,
+    /// Stopped on request: a start of the same direction resumes it.
+    Cancelled,
+    RolledBack,
+}
+
+impl BatchState {
+    pub const ALL: [BatchState; 8] = [
+        BatchState::Running,
+        BatchState::Cancelling,
+        BatchState::Completed,
+        BatchState::CompletedWithFailures,
+        BatchState::Failed,
+        BatchState::Interrupted,
+        BatchState::Cancelled,
+        BatchState::RolledBack,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BatchState::Running => "running",
+            BatchState::Cancelling => "cancelling",
+            BatchState::Completed => "completed",
+            BatchState::CompletedWithFailures => "completed_with_failures",
+            BatchState::Failed => "failed",
+            BatchState::Interrupted => "interrupted",
+            BatchState::Cancelled => "cancelled",
+            BatchState::RolledBack => "rolled_back",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<BatchState> {
+        BatchState::ALL.into_iter().find(|s| s.as_str() == value)
+    }
+}
+
+impl fmt::Display for BatchState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl diesel::serialize::ToSql<diesel::sql_types::Text, diesel::pg::Pg> for BatchState {
+    fn to_sql<'b>(
+        &'b self,
+        out: &mut diesel::serialize::Output<'b, '_, diesel::pg::Pg>,
+    ) -> diesel::serialize::Result {
+        <str as diesel::serialize::ToSql<diesel::sql_types::Text, diesel::pg::Pg>>::to_sql(
+            self.as_str(),
+            out,
+        )
+    }
+}
+
+impl diesel::deserialize::FromSql<diesel::sql_types::Text, diesel::pg::Pg> for BatchState {
+    fn from_sql(bytes: diesel::pg::PgValue<'_>) -> diesel::deserialize::Result<BatchState> {
+        let text = <String as diesel::deserialize::FromSql<
+            diesel::sql_types::Text,
+            diesel::pg::Pg,
+        >>::from_sql(bytes)?;
+        BatchState::parse(&text).ok_or_else(|| format!("unknown batch state {text:?}").into())
+    }
+}
+
+#[cfg(test)]
+mod state_tests {
+    use super::BatchState;
+
+    #[test]
+    fn states_round_trip_and_serialise_as_stored() {
+        for state in BatchState::ALL {
+            assert_eq!(BatchState::parse(state.as_str()), Some(state));
+            assert_eq!(
+                serde_json::to_value(state).unwrap(),
+                serde_json::Value::from(state.as_str())
+            );
+        }
+        assert_eq!(BatchState::parse("done"), None);
     }
 }

@@ -1,6 +1,9 @@
-//! A small client for the engine's API, used by the CLI commands.
+//! A small client for the engine's API, used by the CLI commands. It reads
+//! answers into the server's own body types, so a field the server does
+//! not send cannot be printed.
 
 use reqwest::StatusCode;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 #[derive(Debug, thiserror::Error)]
@@ -9,6 +12,8 @@ pub enum ClientError {
     Unreachable { url: String, message: String },
     #[error("{message} ({status})")]
     Refused { status: u16, message: String },
+    #[error("the engine's answer to {path} cannot be read: {message}")]
+    Unreadable { path: String, message: String },
 }
 
 impl ClientError {
@@ -17,6 +22,7 @@ impl ClientError {
         match self {
             ClientError::Unreachable { .. } => true,
             ClientError::Refused { status, .. } => matches!(status, 400 | 401 | 404),
+            ClientError::Unreadable { .. } => false,
         }
     }
 }
@@ -36,7 +42,11 @@ impl ApiClient {
         }
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder, path: &str) -> Result<Value, ClientError> {
+    async fn send<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+        path: &str,
+    ) -> Result<T, ClientError> {
         let req = match &self.token {
             Some(t) => req.bearer_auth(t),
             None => req,
@@ -48,7 +58,10 @@ impl ApiClient {
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         if status.is_success() {
-            return Ok(body);
+            return serde_json::from_value(body).map_err(|e| ClientError::Unreadable {
+                path: path.to_string(),
+                message: e.to_string(),
+            });
         }
         let message = body["message"]
             .as_str()
@@ -65,21 +78,25 @@ impl ApiClient {
         })
     }
 
-    pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         self.send(self.http.get(format!("{}{path}", self.base)), path)
             .await
     }
 
-    pub async fn post(&self, path: &str, body: Option<Value>) -> Result<Value, ClientError> {
+    pub async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<T, ClientError> {
         let req = self.http.post(format!("{}{path}", self.base));
         let req = match body {
-            Some(b) => req.json(&b),
+            Some(b) => req.json(b),
             None => req,
         };
         self.send(req, path).await
     }
 
-    pub async fn delete(&self, path: &str) -> Result<Value, ClientError> {
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         self.send(self.http.delete(format!("{}{path}", self.base)), path)
             .await
     }

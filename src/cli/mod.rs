@@ -9,10 +9,15 @@ pub mod dumps;
 pub mod progress;
 
 use crate::config::Config;
+use crate::db::rollback::RollbackReport;
+use crate::engine::options::FileTypes;
+use crate::engine::orphans::OrphanReport;
+use crate::engine::stats::StatusView;
 use crate::engine::{Engine, StartOptions};
-use crate::model::{Direction, FileKind};
+use crate::http::bodies::{Cancelling, EstimateBody, Started};
+use crate::model::{BatchState, Direction, FileKind};
 use client::{ApiClient, ClientError};
-use serde_json::{json, Value};
+use serde::Serialize;
 use std::time::Duration;
 
 /// How a command ended.
@@ -33,45 +38,14 @@ impl Exit {
     }
 }
 
-/// What `start` and `run` were asked to do.
-#[derive(Debug, Clone)]
-pub struct MigrateArgs {
-    pub direction: Direction,
-    pub delete_source: bool,
-    pub concurrency: u8,
-    pub kinds: Vec<FileKind>,
-    pub verify: bool,
-    pub dump_database: bool,
-    pub ignore_move_history: bool,
-}
-
-impl MigrateArgs {
-    fn body(&self) -> Value {
-        let file_types: serde_json::Map<String, Value> = FileKind::ALL
-            .iter()
-            .map(|k| (k.api_key().to_string(), self.kinds.contains(k).into()))
-            .collect();
-        json!({
-            "direction": self.direction,
-            "deleteSource": self.delete_source,
-            "concurrency": self.concurrency,
-            "fileTypes": file_types,
-            "verify": self.verify,
-            "dumpDatabase": self.dump_database,
-            "ignoreMoveHistory": self.ignore_move_history,
-        })
-    }
-}
-
 /// Parses `originals,thumbnails,…` (for clap).
-pub fn parse_kinds(value: &str) -> Result<Vec<FileKind>, String> {
+pub fn parse_file_types(value: &str) -> Result<FileTypes, String> {
     let mut kinds = Vec::new();
     for key in value.split(',').map(str::trim).filter(|k| !k.is_empty()) {
         let kind = FileKind::from_api_key(key).ok_or_else(|| {
-            let known: Vec<&str> = FileKind::ALL.iter().map(|k| k.api_key()).collect();
             format!(
                 "unknown file type {key:?}; expected some of {}",
-                known.join(",")
+                FileKind::API_KEYS.join(",")
             )
         })?;
         if !kinds.contains(&kind) {
@@ -81,8 +55,7 @@ pub fn parse_kinds(value: &str) -> Result<Vec<FileKind>, String> {
     if kinds.is_empty() {
         return Err("select at least one file type".into());
     }
-    kinds.sort();
-    Ok(kinds)
+    Ok(FileTypes::only(&kinds))
 }
 
 pub(crate) fn report(err: ClientError) -> Exit {
@@ -96,11 +69,11 @@ pub(crate) fn report(err: ClientError) -> Exit {
 
 /// An engine's answer, printed as JSON or as text; a refusal is reported
 /// and becomes the command's exit status.
-pub(crate) fn show(
-    answer: Result<Value, ClientError>,
+pub(crate) fn show<T: Serialize>(
+    answer: Result<T, ClientError>,
     as_json: bool,
-    text: impl FnOnce(&Value),
-) -> Result<Value, Exit> {
+    text: impl FnOnce(&T),
+) -> Result<T, Exit> {
     let value = answer.map_err(report)?;
     if as_json {
         print_json(&value);
@@ -111,61 +84,54 @@ pub(crate) fn show(
 }
 
 /// The exit status of a command that only shows an answer.
-pub(crate) fn exit_of(shown: Result<Value, Exit>) -> Exit {
+pub(crate) fn exit_of<T>(shown: Result<T, Exit>) -> Exit {
     match shown {
         Err(exit) => exit,
         Ok(_) => Exit::Ok,
     }
 }
 
-pub(crate) fn print_json(value: &Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
-    );
+pub(crate) fn print_json(value: &impl Serialize) {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => println!("{text}"),
+        Err(e) => eprintln!("noodle-migrate: cannot print the answer: {e}"),
+    }
 }
 
 pub async fn estimate(client: &ApiClient, direction: Direction, as_json: bool) -> Exit {
     let answer = client
-        .get(&format!(
+        .get::<EstimateBody>(&format!(
             "/storage-migration/estimate?direction={direction}"
         ))
         .await;
     exit_of(show(answer, as_json, progress::print_estimate))
 }
 
-pub async fn start(client: &ApiClient, args: &MigrateArgs, wait: bool, as_json: bool) -> Exit {
-    let reply = match client
-        .post("/storage-migration/start", Some(args.body()))
-        .await
-    {
-        Err(e) => return report(e),
-        Ok(v) => v,
-    };
-    if !wait {
-        if as_json {
-            print_json(&reply);
-        } else {
-            let verb = if reply["resumed"] == true {
-                "Resumed"
-            } else {
-                "Started"
-            };
-            println!("{verb} batch {}", reply["batchId"].as_str().unwrap_or("?"));
-            if let Some(name) = reply["dumpName"].as_str() {
-                println!("Database dumped to {name}");
-            }
+pub async fn start(client: &ApiClient, options: &StartOptions, wait: bool, as_json: bool) -> Exit {
+    let answer = client
+        .post::<Started>("/storage-migration/start", Some(&options.to_value()))
+        .await;
+    let text = |reply: &Started| {
+        let verb = if reply.resumed { "Resumed" } else { "Started" };
+        println!("{verb} batch {}", reply.batch_id);
+        if let Some(name) = &reply.dump_name {
+            println!("Database dumped to {name}");
         }
-        return Exit::Ok;
+    };
+    if wait {
+        if let Err(e) = answer {
+            return report(e);
+        }
+        return watch(client, as_json).await;
     }
-    watch(client, as_json).await
+    exit_of(show(answer, as_json, text))
 }
 
 pub async fn status(client: &ApiClient, follow: bool, as_json: bool) -> Exit {
     if follow {
         return watch(client, as_json).await;
     }
-    let answer = client.get("/storage-migration/status").await;
+    let answer = client.get::<StatusView>("/storage-migration/status").await;
     exit_of(show(answer, as_json, progress::print_summary))
 }
 
@@ -173,7 +139,7 @@ pub async fn status(client: &ApiClient, follow: bool, as_json: bool) -> Exit {
 async fn watch(client: &ApiClient, as_json: bool) -> Exit {
     let bar = progress::Bar::new(!as_json);
     loop {
-        let status = match client.get("/storage-migration/status").await {
+        let status = match client.get::<StatusView>("/storage-migration/status").await {
             Err(e) => {
                 bar.finish();
                 return report(e);
@@ -181,7 +147,7 @@ async fn watch(client: &ApiClient, as_json: bool) -> Exit {
             Ok(v) => v,
         };
         bar.update(&status);
-        if status["isActive"] != true {
+        if !status.is_active {
             bar.finish();
             return finish(&status, as_json);
         }
@@ -189,15 +155,17 @@ async fn watch(client: &ApiClient, as_json: bool) -> Exit {
     }
 }
 
-fn finish(status: &Value, as_json: bool) -> Exit {
+fn finish(status: &StatusView, as_json: bool) -> Exit {
     if as_json {
         print_json(status);
     } else {
         progress::print_summary(status);
     }
-    let failed = status["failed"].as_i64().unwrap_or(0) > 0;
-    let stopped = matches!(status["state"].as_str(), Some("failed" | "cancelled"));
-    if failed || stopped {
+    let stopped = matches!(
+        status.state,
+        Some(BatchState::Failed | BatchState::Cancelled)
+    );
+    if status.failed > 0 || stopped {
         Exit::Failed
     } else {
         Exit::Ok
@@ -206,28 +174,28 @@ fn finish(status: &Value, as_json: bool) -> Exit {
 
 pub async fn rollback(client: &ApiClient, batch_id: uuid::Uuid, as_json: bool) -> Exit {
     let answer = client
-        .post(&format!("/storage-migration/rollback/{batch_id}"), None)
+        .post::<RollbackReport>(&format!("/storage-migration/rollback/{batch_id}"), None)
         .await;
-    let text = |v: &Value| {
+    let text = |r: &RollbackReport| {
         println!(
             "Rolled back {} of {} paths; {} rows changed since and were left alone.",
-            v["rolledBack"], v["total"], v["failed"]
+            r.rolled_back, r.total, r.failed
         )
     };
     match show(answer, as_json, text) {
         Err(exit) => exit,
-        Ok(v) if v["failed"].as_i64().unwrap_or(0) > 0 => Exit::Failed,
+        Ok(r) if r.failed > 0 => Exit::Failed,
         Ok(_) => Exit::Ok,
     }
 }
 
 pub async fn cancel(client: &ApiClient, as_json: bool) -> Exit {
-    let answer = client.post("/storage-migration/cancel", None).await;
-    let text = |v: &Value| {
-        println!(
-            "Cancelling batch {}: the files in flight finish first.",
-            v["batchId"].as_str().unwrap_or("?")
-        )
+    let answer = client
+        .post::<Cancelling>("/storage-migration/cancel", None)
+        .await;
+    let text = |c: &Cancelling| match c.batch_id {
+        Some(id) => println!("Cancelling batch {id}: the files in flight finish first."),
+        None => println!("Cancelling the start: it stops before its first file."),
     };
     exit_of(show(answer, as_json, text))
 }
@@ -235,51 +203,24 @@ pub async fn cancel(client: &ApiClient, as_json: bool) -> Exit {
 /// Files and objects no row points at; exits 1 when there are any.
 pub async fn orphans(client: &ApiClient, limit: u32, as_json: bool) -> Exit {
     let answer = client
-        .get(&format!("/storage-migration/orphans?limit={limit}"))
+        .get::<OrphanReport>(&format!("/storage-migration/orphans?limit={limit}"))
         .await;
-    let value = match answer {
-        Ok(value) => value,
-        Err(e) => return report(e),
-    };
-    let orphans: crate::engine::orphans::OrphanReport = match serde_json::from_value(value.clone())
-    {
-        Ok(orphans) => orphans,
-        Err(e) => {
-            eprintln!("noodle-migrate: the engine's orphan report cannot be read: {e}");
-            return Exit::Failed;
-        }
-    };
-    if as_json {
-        print_json(&value);
-    } else {
-        progress::print_orphans(&orphans);
-    }
-    if orphans.orphans.is_empty() {
-        Exit::Ok
-    } else {
-        Exit::Failed
+    match show(answer, as_json, progress::print_orphans) {
+        Err(exit) => exit,
+        Ok(report) if report.orphans.is_empty() => Exit::Ok,
+        Ok(_) => Exit::Failed,
     }
 }
 
 /// A whole migration in this process, without a server. Ctrl-C or SIGTERM
 /// cancels it cleanly (the next run resumes).
-pub async fn run(config: Config, args: &MigrateArgs, as_json: bool) -> Exit {
+pub async fn run(config: Config, options: StartOptions, as_json: bool) -> Exit {
     let engine = match Engine::start(config).await {
         Ok(e) => e,
         Err(e) => {
             eprintln!("noodle-migrate: {e}");
             return Exit::Usage;
         }
-    };
-    let options = StartOptions {
-        direction: args.direction,
-        delete_source: args.delete_source,
-        concurrency: args.concurrency,
-        kinds: args.kinds.clone(),
-        verify: args.verify,
-        retry_failed_of: None,
-        dump_database: args.dump_database,
-        ignore_move_history: args.ignore_move_history,
     };
     match engine.start_migration(options).await {
         Err(e) => {
@@ -296,7 +237,7 @@ pub async fn run(config: Config, args: &MigrateArgs, as_json: bool) -> Exit {
     let mut interrupted = Box::pin(crate::shutdown_signal());
     loop {
         let status = match engine.status().await {
-            Ok(s) => serde_json::to_value(s).unwrap_or(Value::Null),
+            Ok(s) => s,
             Err(e) => {
                 bar.finish();
                 eprintln!("noodle-migrate: {e}");
@@ -304,7 +245,7 @@ pub async fn run(config: Config, args: &MigrateArgs, as_json: bool) -> Exit {
             }
         };
         bar.update(&status);
-        if status["isActive"] != true {
+        if !status.is_active {
             bar.finish();
             return finish(&status, as_json);
         }
@@ -315,10 +256,10 @@ pub async fn run(config: Config, args: &MigrateArgs, as_json: bool) -> Exit {
                 engine.shutdown(engine.config().shutdown_deadline).await;
                 // The signal has fired: it is not waited on again. The run
                 // either ended within the deadline or is left to resume.
-                let status = engine.status().await.map(|s| serde_json::to_value(s).unwrap_or(Value::Null));
+                let status = engine.status().await;
                 bar.finish();
                 return match status {
-                    Ok(status) if status["isActive"] != true => finish(&status, as_json),
+                    Ok(status) if !status.is_active => finish(&status, as_json),
                     Ok(_) => {
                         eprintln!("noodle-migrate: files still in flight at the deadline; the next start resumes the batch");
                         Exit::Failed

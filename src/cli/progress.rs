@@ -2,9 +2,10 @@
 //! rate, ETA), and plain summaries.
 
 use crate::engine::orphans::OrphanReport;
+use crate::engine::stats::StatusView;
+use crate::http::bodies::EstimateBody;
 use crate::model::FileKind;
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde_json::Value;
 use std::time::Duration;
 
 pub struct Bar {
@@ -27,21 +28,21 @@ impl Bar {
         Bar { bar }
     }
 
-    pub fn update(&self, status: &Value) {
-        let n = |k: &str| status[k].as_i64().unwrap_or(0).max(0) as u64;
-        self.bar.set_length(n("total"));
+    pub fn update(&self, status: &StatusView) {
+        let n = |v: i64| v.max(0) as u64;
+        self.bar.set_length(n(status.total));
         self.bar
-            .set_position(n("completed") + n("failed") + n("skipped"));
-        let eta = match status["etaSeconds"].as_f64() {
-            Some(s) if status["isActive"] == true => format!("ETA {}", human_seconds(s)),
+            .set_position(n(status.completed + status.failed + status.skipped));
+        let eta = match status.eta_seconds {
+            Some(s) if status.is_active => format!("ETA {}", human_seconds(s)),
             _ => String::new(),
         };
         self.bar.set_message(format!(
             "{}  {:.1} files/s  {}/s  failed {}  {eta}",
-            HumanBytes(n("bytesMoved")),
-            status["filesPerSecond"].as_f64().unwrap_or(0.0),
-            HumanBytes(status["bytesPerSecond"].as_f64().unwrap_or(0.0) as u64),
-            n("failed"),
+            HumanBytes(n(status.bytes_moved)),
+            status.files_per_second,
+            HumanBytes(status.bytes_per_second.max(0.0) as u64),
+            n(status.failed),
         ));
     }
 
@@ -59,55 +60,59 @@ fn human_seconds(s: f64) -> String {
     }
 }
 
-pub fn print_estimate(v: &Value) {
-    println!("Estimate for {}:", v["direction"].as_str().unwrap_or("?"));
+pub fn print_estimate(e: &EstimateBody) {
+    println!("Estimate for {}:", e.direction);
     println!("  {:<18} {:>10} {:>12}", "kind", "files", "size");
-    for kind in FileKind::ALL.iter().map(|k| k.api_key()).chain(["total"]) {
+    for kind in FileKind::API_KEYS.into_iter().chain(["total"]) {
+        let count = e.file_counts.get(kind).copied().unwrap_or(0);
+        let size = e
+            .estimated_size_bytes_by_kind
+            .get(kind)
+            .copied()
+            .unwrap_or(0);
         println!(
             "  {:<18} {:>10} {:>12}",
             kind,
-            v["fileCounts"][kind].as_i64().unwrap_or(0),
-            HumanBytes(
-                v["estimatedSizeBytesByKind"][kind]
-                    .as_i64()
-                    .unwrap_or(0)
-                    .max(0) as u64
-            )
-            .to_string()
+            count,
+            HumanBytes(size.max(0) as u64).to_string()
         );
     }
-    if v["unmovable"].as_i64().unwrap_or(0) > 0 {
+    if e.unmovable > 0 {
         println!(
             "  {} rows cannot be moved (outside the media location or the bucket, or an external library's)",
-            v["unmovable"]
+            e.unmovable
         );
     }
 }
 
-pub fn print_summary(s: &Value) {
-    if s["batchId"].is_null() {
+pub fn print_summary(s: &StatusView) {
+    let Some(batch_id) = s.batch_id else {
         println!("No migration has run yet.");
         return;
-    }
+    };
+    let or_unknown = |v: Option<String>| v.unwrap_or_else(|| "?".into());
     println!(
-        "Batch {} ({}): {}",
-        s["batchId"].as_str().unwrap_or("?"),
-        s["direction"].as_str().unwrap_or("?"),
-        s["state"].as_str().unwrap_or("?")
+        "Batch {batch_id} ({}): {}",
+        or_unknown(s.direction.map(|d| d.to_string())),
+        or_unknown(s.state.map(|st| st.to_string()))
     );
     println!(
         "  {} completed ({} adopted, {} replaced), {} failed, {} skipped, {} waiting, {} active; {} moved",
-        s["completed"],
-        s["adopted"],
-        s["replaced"],
-        s["failed"],
-        s["skipped"],
-        s["waiting"],
-        s["active"],
-        HumanBytes(s["bytesMoved"].as_i64().unwrap_or(0).max(0) as u64)
+        s.completed,
+        s.adopted,
+        s.replaced,
+        s.failed,
+        s.skipped,
+        s.waiting,
+        s.active,
+        HumanBytes(s.bytes_moved.max(0) as u64)
     );
-    if let Some(reasons) = s["failureReasons"].as_object().filter(|r| !r.is_empty()) {
-        let list: Vec<String> = reasons.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    if !s.failure_reasons.is_empty() {
+        let list: Vec<String> = s
+            .failure_reasons
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
         println!("  reasons: {}", list.join(", "));
     }
 }

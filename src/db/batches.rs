@@ -2,23 +2,13 @@
 //! batch), with its options, state and cumulative counters.
 
 use super::{timed, DbConn, DbError};
-use crate::model::Direction;
+use crate::model::{BatchState, Direction};
 use chrono::{DateTime, Utc};
 use diesel::sql_types::{BigInt, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel::QueryableByName;
 use diesel_async::RunQueryDsl;
 use serde::Serialize;
 use uuid::Uuid;
-
-pub mod state {
-    pub const RUNNING: &str = "running";
-    pub const COMPLETED: &str = "completed";
-    pub const COMPLETED_WITH_FAILURES: &str = "completed_with_failures";
-    pub const FAILED: &str = "failed";
-    pub const INTERRUPTED: &str = "interrupted";
-    pub const ROLLED_BACK: &str = "rolled_back";
-    pub const CANCELLED: &str = "cancelled";
-}
 
 #[derive(Debug, Clone, QueryableByName, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -28,7 +18,7 @@ pub struct BatchRow {
     #[diesel(sql_type = Text)]
     pub direction: String,
     #[diesel(sql_type = Text)]
-    pub state: String,
+    pub state: BatchState,
     /// The start options, as sent.
     #[diesel(sql_type = Jsonb)]
     #[schema(value_type = Object)]
@@ -68,9 +58,11 @@ const COLUMNS: &str =
 pub async fn mark_stale_interrupted(conn: &mut DbConn) -> Result<usize, DbError> {
     timed(
         diesel::sql_query(
-            "UPDATE noodle_migrate_batch SET state = 'interrupted', finished_at = clock_timestamp()
-             WHERE state = 'running'",
+            "UPDATE noodle_migrate_batch SET state = $1, finished_at = clock_timestamp()
+             WHERE state = $2",
         )
+        .bind::<Text, _>(BatchState::Interrupted)
+        .bind::<Text, _>(BatchState::Running)
         .execute(conn),
     )
     .await
@@ -81,10 +73,12 @@ pub async fn resumable(conn: &mut DbConn, direction: Direction) -> Result<Option
     let rows: Vec<BatchRow> = timed(
         diesel::sql_query(format!(
             "SELECT {COLUMNS} FROM noodle_migrate_batch
-             WHERE direction = $1 AND state IN ('interrupted', 'cancelled')
+             WHERE direction = $1 AND state IN ($2, $3)
              ORDER BY started_at DESC LIMIT 1"
         ))
         .bind::<Text, _>(direction.as_str())
+        .bind::<Text, _>(BatchState::Interrupted)
+        .bind::<Text, _>(BatchState::Cancelled)
         .load(conn),
     )
     .await?;
@@ -110,9 +104,9 @@ pub async fn open(
     timed(
         diesel::sql_query(format!(
             "INSERT INTO noodle_migrate_batch (id, direction, state, options, total, dump_name)
-             VALUES ($1, $2, 'running', $3, $4, $5)
+             VALUES ($1, $2, $6, $3, $4, $5)
              ON CONFLICT (id) DO UPDATE
-               SET state = 'running', options = EXCLUDED.options,
+               SET state = EXCLUDED.state, options = EXCLUDED.options,
                    total = noodle_migrate_batch.completed + EXCLUDED.total,
                    failed = 0, skipped = 0, finished_at = NULL, error = NULL,
                    dump_name = COALESCE(EXCLUDED.dump_name, noodle_migrate_batch.dump_name)
@@ -123,6 +117,7 @@ pub async fn open(
         .bind::<Jsonb, _>(options.clone())
         .bind::<BigInt, _>(to_do)
         .bind::<Nullable<Text>, _>(dump_name)
+        .bind::<Text, _>(BatchState::Running)
         .get_result(conn),
     )
     .await
@@ -131,7 +126,7 @@ pub async fn open(
 pub async fn finish(
     conn: &mut DbConn,
     id: Uuid,
-    state: &str,
+    state: BatchState,
     error: Option<&str>,
 ) -> Result<(), DbError> {
     timed(
@@ -177,10 +172,11 @@ pub async fn reopen_for_retry(conn: &mut DbConn, id: Uuid) -> Result<BatchRow, D
     timed(
         diesel::sql_query(format!(
             "UPDATE noodle_migrate_batch
-             SET state = 'running', failed = 0, finished_at = NULL, error = NULL WHERE id = $1
+             SET state = $2, failed = 0, finished_at = NULL, error = NULL WHERE id = $1
              RETURNING {COLUMNS}"
         ))
         .bind::<SqlUuid, _>(id)
+        .bind::<Text, _>(BatchState::Running)
         .get_result(conn),
     )
     .await

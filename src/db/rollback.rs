@@ -6,6 +6,7 @@
 
 use super::log::LogTable;
 use super::{timed, DbConn, DbError};
+use crate::model::BatchState;
 use diesel::sql_types::{Array, BigInt, Nullable, Text, Uuid as SqlUuid};
 use diesel::QueryableByName;
 use diesel_async::RunQueryDsl;
@@ -14,7 +15,9 @@ use uuid::Uuid;
 
 const PAGE: i64 = 1000;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub struct RollbackReport {
     pub rolled_back: i64,
@@ -124,9 +127,11 @@ pub async fn rollback(
     if report.failed == 0 {
         timed(
             diesel::sql_query(
-                "UPDATE noodle_migrate_batch SET state = 'rolled_back' WHERE id = $1 AND state <> 'running'",
+                "UPDATE noodle_migrate_batch SET state = $2 WHERE id = $1 AND state <> $3",
             )
             .bind::<SqlUuid, _>(batch_id)
+            .bind::<Text, _>(BatchState::RolledBack)
+            .bind::<Text, _>(BatchState::Running)
             .execute(conn),
         )
         .await?;

@@ -49,7 +49,7 @@ pub enum DumpError {
 }
 
 /// One dump in a listing.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DumpInfo {
     pub name: String,
@@ -61,7 +61,7 @@ pub struct DumpInfo {
 }
 
 /// What one dump did.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DumpReport {
     pub name: String,

@@ -4,15 +4,19 @@
 use super::{EngineError, StartOptions};
 use crate::db::candidates::Candidate;
 use crate::db::ledger::{PathChange, Unmoved};
-use crate::model::{Direction, FileKind, PerKind, Reason};
+use crate::model::{BatchState, Direction, FileKind, PerKind, Reason};
 use actix::Message;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-/// HTTP → orchestrator: begin (or resume) a migration.
+/// HTTP → orchestrator: begin (or resume) a migration; with `retry_of`,
+/// run only the files that failed in that batch (and continue it).
 #[derive(Message)]
 #[rtype(result = "Result<StartReply, EngineError>")]
-pub struct Start(pub StartOptions);
+pub struct Start {
+    pub options: StartOptions,
+    pub retry_of: Option<Uuid>,
+}
 
 #[derive(Debug, Clone)]
 pub struct StartReply {
@@ -97,7 +101,7 @@ pub enum StatsEvent {
         copy_seconds: f64,
     },
     RunFinished {
-        state: &'static str,
+        state: BatchState,
         error: Option<String>,
     },
     /// A ledger transaction committed (or failed) after `seconds`.

@@ -6,6 +6,7 @@
 //! - [`mover`]: one file at a time through the six steps.
 //! - [`ledger`]: every file's outcome, group-committed.
 //! - [`stats`]: the live view behind the status endpoint.
+//! - [`options`]: the options of a start, the API's contract for them.
 //! - [`run_state`]: who owns a run (idle, preparing, running) and the
 //!   signal that stops it.
 //! - [`estimate`] and [`Engine::rollback`] work directly on the database;
@@ -16,6 +17,7 @@ pub mod ledger;
 pub mod media;
 pub mod messages;
 pub mod mover;
+pub mod options;
 pub mod orchestrator;
 pub mod orphans;
 pub mod run_state;
@@ -25,12 +27,13 @@ pub mod targets;
 use crate::config::{Config, ConfigError};
 use crate::db::{self, batches, rollback::RollbackReport, DbError, DbPool};
 use crate::dumps::{DumpError, DumpInfo, DumpReport, DumpSettings, Dumps};
-use crate::model::{Direction, FileKind};
+use crate::model::{BatchState, Direction};
 use crate::paths::Layout;
 use crate::store::{DiskStore, S3Store, StoreError};
 use crate::telemetry::Metrics;
 use actix::{Actor, Addr};
 use messages::{Cancel, GetStatus, Start, StartReply};
+pub use options::StartOptions;
 use orchestrator::Orchestrator;
 use stats::{Stats, StatusView};
 use std::sync::Arc;
@@ -87,63 +90,6 @@ pub enum EngineError {
 impl From<actix::MailboxError> for EngineError {
     fn from(e: actix::MailboxError) -> EngineError {
         EngineError::Internal(e.to_string())
-    }
-}
-
-/// Options of one migration, validated by the caller.
-#[derive(Debug, Clone)]
-pub struct StartOptions {
-    pub direction: Direction,
-    pub delete_source: bool,
-    /// 1–20.
-    pub concurrency: u8,
-    /// The selected kinds, in walking order, never empty.
-    pub kinds: Vec<FileKind>,
-    /// Check originals against `asset.checksum` before committing them.
-    pub verify: bool,
-    /// Retry only the files that failed in this batch (and continue it).
-    pub retry_failed_of: Option<Uuid>,
-    /// Dump the database to the active backend before the first file.
-    pub dump_database: bool,
-    /// Start even when the gallery's `move_history` has rows.
-    pub ignore_move_history: bool,
-}
-
-impl StartOptions {
-    /// The options a batch was started with, to retry its failed files.
-    pub fn from_stored(stored: &serde_json::Value, batch_id: Uuid) -> Option<StartOptions> {
-        let direction = Direction::parse(stored["direction"].as_str()?)?;
-        let kinds: Vec<FileKind> = FileKind::ALL
-            .into_iter()
-            .filter(|k| stored["fileTypes"][k.api_key()].as_bool().unwrap_or(true))
-            .collect();
-        Some(StartOptions {
-            direction,
-            delete_source: stored["deleteSource"].as_bool().unwrap_or(false),
-            concurrency: stored["concurrency"].as_u64().unwrap_or(5).clamp(1, 20) as u8,
-            kinds,
-            verify: stored["verify"].as_bool().unwrap_or(false),
-            retry_failed_of: Some(batch_id),
-            // The batch's dump was taken when it started.
-            dump_database: false,
-            ignore_move_history: stored["ignoreMoveHistory"].as_bool().unwrap_or(false),
-        })
-    }
-
-    pub fn to_json(&self) -> serde_json::Value {
-        let file_types: serde_json::Map<String, serde_json::Value> = FileKind::ALL
-            .iter()
-            .map(|k| (k.api_key().to_string(), self.kinds.contains(k).into()))
-            .collect();
-        serde_json::json!({
-            "direction": self.direction,
-            "deleteSource": self.delete_source,
-            "concurrency": self.concurrency,
-            "fileTypes": file_types,
-            "verify": self.verify,
-            "dumpDatabase": self.dump_database,
-            "ignoreMoveHistory": self.ignore_move_history,
-        })
     }
 }
 
@@ -287,7 +233,12 @@ impl Engine {
     }
 
     pub async fn start_migration(&self, options: StartOptions) -> Result<StartReply, EngineError> {
-        self.orchestrator.send(Start(options)).await?
+        self.orchestrator
+            .send(Start {
+                options,
+                retry_of: None,
+            })
+            .await?
     }
 
     /// The run in progress or the last one: from memory when this process
@@ -305,7 +256,7 @@ impl Engine {
         view.direction = Direction::parse(&batch.direction);
         // A batch marked running that this process is not running belongs
         // to another engine process (or to one that died).
-        view.is_active = batch.state == batches::state::RUNNING;
+        view.is_active = batch.state == BatchState::Running;
         view.state = Some(batch.state);
         view.total = batch.total;
         view.completed = batch.completed;
@@ -358,10 +309,17 @@ impl Engine {
             .await?
             .ok_or(EngineError::BatchNotFound(batch_id))?;
         drop(conn);
-        let options = StartOptions::from_stored(&batch.options, batch_id).ok_or_else(|| {
-            EngineError::Internal(format!("batch {batch_id} has unreadable options"))
+        let mut options = StartOptions::from_value(batch.options).map_err(|e| {
+            EngineError::Internal(format!("batch {batch_id} has unreadable options: {e}"))
         })?;
-        self.start_migration(options).await
+        // The batch's dump was taken when it started.
+        options.dump_database = false;
+        self.orchestrator
+            .send(Start {
+                options,
+                retry_of: Some(batch_id),
+            })
+            .await?
     }
 
     pub async fn batches(

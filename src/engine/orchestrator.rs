@@ -13,12 +13,12 @@ use super::mover::Mover;
 use super::run_state::{CancelSignal, RunState};
 use super::stats::Stats;
 use super::{EngineError, RunContext, Shared, StartOptions};
-use crate::db::batches::{self, state};
+use crate::db::batches;
 use crate::db::candidates::{self, PAGE_SIZE};
 use crate::db::ledger::LedgerBatch;
 use crate::db::lock::MigrationLock;
 use crate::db::{self};
-use crate::model::{Backend, Direction, PerKind};
+use crate::model::{Backend, BatchState, Direction, PerKind};
 use actix::{
     Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, ResponseActFuture, WrapFuture,
 };
@@ -105,7 +105,8 @@ impl Handler<Start> for Orchestrator {
     // preparing at once, keeps a second start out.
     type Result = ResponseActFuture<Self, Result<StartReply, EngineError>>;
 
-    fn handle(&mut self, Start(options): Start, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, start: Start, _: &mut Context<Self>) -> Self::Result {
+        let Start { options, retry_of } = start;
         if !self.state.is_idle() {
             return Box::pin(actix::fut::ready(Err(EngineError::AlreadyRunning)));
         }
@@ -119,7 +120,7 @@ impl Handler<Start> for Orchestrator {
         let opts = options.clone();
         let signal = cancel.clone();
         Box::pin(
-            async move { prepare(&shared, &opts, &signal, &chosen).await }
+            async move { prepare(&shared, &opts, retry_of, &signal, &chosen).await }
                 .into_actor(self)
                 .map(move |prepared, act, ctx| {
                     let Prepared { lock, batch } = match prepared {
@@ -147,8 +148,8 @@ impl Handler<Start> for Orchestrator {
                         verify: options.verify,
                         log: batch.log,
                         cancel,
-                        failed_in: options.retry_failed_of,
-                        side_work: tokio::sync::Semaphore::new(options.concurrency as usize),
+                        failed_in: retry_of,
+                        side_work: tokio::sync::Semaphore::new(options.concurrency.get().into()),
                         targets: Default::default(),
                     });
                     act.stats.do_send(StatsEvent::RunStarted {
@@ -180,6 +181,7 @@ impl Handler<Start> for Orchestrator {
 async fn prepare(
     shared: &Shared,
     options: &StartOptions,
+    retry_of: Option<Uuid>,
     cancel: &CancelSignal,
     chosen: &OnceLock<Uuid>,
 ) -> Result<Prepared, EngineError> {
@@ -203,7 +205,7 @@ async fn prepare(
     let lock = MigrationLock::try_acquire(shared.config.database_url.expose())
         .await?
         .ok_or(EngineError::LockedElsewhere)?;
-    match prepare_locked(shared, options, cancel, chosen).await {
+    match prepare_locked(shared, options, retry_of, cancel, chosen).await {
         Ok(batch) => Ok(Prepared { lock, batch }),
         Err(e) => {
             lock.release().await;
@@ -215,6 +217,7 @@ async fn prepare(
 async fn prepare_locked(
     shared: &Shared,
     options: &StartOptions,
+    retry_of: Option<Uuid>,
     cancel: &CancelSignal,
     chosen: &OnceLock<Uuid>,
 ) -> Result<Opened, EngineError> {
@@ -239,7 +242,7 @@ async fn prepare_locked(
             "Found batches left running by a stopped engine; marked interrupted"
         );
     }
-    if let Some(batch_id) = options.retry_failed_of {
+    if let Some(batch_id) = retry_of {
         let _ = chosen.set(batch_id);
         let mut planned = PerKind::default();
         for (kind, n) in batches::failed_per_kind(&mut conn, batch_id).await? {
@@ -267,7 +270,7 @@ async fn prepare_locked(
     }
     let (movable, unmovable) = candidates::totals(
         &mut conn,
-        &options.kinds,
+        &options.kinds(),
         options.direction,
         &shared.layout.media_root(),
     )
@@ -313,7 +316,7 @@ async fn prepare_locked(
         &mut conn,
         batch_id,
         options.direction,
-        &options.to_json(),
+        &options.to_value(),
         total,
         dump.as_deref(),
     )
@@ -324,7 +327,7 @@ async fn prepare_locked(
         files = total,
         resumed = resume.is_some(),
         dump = dump.as_deref().unwrap_or("none"),
-        concurrency = options.concurrency,
+        concurrency = options.concurrency.get(),
         delete_source = options.delete_source,
         "Migration started"
     );
@@ -357,7 +360,7 @@ async fn execute(
         stats.clone(),
     )
     .start();
-    let movers: Vec<Addr<Mover>> = (0..options.concurrency)
+    let movers: Vec<Addr<Mover>> = (0..options.concurrency.get())
         .map(|_| Mover::new(run.clone(), ledger.clone(), stats.clone()).start())
         .collect();
     let lock = lock.keep(
@@ -387,19 +390,19 @@ async fn execute(
         tracing::error!(error = %error, "Migration stopped");
         lock.release().await;
         stats.do_send(StatsEvent::RunFinished {
-            state: state::INTERRUPTED,
+            state: BatchState::Interrupted,
             error: Some(error),
         });
         return;
     }
     let (final_state, error) = match result {
-        Ok(_) if run.cancelled() => (state::CANCELLED, None),
-        Ok(0) => (state::COMPLETED, None),
-        Ok(_) => (state::COMPLETED_WITH_FAILURES, None),
-        Err(e) => (state::FAILED, Some(e.to_string())),
+        Ok(_) if run.cancelled() => (BatchState::Cancelled, None),
+        Ok(0) => (BatchState::Completed, None),
+        Ok(_) => (BatchState::CompletedWithFailures, None),
+        Err(e) => (BatchState::Failed, Some(e.to_string())),
     };
     match &error {
-        None => tracing::info!(state = final_state, "Migration finished"),
+        None => tracing::info!(state = %final_state, "Migration finished"),
         Some(e) => tracing::error!(error = %e, "Migration stopped"),
     }
     let closed = async {
@@ -443,8 +446,8 @@ async fn dispatch_all(
     };
     let mut page_error = None;
     // Kinds the pre-flight found nothing of cost no page read.
-    let kinds = options.kinds.iter().filter(|k| to_visit.get(**k) > 0);
-    'kinds: for &kind in kinds {
+    let kinds = options.kinds().into_iter().filter(|k| to_visit.get(*k) > 0);
+    'kinds: for kind in kinds {
         let mut after = Uuid::nil();
         loop {
             let page = async {

@@ -3,7 +3,7 @@
 //! it never touches the database.
 
 use super::messages::{BatchCounts, GetStatus, Outcome, StatsEvent};
-use crate::model::{Direction, PerKind};
+use crate::model::{BatchState, Direction, PerKind};
 use crate::telemetry::metrics::{bounded, Metrics, DIRECTIONS, ROLLBACK_OUTCOMES};
 use actix::{Actor, Context, Handler};
 use chrono::{DateTime, Utc};
@@ -13,13 +13,13 @@ use std::sync::Arc;
 use std::time::Instant;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusView {
     pub is_active: bool,
     pub batch_id: Option<Uuid>,
     pub direction: Option<Direction>,
-    pub state: Option<String>,
+    pub state: Option<BatchState>,
     pub resumed: bool,
     pub total: i64,
     pub waiting: i64,
@@ -104,7 +104,7 @@ struct Run {
     started_at: DateTime<Utc>,
     clock: Instant,
     cancelling: bool,
-    finished: Option<(DateTime<Utc>, f64, &'static str, Option<String>)>,
+    finished: Option<(DateTime<Utc>, f64, BatchState, Option<String>)>,
 }
 
 /// Holds the current run's numbers and keeps the Prometheus metrics in step.
@@ -293,9 +293,9 @@ impl Handler<GetStatus> for Stats {
             batch_id: Some(run.batch_id),
             direction: Some(run.direction),
             state: Some(match &run.finished {
-                Some((_, _, state, _)) => state.to_string(),
-                None if run.cancelling => "cancelling".into(),
-                None => "running".into(),
+                Some((_, _, state, _)) => *state,
+                None if run.cancelling => BatchState::Cancelling,
+                None => BatchState::Running,
             }),
             resumed: run.resumed,
             total: run.total,

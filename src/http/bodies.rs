@@ -1,12 +1,10 @@
 //! The JSON bodies of the API that are not engine types themselves: what
-//! the handlers send, and the start request as the OpenAPI document
-//! describes it (the handler parses it by hand, to refuse odd input with
-//! precise messages).
+//! the handlers send, and what the CLI reads back (the same types).
 
 use crate::db::batches::{BatchRow, FailureRow};
 use crate::dumps::DumpInfo;
 use crate::model::{Backend, Direction};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -41,7 +39,7 @@ pub struct Health {
 /// Files per kind (the `fileTypes` keys) plus `total`.
 pub type PerKindCounts = BTreeMap<String, i64>;
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EstimateBody {
     pub direction: Direction,
@@ -58,29 +56,7 @@ pub struct EstimateBody {
     pub unmovable: i64,
 }
 
-/// `POST /storage-migration/start`. Only `direction` is required; unknown
-/// fields are refused.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct StartRequest {
-    pub direction: Direction,
-    /// Delete each source once its new path is committed (default false).
-    pub delete_source: Option<bool>,
-    /// Files moved in parallel, 1–20 (default 5).
-    #[schema(minimum = 1, maximum = 20)]
-    pub concurrency: Option<u8>,
-    /// Kinds to move; omitted kinds are included.
-    pub file_types: Option<BTreeMap<String, bool>>,
-    /// Check originals against `asset.checksum` before committing.
-    pub verify: Option<bool>,
-    /// Dump the database to the active backend before the first file.
-    pub dump_database: Option<bool>,
-    /// Start even when the gallery's `move_history` has rows (stale rows
-    /// of moves that failed); default false.
-    pub ignore_move_history: Option<bool>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Started {
     pub batch_id: Uuid,
@@ -90,7 +66,7 @@ pub struct Started {
     pub dump_name: Option<String>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Cancelling {
     /// Null when the start was still choosing its batch.
@@ -115,14 +91,14 @@ pub struct FailurePage {
     pub next_after: Option<String>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct DumpList {
     pub backend: Backend,
     /// Newest first.
     pub dumps: Vec<DumpInfo>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct DumpDeleted {
     pub deleted: String,
 }

@@ -7,11 +7,12 @@
 //! Credentials are always required here, as on the gallery (see
 //! [`super::auth`]).
 
-use super::bodies::{EstimateBody, GalleryErrorBody, StartRequest, Started};
+use super::bodies::{EstimateBody, GalleryErrorBody, Started};
 use super::error::{ApiError, GalleryError};
 use super::routes::{estimate_for, parse_batch_id, start_from};
 use crate::db::rollback::RollbackReport;
 use crate::engine::stats::StatusView;
+use crate::engine::StartOptions;
 use crate::engine::{Engine, EngineError};
 use actix_web::{get, post, web, HttpResponse};
 use std::collections::HashMap;
@@ -34,7 +35,7 @@ pub async fn estimate(
 
 /// Starts a migration; anything that stops it from starting is a 400.
 #[utoipa::path(post, path = "/api/storage-migration/start", tag = "gallery",
-    request_body = StartRequest,
+    request_body = StartOptions,
     responses(
         (status = 201, body = Started),
         (status = 400, body = GalleryErrorBody, description = "a bad body, or a start the engine refuses"),

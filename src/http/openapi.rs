@@ -4,12 +4,13 @@
 
 use super::bodies::{
     BatchPage, Cancelling, DumpDeleted, DumpList, ErrorBody, EstimateBody, FailurePage,
-    GalleryErrorBody, Health, StartRequest, Started,
+    GalleryErrorBody, Health, Started,
 };
 use super::{dumps, gallery, routes};
 use crate::db::batches::{BatchRow, FailureRow};
 use crate::db::rollback::RollbackReport;
 use crate::dumps::{DumpInfo, DumpReport};
+use crate::engine::options::{FileTypes, StartOptions};
 use crate::engine::orphans::{Orphan, OrphanReport};
 use crate::engine::stats::StatusView;
 use crate::model::{Backend, Direction};
@@ -45,7 +46,7 @@ use utoipa::{Modify, OpenApi};
         openapi_json,
     ),
     components(schemas(
-        ErrorBody, GalleryErrorBody, Health, EstimateBody, StartRequest, Started, StatusView, RollbackReport,
+        ErrorBody, GalleryErrorBody, Health, EstimateBody, StartOptions, FileTypes, Started, StatusView, RollbackReport,
         Cancelling, BatchPage, BatchRow, FailurePage, FailureRow, DumpReport, DumpInfo, DumpList,
         DumpDeleted, Direction, Backend, OrphanReport, Orphan
     )),

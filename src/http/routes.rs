@@ -1,9 +1,7 @@
 //! The API handlers: parse and validate input (400 with a clear message for
 //! anything odd), call the engine, return the gallery's JSON shapes.
 
-use super::bodies::{
-    BatchPage, Cancelling, ErrorBody, EstimateBody, FailurePage, Health, StartRequest, Started,
-};
+use super::bodies::{BatchPage, Cancelling, ErrorBody, EstimateBody, FailurePage, Health, Started};
 use super::error::ApiError;
 use crate::db::rollback::RollbackReport;
 use crate::engine::messages::StartReply;
@@ -12,19 +10,9 @@ use crate::engine::stats::StatusView;
 use crate::engine::{Engine, StartOptions};
 use crate::model::{Direction, FileKind};
 use actix_web::{get, post, web, HttpResponse};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::collections::HashMap;
 use uuid::Uuid;
-
-const START_FIELDS: [&str; 7] = [
-    "direction",
-    "deleteSource",
-    "concurrency",
-    "fileTypes",
-    "verify",
-    "dumpDatabase",
-    "ignoreMoveHistory",
-];
 
 /// The admin page: static HTML, CSS and JS built into the binary. It holds
 /// no data, so it is served without the token; its API calls carry it.
@@ -100,113 +88,9 @@ pub(super) async fn estimate_for(
     Ok(EstimateBody::from(&engine.estimate(direction).await?))
 }
 
-fn parse_bool(obj: &Map<String, Value>, field: &str, default: bool) -> Result<bool, ApiError> {
-    match obj.get(field) {
-        None | Some(Value::Null) => Ok(default),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(other) => Err(ApiError::bad(
-            "invalid_field",
-            format!("{field} must be true or false, got {other}"),
-        )),
-    }
-}
-
-/// Parses the start body strictly: unknown fields and wrong types are
-/// refused rather than silently ignored.
-pub fn parse_start(body: &[u8]) -> Result<StartOptions, ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad(
-            "malformed_json",
-            format!("the request body is not valid JSON: {e}"),
-        )
-    })?;
-    let obj = value
-        .as_object()
-        .ok_or_else(|| ApiError::bad("invalid_body", "the request body must be a JSON object"))?;
-    if let Some(unknown) = obj.keys().find(|k| !START_FIELDS.contains(&k.as_str())) {
-        return Err(ApiError::bad(
-            "unknown_field",
-            format!(
-                "unknown field {unknown:?}; expected {}",
-                START_FIELDS.join(", ")
-            ),
-        ));
-    }
-    let direction = parse_direction(obj.get("direction"))?;
-    let delete_source = parse_bool(obj, "deleteSource", false)?;
-    let verify = parse_bool(obj, "verify", false)?;
-    let dump_database = parse_bool(obj, "dumpDatabase", false)?;
-    let ignore_move_history = parse_bool(obj, "ignoreMoveHistory", false)?;
-    let concurrency = match obj.get("concurrency") {
-        None | Some(Value::Null) => 5,
-        Some(Value::Number(n)) => match n.as_u64() {
-            Some(c @ 1..=20) => c as u8,
-            _ => {
-                return Err(ApiError::bad(
-                    "invalid_concurrency",
-                    format!("concurrency must be a whole number from 1 to 20, got {n}"),
-                ))
-            }
-        },
-        Some(other) => {
-            return Err(ApiError::bad(
-                "invalid_concurrency",
-                format!("concurrency must be a number from 1 to 20, got {other}"),
-            ))
-        }
-    };
-    let mut kinds: Vec<FileKind> = FileKind::ALL.to_vec();
-    match obj.get("fileTypes") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(types)) => {
-            for (key, value) in types {
-                let kind = FileKind::from_api_key(key).ok_or_else(|| {
-                    let known: Vec<&str> = FileKind::ALL.iter().map(|k| k.api_key()).collect();
-                    ApiError::bad(
-                        "unknown_file_type",
-                        format!("unknown file type {key:?}; expected {}", known.join(", ")),
-                    )
-                })?;
-                match value {
-                    Value::Bool(true) | Value::Null => {}
-                    Value::Bool(false) => kinds.retain(|k| *k != kind),
-                    other => {
-                        return Err(ApiError::bad(
-                            "invalid_field",
-                            format!("fileTypes.{key} must be true or false, got {other}"),
-                        ))
-                    }
-                }
-            }
-        }
-        Some(other) => {
-            return Err(ApiError::bad(
-                "invalid_field",
-                format!("fileTypes must be an object of booleans, got {other}"),
-            ))
-        }
-    }
-    if kinds.is_empty() {
-        return Err(ApiError::bad(
-            "no_file_types",
-            "select at least one file type",
-        ));
-    }
-    Ok(StartOptions {
-        direction,
-        delete_source,
-        concurrency,
-        kinds,
-        verify,
-        retry_failed_of: None,
-        dump_database,
-        ignore_move_history,
-    })
-}
-
 /// Starts (or resumes) a migration; the run goes on in the background.
 #[utoipa::path(post, path = "/storage-migration/start", tag = "migration",
-    request_body = StartRequest,
+    request_body = StartOptions,
     responses(
         (status = 201, body = Started),
         (status = 400, body = ErrorBody, description = "a malformed or invalid body"),
@@ -223,7 +107,7 @@ pub async fn start(engine: web::Data<Engine>, body: web::Bytes) -> Result<HttpRe
 
 /// Parses a start body and starts (for both APIs).
 pub(super) async fn start_from(engine: &Engine, body: &[u8]) -> Result<HttpResponse, ApiError> {
-    let options = parse_start(body)?;
+    let options = StartOptions::from_json(body).map_err(|e| ApiError::bad(e.code, e.message))?;
     Ok(started(&engine.start_migration(options).await?))
 }
 
@@ -449,78 +333,4 @@ pub async fn metrics(engine: web::Data<Engine>) -> Result<HttpResponse, ApiError
 
 pub async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn code(body: &str) -> String {
-        match parse_start(body.as_bytes()) {
-            Err(ApiError::BadRequest { code, .. }) => code.to_string(),
-            Err(other) => format!("other: {other}"),
-            Ok(_) => "ok".into(),
-        }
-    }
-
-    #[test]
-    fn defaults_follow_the_seed() {
-        let o = parse_start(br#"{"direction":"toS3"}"#).unwrap();
-        assert_eq!(o.concurrency, 5);
-        assert!(!o.delete_source);
-        assert!(!o.dump_database);
-        assert_eq!(o.kinds.len(), 8);
-        let o = parse_start(br#"{"direction":"toDisk","fileTypes":{"originals":false}}"#).unwrap();
-        assert_eq!(o.kinds.len(), 7);
-        assert!(!o.kinds.contains(&FileKind::Originals));
-    }
-
-    #[test]
-    fn bad_bodies_are_refused_with_codes() {
-        assert_eq!(code("{"), "malformed_json");
-        assert_eq!(code("[]"), "invalid_body");
-        assert_eq!(code(r#"{"direction":"sideways"}"#), "invalid_direction");
-        assert_eq!(code(r#"{}"#), "invalid_direction");
-        assert_eq!(
-            code(r#"{"direction":"toS3","concurrency":0}"#),
-            "invalid_concurrency"
-        );
-        assert_eq!(
-            code(r#"{"direction":"toS3","concurrency":21}"#),
-            "invalid_concurrency"
-        );
-        assert_eq!(
-            code(r#"{"direction":"toS3","concurrency":2.5}"#),
-            "invalid_concurrency"
-        );
-        assert_eq!(
-            code(r#"{"direction":"toS3","concurrency":"5"}"#),
-            "invalid_concurrency"
-        );
-        assert_eq!(
-            code(r#"{"direction":"toS3","deleteSource":"yes"}"#),
-            "invalid_field"
-        );
-        assert_eq!(
-            code(r#"{"direction":"toS3","dumpDatabase":1}"#),
-            "invalid_field"
-        );
-        assert_eq!(
-            code(r#"{"direction":"toS3","colour":"red"}"#),
-            "unknown_field"
-        );
-        assert_eq!(
-            code(r#"{"direction":"toS3","fileTypes":{"photos":true}}"#),
-            "unknown_file_type"
-        );
-        let none = FileKind::ALL
-            .iter()
-            .map(|k| format!("\"{}\":false", k.api_key()))
-            .collect::<Vec<_>>()
-            .join(",");
-        assert_eq!(
-            code(&format!(r#"{{"direction":"toS3","fileTypes":{{{none}}}}}"#)),
-            "no_file_types"
-        );
-    }
 }

@@ -94,11 +94,21 @@ async fn client_commands_drive_a_running_engine() {
         "cli-test-token-0123456789".into(),
     );
 
+    let files = env.seeded.files.len();
     let out = cli(&client_vars, &["estimate", "--direction", "toS3", "--json"]);
     assert_eq!(out.status.code(), Some(0));
+    assert_eq!(json_of(&out)["fileCounts"]["total"], files as i64);
+    let out = cli(&client_vars, &["estimate", "--direction", "toS3"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.starts_with("Estimate for toS3:"), "{text}");
+    let total = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("total"))
+        .unwrap_or_default();
     assert_eq!(
-        json_of(&out)["fileCounts"]["total"],
-        env.seeded.files.len() as i64
+        total.split_whitespace().nth(1),
+        Some(files.to_string().as_str()),
+        "{text}"
     );
 
     let out = cli(
@@ -121,10 +131,22 @@ async fn client_commands_drive_a_running_engine() {
     let status = json_of(&out);
     assert_eq!(status["completed"], env.seeded.files.len() as i64);
     let batch = status["batchId"].as_str().expect("batch").to_string();
+    // The seeded row outside the media location.
+    let skipped = status["skipped"].as_i64().expect("skipped");
 
     let out = cli(&client_vars, &["status"]);
     assert_eq!(out.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&out.stdout).contains(&batch));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.starts_with(&format!("Batch {batch} (toS3): completed\n")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "{files} completed (0 adopted, 0 replaced), 0 failed, {skipped} skipped, 0 waiting, 0 active"
+        )),
+        "{text}"
+    );
 
     let out = cli(&client_vars, &["cancel"]);
     assert_eq!(out.status.code(), Some(1), "nothing to cancel is a refusal");
@@ -141,9 +163,37 @@ async fn client_commands_drive_a_running_engine() {
     );
     assert!(text.contains(&format!("{kept} kept sources")), "{text}");
 
-    let out = cli(&client_vars, &["rollback", &batch, "--json"]);
+    let out = cli(&client_vars, &["rollback", &batch]);
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(json_of(&out)["rolledBack"], env.seeded.files.len() as i64);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("Rolled back {files} of {files} paths; 0 rows changed since and were left alone.")
+    );
+
+    // Moved again: every object is already there and is adopted.
+    let out = cli(&client_vars, &["start", "--direction", "toS3"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let again = text
+        .trim()
+        .strip_prefix("Started batch ")
+        .unwrap_or_else(|| panic!("{text}"))
+        .to_string();
+    assert_ne!(again, batch);
+    let out = cli(&client_vars, &["status", "--watch"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.contains(&format!("Batch {again} (toS3): completed")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{files} completed ({files} adopted, 0 replaced)")),
+        "{text}"
+    );
+    let out = cli(&client_vars, &["rollback", &again, "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(json_of(&out)["rolledBack"], files as i64);
 
     // The start dumped the database first; dump again, list, delete.
     let out = cli(&client_vars, &["dump", "create"]);
