@@ -10,7 +10,7 @@
 //! own migration sent to S3 are read so that a run reports them (skipped,
 //! `external_library`) and the estimate counts them as unmovable.
 
-use super::{timed, DbConn, DbError};
+use super::{tables, timed, DbConn, DbError};
 use crate::model::{Direction, FileKind, PerKind};
 use diesel::sql_types::{Array, BigInt, Bool, Bytea, Nullable, Text, Uuid as SqlUuid};
 use diesel::QueryableByName;
@@ -43,11 +43,11 @@ pub struct Candidate {
 
 /// The pieces of SQL that select one kind's rows.
 struct Source {
-    columns: &'static str,
+    columns: String,
     /// The tables and the kind's own condition (`… WHERE …`).
     from: String,
-    id: &'static str,
-    path: &'static str,
+    id: String,
+    path: String,
     /// True for an external library's files.
     external: &'static str,
 }
@@ -56,64 +56,55 @@ struct Source {
 const EXTERNAL_ASSET: &str = r#"(a."isExternal" OR a."libraryId" IS NOT NULL)"#;
 
 fn source(kind: FileKind) -> Source {
-    match kind {
-        FileKind::Originals => Source {
-            columns: r#"a.id AS row_id, a.id AS entity_id, a."originalPath" AS path,
-                        a.checksum AS checksum, e."fileSizeInByte" AS size_hint"#,
-            from: r#"asset a LEFT JOIN asset_exif e ON e."assetId" = a.id WHERE true"#.into(),
-            id: "a.id",
-            path: r#"a."originalPath""#,
-            external: EXTERNAL_ASSET,
-        },
-        FileKind::PersonThumbnails => Source {
-            columns: r#"p.id AS row_id, p.id AS entity_id, p."thumbnailPath" AS path,
-                        NULL::bytea AS checksum, NULL::bigint AS size_hint"#,
-            from: "person p WHERE true".into(),
-            id: "p.id",
-            path: r#"p."thumbnailPath""#,
-            external: "false",
-        },
-        FileKind::ProfileImages => Source {
-            columns: r#"u.id AS row_id, u.id AS entity_id, u."profileImagePath" AS path,
-                        NULL::bytea AS checksum, NULL::bigint AS size_hint"#,
-            from: r#""user" u WHERE true"#.into(),
-            id: "u.id",
-            path: r#"u."profileImagePath""#,
-            external: "false",
-        },
-        asset_file_kind => {
-            let file_type = asset_file_kind.asset_file_type().unwrap_or_default();
-            let sidecars = asset_file_kind == FileKind::Sidecars;
-            Source {
-                columns: if asset_file_kind == FileKind::EncodedVideos {
-                    r#"f.id AS row_id, f."assetId" AS entity_id, f.path AS path,
-                       NULL::bytea AS checksum, NULL::bigint AS size_hint"#
-                } else {
-                    r#"f.id AS row_id, f.id AS entity_id, f.path AS path,
-                       NULL::bytea AS checksum, NULL::bigint AS size_hint"#
-                },
-                // Only sidecars need their asset (an external library's
-                // sidecars stay with it); the foreign key vouches for the
-                // rest.
-                from: if sidecars {
-                    format!(
-                        r#"asset_file f JOIN asset a ON a.id = f."assetId"
-                           WHERE f."type" = '{file_type}'"#
-                    )
-                } else {
-                    format!(r#"asset_file f WHERE f."type" = '{file_type}'"#)
-                },
-                id: "f.id",
-                path: "f.path",
-                external: if sidecars { EXTERNAL_ASSET } else { "false" },
-            }
+    let table = tables::table(kind);
+    let t = table.alias();
+    let path = format!("{t}.{}", table.path());
+    // The log's entityId: an encoded video is logged by its asset.
+    let entity = if kind == FileKind::EncodedVideos {
+        format!(r#"{t}."assetId""#)
+    } else {
+        format!("{t}.id")
+    };
+    let (checksum, size) = if kind == FileKind::Originals {
+        ("a.checksum", r#"e."fileSizeInByte""#)
+    } else {
+        ("NULL::bytea", "NULL::bigint")
+    };
+    // Originals bring their recorded size; sidecars need their asset (an
+    // external library's sidecars stay with it); the foreign key vouches
+    // for the rest.
+    let from = match (kind, kind.asset_file_type()) {
+        (FileKind::Originals, _) => {
+            format!(
+                r#"{} {t} LEFT JOIN asset_exif e ON e."assetId" = {t}.id WHERE true"#,
+                table.name()
+            )
         }
+        (FileKind::Sidecars, Some(file_type)) => format!(
+            r#"{} {t} JOIN asset a ON a.id = {t}."assetId" WHERE {t}."type" = '{file_type}'"#,
+            table.name()
+        ),
+        (_, Some(file_type)) => format!(r#"{} {t} WHERE {t}."type" = '{file_type}'"#, table.name()),
+        (_, None) => format!("{} {t} WHERE true", table.name()),
+    };
+    Source {
+        columns: format!(
+            "{t}.id AS row_id, {entity} AS entity_id, {path} AS path, {checksum} AS checksum, {size} AS size_hint"
+        ),
+        from,
+        id: format!("{t}.id"),
+        path,
+        external: if matches!(kind, FileKind::Originals | FileKind::Sidecars) {
+            EXTERNAL_ASSET
+        } else {
+            "false"
+        },
     }
 }
 
 /// The rows of a kind a migration in `direction` reads.
 fn direction_filter(direction: Direction, s: &Source) -> String {
-    let path = s.path;
+    let path = &s.path;
     match direction {
         Direction::ToS3 if s.external == "false" => format!("{path} LIKE '/%'"),
         Direction::ToS3 => format!("{path} LIKE '/%' AND NOT {}", s.external),

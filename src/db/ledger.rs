@@ -14,6 +14,7 @@
 //! repeated insert into nothing.
 
 use super::log::LogTable;
+use super::tables::PathTable;
 use super::{timed, DbConn, DbError};
 use crate::model::{Direction, FileKind, Reason};
 use diesel::pg::Pg;
@@ -65,10 +66,6 @@ pub struct Unmoved {
     pub message: String,
 }
 
-/// `v.kind` values whose path lives in `asset_file.path`.
-const ASSET_FILE_KINDS: &str =
-    "('thumbnails', 'previews', 'fullsize', 'sidecars', 'encodedVideos')";
-
 #[derive(QueryableByName)]
 struct Done {
     #[diesel(sql_type = SqlUuid)]
@@ -88,6 +85,27 @@ struct Done {
 /// failure record of the same attempt is not written or counted again.
 fn group_sql(log: LogTable) -> String {
     let log = log.name();
+    // One optimistic update per table that holds paths (`u0` …): a row
+    // moves from its old path, or is already at its new one with this
+    // file's log row (a commit sent again).
+    let updates: Vec<String> = PathTable::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            format!(
+                r#"u{i} AS (UPDATE {table} t SET {col} = v.new_path FROM v
+                 WHERE v.kind IN {kinds} AND t.id = v.row_id AND (t.{col} = v.old_path OR (t.{col} = v.new_path AND EXISTS (SELECT 1 FROM {log} l WHERE l."id" = v.log_id)))
+                 RETURNING v.log_id)"#,
+                table = t.name(),
+                col = t.path(),
+                kinds = t.kind_list(),
+            )
+        })
+        .collect();
+    let done: Vec<String> = (0..updates.len())
+        .map(|i| format!("SELECT log_id FROM u{i}"))
+        .collect();
+    let (updates, done) = (updates.join(",\n           "), done.join(" UNION ALL "));
     format!(
         r#"WITH v AS (
              SELECT * FROM unnest($3::text[], $4::uuid[], $5::uuid[], $6::text[], $7::text[],
@@ -96,20 +114,8 @@ fn group_sql(log: LogTable) -> String {
                AS v(kind, row_id, entity_id, old_path, new_path, entity_type, file_type, adopted, bytes, log_id,
                     replaced)
            ),
-           a AS (UPDATE asset t SET "originalPath" = v.new_path FROM v
-                 WHERE v.kind = 'originals' AND t.id = v.row_id AND (t."originalPath" = v.old_path OR (t."originalPath" = v.new_path AND EXISTS (SELECT 1 FROM {log} l WHERE l."id" = v.log_id)))
-                 RETURNING v.log_id),
-           f AS (UPDATE asset_file t SET path = v.new_path FROM v
-                 WHERE v.kind IN {ASSET_FILE_KINDS} AND t.id = v.row_id AND (t.path = v.old_path OR (t.path = v.new_path AND EXISTS (SELECT 1 FROM {log} l WHERE l."id" = v.log_id)))
-                 RETURNING v.log_id),
-           p AS (UPDATE person t SET "thumbnailPath" = v.new_path FROM v
-                 WHERE v.kind = 'personThumbnails' AND t.id = v.row_id AND (t."thumbnailPath" = v.old_path OR (t."thumbnailPath" = v.new_path AND EXISTS (SELECT 1 FROM {log} l WHERE l."id" = v.log_id)))
-                 RETURNING v.log_id),
-           u AS (UPDATE "user" t SET "profileImagePath" = v.new_path FROM v
-                 WHERE v.kind = 'profileImages' AND t.id = v.row_id AND (t."profileImagePath" = v.old_path OR (t."profileImagePath" = v.new_path AND EXISTS (SELECT 1 FROM {log} l WHERE l."id" = v.log_id)))
-                 RETURNING v.log_id),
-           done AS (SELECT log_id FROM a UNION ALL SELECT log_id FROM f
-                    UNION ALL SELECT log_id FROM p UNION ALL SELECT log_id FROM u),
+           {updates},
+           done AS ({done}),
            done_rows AS (SELECT v.* FROM v JOIN done USING (log_id)),
            -- A log row that is already there was written by an earlier
            -- attempt of this very commit whose answer was lost: the

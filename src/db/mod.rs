@@ -14,6 +14,7 @@ pub mod lock;
 pub mod log;
 pub mod orphans;
 pub mod rollback;
+pub mod tables;
 pub mod versions;
 
 use diesel_async::pooled_connection::deadpool::{Object, Pool};

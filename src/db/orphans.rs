@@ -10,6 +10,7 @@
 //! same orders on this side.
 
 use super::log::LogTable;
+use super::tables::{every_path, PathTable};
 use super::{timed, DbConn, DbError};
 use diesel::sql_types::{Bool, Text};
 use diesel::QueryableByName;
@@ -20,13 +21,6 @@ use uuid::Uuid;
 
 /// Rows fetched from a cursor at a time.
 const FETCH: usize = 1000;
-
-/// Every non-empty path in the four tables that hold files, external
-/// libraries included (their files are not ours to call orphans either).
-const REFERENCED: &str = r#"SELECT "originalPath" AS path FROM asset WHERE "originalPath" <> ''
-   UNION ALL SELECT path FROM asset_file WHERE path <> ''
-   UNION ALL SELECT "thumbnailPath" FROM person WHERE "thumbnailPath" <> ''
-   UNION ALL SELECT "profileImagePath" FROM "user" WHERE "profileImagePath" <> ''"#;
 
 /// The order of a walk that visits each folder's entries sorted by name:
 /// path components compared one by one, byte for byte.
@@ -118,9 +112,10 @@ pub async fn referenced_disk(conn: &mut DbConn, root: &str) -> Result<Sorted, Db
     Sorted::open(
         conn,
         &format!(
-            r#"SELECT path, false AS delete_source FROM ({REFERENCED}) r
+            r#"SELECT path, false AS delete_source FROM ({}) r
                WHERE starts_with(path, $1)
-               ORDER BY string_to_array(path, '/') COLLATE "C""#
+               ORDER BY string_to_array(path, '/') COLLATE "C""#,
+            every_path()
         ),
         &[root],
         component_order,
@@ -138,10 +133,11 @@ pub async fn referenced_keys(conn: &mut DbConn, bucket: &str) -> Result<Sorted, 
             r#"SELECT key AS path, false AS delete_source FROM (
                  SELECT CASE WHEN starts_with(path, 's3://') THEN substr(path, length($1) + 1)
                              ELSE path END AS key
-                 FROM ({REFERENCED}) r
+                 FROM ({}) r
                  WHERE NOT starts_with(path, '/') AND (NOT starts_with(path, 's3://') OR starts_with(path, $1))
                ) k
-               ORDER BY key COLLATE "C""#
+               ORDER BY key COLLATE "C""#,
+            every_path()
         ),
         &[&url],
         str::cmp,
@@ -218,16 +214,20 @@ struct Referenced {
 /// Whether any row of the four tables that hold files stores one of
 /// `paths` (the forms a file's path can take).
 pub async fn is_referenced(conn: &mut DbConn, paths: &[String]) -> Result<bool, DbError> {
+    let exists: Vec<String> = PathTable::ALL
+        .iter()
+        .map(|t| {
+            format!(
+                "EXISTS (SELECT 1 FROM {} WHERE {} = ANY($1))",
+                t.name(),
+                t.path()
+            )
+        })
+        .collect();
     let row: Referenced = timed(
-        diesel::sql_query(
-            r#"SELECT EXISTS (SELECT 1 FROM asset WHERE "originalPath" = ANY($1))
-                   OR EXISTS (SELECT 1 FROM asset_file WHERE path = ANY($1))
-                   OR EXISTS (SELECT 1 FROM person WHERE "thumbnailPath" = ANY($1))
-                   OR EXISTS (SELECT 1 FROM "user" WHERE "profileImagePath" = ANY($1))
-                 AS referenced"#,
-        )
-        .bind::<diesel::sql_types::Array<Text>, _>(paths)
-        .get_result(conn),
+        diesel::sql_query(format!("SELECT {} AS referenced", exists.join(" OR ")))
+            .bind::<diesel::sql_types::Array<Text>, _>(paths)
+            .get_result(conn),
     )
     .await?;
     Ok(row.referenced)

@@ -5,6 +5,7 @@
 //! The batch's log rows are deleted only when every row reverted.
 
 use super::log::LogTable;
+use super::tables::{log_target, PathTable};
 use super::{timed, DbConn, DbError};
 use crate::model::BatchState;
 use diesel::sql_types::{Array, BigInt, Nullable, Text, Uuid as SqlUuid};
@@ -47,22 +48,11 @@ struct LogId {
     log_id: Uuid,
 }
 
-/// Where a log row's path lives: table, column, and how the row is found.
-type Target = (&'static str, &'static str, &'static str);
+/// Where a log row's path lives: its table, and how its row is found.
+type Target = (PathTable, String);
 
 fn target(row: &LogRow) -> Option<Target> {
-    match (row.entity_type.as_str(), row.file_type.as_deref()) {
-        ("asset", Some("original")) => Some(("asset", r#""originalPath""#, "t.id = v.id")),
-        ("asset", Some("encodedVideo")) => Some((
-            "asset_file",
-            "path",
-            r#"t."assetId" = v.id AND t."type" = 'encoded_video'"#,
-        )),
-        ("assetFile", Some(_)) => Some(("asset_file", "path", "t.id = v.id")),
-        ("person", _) => Some(("person", r#""thumbnailPath""#, "t.id = v.id")),
-        ("user", _) => Some((r#""user""#, r#""profileImagePath""#, "t.id = v.id")),
-        _ => None,
-    }
+    log_target(&row.entity_type, row.file_type.as_deref())
 }
 
 pub async fn log_count(conn: &mut DbConn, log: LogTable, batch_id: Uuid) -> Result<i64, DbError> {
@@ -159,7 +149,8 @@ async fn revert_all(conn: &mut DbConn, cursor: &str) -> Result<RollbackReport, D
                 },
             }
         }
-        for ((table, column, matches), list) in groups {
+        for ((table, matches), list) in groups {
+            let (table, column) = (table.name(), table.path());
             let sql = format!(
                 "WITH v AS (SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[])
                               AS v(log_id, id, old_path, new_path)),
