@@ -17,7 +17,7 @@ pub mod pg_dump;
 use crate::config::{Secret, DEFAULT_DUMP_KEEP};
 use crate::db::{self, gallery, versions, DbError, DbPool};
 use crate::model::Backend;
-use crate::store::{DiskStore, S3Store, StoreError};
+use crate::store::{DiskStore, S3Store, Store, StoreError, StoreListing, StoreWriter};
 use crate::telemetry::Metrics;
 use name::DumpName;
 use serde::Serialize;
@@ -82,7 +82,9 @@ pub struct Dumps {
     pg_dump: Option<PathBuf>,
     /// `NOODLE_MIGRATE_DUMP_KEEP`, when set.
     keep: Option<usize>,
-    disk_folder: PathBuf,
+    /// Where dumps go on each side, ending in `/`: a folder on this
+    /// machine, a key prefix.
+    disk_folder: String,
     s3_prefix: String,
     disk: DiskStore,
     s3: S3Store,
@@ -91,20 +93,21 @@ pub struct Dumps {
     busy: tokio::sync::Mutex<()>,
 }
 
-/// Where the dumps of one backend live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Side {
-    Disk,
-    S3,
-}
-
-impl From<Backend> for Side {
-    fn from(backend: Backend) -> Side {
-        match backend {
-            Backend::Disk => Side::Disk,
-            Backend::S3 => Side::S3,
+/// Runs `$body` with `$store` and `$folder` bound to the side `$backend`
+/// names: the one place that tells the two apart.
+macro_rules! on_side {
+    ($dumps:expr, $backend:expr, |$store:ident, $folder:ident| $body:expr) => {
+        match $backend {
+            Backend::Disk => {
+                let ($store, $folder) = (&$dumps.disk, $dumps.disk_folder.as_str());
+                $body
+            }
+            Backend::S3 => {
+                let ($store, $folder) = (&$dumps.s3, $dumps.s3_prefix.as_str());
+                $body
+            }
         }
-    }
+    };
 }
 
 pub struct DumpSettings {
@@ -128,7 +131,7 @@ impl Dumps {
             pool,
             pg_dump: settings.pg_dump,
             keep: settings.keep.map(|k| k.max(1)),
-            disk_folder: settings.media_dir.join(BACKUPS_FOLDER),
+            disk_folder: format!("{}/", settings.media_dir.join(BACKUPS_FOLDER).display()),
             s3_prefix,
             disk: DiskStore,
             s3,
@@ -138,10 +141,8 @@ impl Dumps {
     }
 
     fn location(&self, backend: Backend, name: &str) -> String {
-        match Side::from(backend) {
-            Side::Disk => self.disk_folder.join(name).display().to_string(),
-            Side::S3 => format!("s3://{}/{}{name}", self.s3.bucket(), self.s3_prefix),
-        }
+        on_side!(self, backend, |store, folder| store
+            .describe(&format!("{folder}{name}")))
     }
 
     /// Dumps the gallery database to `backend`, then applies retention.
@@ -198,46 +199,9 @@ impl Dumps {
         let program = pg_dump::locate(self.pg_dump.as_deref(), major).await;
         let connection = pg_dump::Connection::from_url(self.database_url.expose())?;
         let mut chunks = pg_dump::spawn(&program, connection);
-        let size = match Side::from(backend) {
-            Side::S3 => {
-                let key = format!("{}{name}", self.s3_prefix);
-                let mut writer = self.s3.writer(&key);
-                let result = async {
-                    while let Some(chunk) = next(&mut chunks).await? {
-                        writer.write(&chunk).await?;
-                    }
-                    Ok::<_, DumpError>(writer.finish().await?)
-                }
-                .await;
-                if result.is_err() {
-                    writer.abort().await;
-                }
-                result?
-            }
-            Side::Disk => {
-                let target = self.disk_folder.join(name.as_str());
-                let mut temp = self.disk.create_temp(&target).await?;
-                let result = async {
-                    let mut size = 0u64;
-                    while let Some(chunk) = next(&mut chunks).await? {
-                        temp.write(&chunk).await?;
-                        size += chunk.len() as u64;
-                    }
-                    Ok::<_, DumpError>(size)
-                }
-                .await;
-                match result {
-                    Ok(size) => {
-                        temp.commit().await?;
-                        size
-                    }
-                    Err(e) => {
-                        temp.discard().await;
-                        return Err(e);
-                    }
-                }
-            }
-        };
+        let size = on_side!(self, backend, |store, folder| {
+            write_dump(store, &format!("{folder}{name}"), &mut chunks).await
+        })?;
         Ok((name, size))
     }
 
@@ -251,19 +215,10 @@ impl Dumps {
     ) -> Result<DumpName, DumpError> {
         loop {
             let name = DumpName::new(chrono::Local::now(), version, pg_version);
-            let taken = match Side::from(backend) {
-                Side::S3 => self
-                    .s3
-                    .head(&format!("{}{name}", self.s3_prefix))
-                    .await?
-                    .is_some(),
-                Side::Disk => self
-                    .disk
-                    .stat(&self.disk_folder.join(name.as_str()))
-                    .await
-                    .unwrap_or(None)
-                    .is_some(),
-            };
+            let taken = on_side!(self, backend, |store, folder| store
+                .size(&format!("{folder}{name}"))
+                .await)?
+            .is_some();
             if !taken {
                 return Ok(name);
             }
@@ -277,99 +232,34 @@ impl Dumps {
 
     /// The dumps on `backend`, newest first.
     pub async fn list(&self, backend: Backend) -> Result<Vec<DumpInfo>, DumpError> {
-        let mut dumps = match Side::from(backend) {
-            Side::S3 => self
-                .s3
-                .list(&self.s3_prefix)
-                .await?
-                .into_iter()
-                .filter_map(|object| {
-                    let name = object.key.strip_prefix(&self.s3_prefix)?;
-                    let parsed = DumpName::parse(name)?;
-                    Some(DumpInfo {
-                        name: name.to_string(),
-                        size: object.size,
-                        created_at: object.modified,
-                        stamp: parsed.stamp(),
-                    })
-                })
-                .collect(),
-            Side::Disk => self.list_disk().await?,
-        };
+        let mut dumps = on_side!(self, backend, |store, folder| list_dumps(store, folder)
+            .await)?;
         dumps.sort_by(|a, b| {
             (b.stamp, b.created_at, &b.name).cmp(&(a.stamp, a.created_at, &a.name))
         });
         Ok(dumps)
     }
 
-    async fn list_disk(&self) -> Result<Vec<DumpInfo>, DumpError> {
-        let folder = &self.disk_folder;
-        let mut entries = match tokio::fs::read_dir(folder).await {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(StoreError::io("cannot list", folder, e).into()),
-        };
-        let mut dumps = Vec::new();
-        loop {
-            let entry = match entries.next_entry().await {
-                Ok(Some(entry)) => entry,
-                Ok(None) => break,
-                Err(e) => return Err(StoreError::io("cannot list", folder, e).into()),
-            };
-            let file_name = entry.file_name();
-            let Some(parsed) = file_name.to_str().and_then(DumpName::parse) else {
-                continue;
-            };
-            // `symlink_metadata`: a link named like a dump is not one.
-            let Ok(meta) = tokio::fs::symlink_metadata(entry.path()).await else {
-                continue;
-            };
-            if !meta.is_file() {
-                continue;
-            }
-            dumps.push(DumpInfo {
-                name: parsed.to_string(),
-                size: meta.len(),
-                created_at: meta
-                    .modified()
-                    .ok()
-                    .map(chrono::DateTime::<chrono::Utc>::from),
-                stamp: parsed.stamp(),
-            });
-        }
-        Ok(dumps)
-    }
-
     /// Removes one dump; the name must be a dump's name.
     pub async fn delete(&self, backend: Backend, name: &str) -> Result<(), DumpError> {
-        let parsed =
-            DumpName::parse(name).ok_or_else(|| DumpError::InvalidName(name.to_string()))?;
-        if !self
-            .list(backend)
-            .await?
-            .iter()
-            .any(|d| d.name == parsed.as_str())
-        {
-            return Err(DumpError::NotFound(name.to_string()));
+        if !DumpName::has_shape(name) {
+            return Err(DumpError::InvalidName(name.to_string()));
         }
+        let listed = self.list(backend).await?.iter().any(|d| d.name == name);
+        let parsed = DumpName::parse(name)
+            .filter(|_| listed)
+            .ok_or_else(|| DumpError::NotFound(name.to_string()))?;
         self.remove(backend, &parsed).await?;
         tracing::info!(name = %parsed, backend = backend.as_str(), "Database dump deleted");
         Ok(())
     }
 
     async fn remove(&self, backend: Backend, name: &DumpName) -> Result<(), StoreError> {
-        match Side::from(backend) {
-            Side::S3 => {
-                self.s3
-                    .delete(&format!("{}{}", self.s3_prefix, name.as_str()))
-                    .await
-            }
-            Side::Disk => {
-                self.disk
-                    .delete(&self.disk_folder.join(name.as_str()))
-                    .await
-            }
-        }
+        on_side!(self, backend, |store, folder| Store::delete(
+            store,
+            &format!("{folder}{}", name.as_str())
+        )
+        .await)
     }
 
     /// How many dumps to keep: ours when set, else the gallery's.
@@ -409,6 +299,50 @@ impl Dumps {
         }
         Ok(deleted)
     }
+}
+
+/// Streams pg_dump's output into a new file of `store`; nothing is left
+/// at `name` unless the whole dump is.
+async fn write_dump<S: Store>(
+    store: &S,
+    name: &str,
+    chunks: &mut tokio::sync::mpsc::Receiver<Result<Option<Vec<u8>>, DumpError>>,
+) -> Result<u64, DumpError> {
+    let mut writer = store.create(name).await?;
+    let written = async {
+        while let Some(chunk) = next(chunks).await? {
+            writer.write(&chunk).await?;
+        }
+        Ok::<_, DumpError>(())
+    }
+    .await;
+    match written {
+        Ok(()) => Ok(writer.finish().await?),
+        Err(e) => {
+            writer.abort().await;
+            Err(e)
+        }
+    }
+}
+
+/// The dumps in `folder` of `store`: files that carry a dump's name.
+async fn list_dumps<S: Store>(store: &S, folder: &str) -> Result<Vec<DumpInfo>, StoreError> {
+    let mut listing = store.list(folder);
+    let mut dumps = Vec::new();
+    while let Some(page) = listing.next_page().await? {
+        for file in page {
+            let Some(parsed) = file.name.strip_prefix(folder).and_then(DumpName::parse) else {
+                continue;
+            };
+            dumps.push(DumpInfo {
+                name: parsed.to_string(),
+                size: file.size,
+                created_at: file.modified,
+                stamp: parsed.stamp(),
+            });
+        }
+    }
+    Ok(dumps)
 }
 
 /// The next compressed chunk, or `None` once pg_dump has succeeded.

@@ -22,14 +22,13 @@
 //! bucket lists in key order, so each side is merged with them as it goes.
 
 use super::{EngineError, Shared};
-use crate::db::log::LogTable;
-use crate::db::orphans::{self, Entry};
+use crate::db::orphans::{self, Entry, Sorted};
 use crate::db::{self, DbConn};
 use crate::model::Backend;
 use crate::store::disk::TEMP_MARKER;
-use crate::store::StoreError;
+use crate::store::{Store, StoreListing};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use utoipa::ToSchema;
 
 /// The folders the gallery keeps its own files in (dumps live in
@@ -127,169 +126,132 @@ pub async fn scan(shared: &Shared, limit: usize) -> Result<OrphanReport, EngineE
     let mut conn = db::conn(&shared.pool).await?;
     let logs = crate::db::log::tables(&mut conn).await?;
     let mut report = OrphanReport::default();
-    scan_disk(shared, &mut conn, &logs, limit, &mut report).await?;
-    scan_bucket(shared, &mut conn, &logs, limit, &mut report).await?;
-    Ok(report)
-}
 
-async fn scan_disk(
-    shared: &Shared,
-    conn: &mut DbConn,
-    logs: &[LogTable],
-    limit: usize,
-    report: &mut OrphanReport,
-) -> Result<(), EngineError> {
+    // Rows name the gallery's location, not this machine's.
     let root = shared.layout.media_root();
-    let mut referenced = orphans::referenced_disk(conn, &root).await?;
-    let mut sources = orphans::moved_from_disk(conn, logs, &root).await?;
-    // The walk runs on a blocking thread and hands files over through a
-    // small channel: at most one folder's names and the channel in memory.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(PathBuf, u64)>(1024);
-    let dir = shared.layout.media_dir.clone();
-    let walker = tokio::task::spawn_blocking(move || {
-        for folder in folders_in_order() {
-            if !walk_sorted(&dir.join(folder), &mut |path, size| {
-                tx.blocking_send((path.to_path_buf(), size)).is_ok()
-            })? {
-                break;
-            }
-        }
-        Ok::<_, StoreError>(())
-    });
-    let media_dir = &shared.layout.media_dir;
-    let merged = async {
-        while let Some((path, size)) = rx.recv().await {
-            report.files_scanned += 1;
-            let temp = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.contains(TEMP_MARKER));
-            let reason = if temp {
-                OrphanReason::TempFile
-            } else {
-                // Rows name the gallery's location, not this machine's.
-                let relative = path.strip_prefix(media_dir).unwrap_or(&path);
-                let stored = format!("{root}{}", relative.to_string_lossy());
-                if referenced.find(&mut *conn, &stored).await?.is_some() {
-                    continue;
-                }
-                source_reason(sources.find(&mut *conn, &stored).await?)
-            };
-            report.add(
-                Orphan {
-                    backend: Backend::Disk,
-                    path: path.display().to_string(),
-                    size,
-                    reason,
-                },
-                limit,
-            );
-        }
-        Ok::<_, EngineError>(())
-    }
-    .await;
-    referenced.close(conn).await;
-    sources.close(conn).await;
-    merged?;
-    walker
-        .await
-        .map_err(|e| EngineError::Internal(format!("the disk scan stopped: {e}")))??;
-    Ok(())
-}
+    let media_dir = shared.layout.media_dir.display().to_string();
+    let disk = Side {
+        backend: Backend::Disk,
+        folders: folders_in_order()
+            .into_iter()
+            .map(|f| format!("{media_dir}/{f}/"))
+            .collect(),
+        referenced: orphans::referenced_disk(&mut conn, &root).await?,
+        sources: orphans::moved_from_disk(&mut conn, &logs, &root).await?,
+        stored: Box::new(|name: &str| {
+            let relative = name.strip_prefix(&media_dir).unwrap_or(name);
+            format!("{root}{}", relative.trim_start_matches('/'))
+        }),
+    };
+    disk.scan(&shared.disk, &mut conn, limit, &mut report)
+        .await?;
 
-async fn scan_bucket(
-    shared: &Shared,
-    conn: &mut DbConn,
-    logs: &[LogTable],
-    limit: usize,
-    report: &mut OrphanReport,
-) -> Result<(), EngineError> {
     let bucket = shared.s3.bucket().to_string();
-    let mut referenced = orphans::referenced_keys(conn, &bucket).await?;
-    let mut sources = orphans::moved_from_keys(conn, logs, &bucket).await?;
-    let merged = async {
-        let mut incomplete = Some(0);
-        for folder in folders_in_order() {
-            let prefix = format!("{}/", shared.layout.object_key(folder));
-            let mut listing = shared.s3.listing(&prefix);
-            while let Some(page) = listing.next_page().await? {
-                for object in page {
-                    report.objects_scanned += 1;
-                    if referenced.find(&mut *conn, &object.key).await?.is_some() {
-                        continue;
-                    }
-                    let reason = source_reason(sources.find(&mut *conn, &object.key).await?);
+    let prefixes: Vec<String> = folders_in_order()
+        .into_iter()
+        .map(|f| format!("{}/", shared.layout.object_key(f)))
+        .collect();
+    let objects = Side {
+        backend: Backend::S3,
+        folders: prefixes.clone(),
+        referenced: orphans::referenced_keys(&mut conn, &bucket).await?,
+        sources: orphans::moved_from_keys(&mut conn, &logs, &bucket).await?,
+        stored: Box::new(|key: &str| key.to_string()),
+    };
+    objects
+        .scan(&shared.s3, &mut conn, limit, &mut report)
+        .await?;
+    report.incomplete_uploads = Some(0);
+    for prefix in &prefixes {
+        match shared.s3.incomplete_uploads(prefix).await? {
+            None => report.incomplete_uploads = None,
+            Some(uploads) => {
+                if let Some(n) = report.incomplete_uploads.as_mut() {
+                    *n += uploads.len() as u64;
+                }
+                for upload in uploads {
                     report.add(
                         Orphan {
                             backend: Backend::S3,
-                            path: object.key,
-                            size: object.size,
-                            reason,
+                            path: upload.name,
+                            size: 0,
+                            reason: OrphanReason::IncompleteUpload,
                         },
                         limit,
                     );
                 }
             }
-            match shared.s3.incomplete_uploads(&prefix).await? {
-                None => incomplete = None,
-                Some(uploads) => {
-                    incomplete = incomplete.map(|n| n + uploads.len() as u64);
-                    for upload in uploads {
+        }
+    }
+    Ok(report)
+}
+
+/// One side of the scan: its folders, and the sorted streams of what rows
+/// point at there and what logged moves came from there.
+struct Side<'a> {
+    backend: Backend,
+    /// In the order a sorted walk or listing meets them.
+    folders: Vec<String>,
+    referenced: Sorted,
+    sources: Sorted,
+    /// The form a row stores a file of this side by.
+    stored: Box<dyn Fn(&str) -> String + 'a>,
+}
+
+impl Side<'_> {
+    /// Merges the side's sorted listing with its two streams: a file is an
+    /// orphan when no row points at it, and the logged moves say why.
+    async fn scan<S: Store>(
+        mut self,
+        store: &S,
+        conn: &mut DbConn,
+        limit: usize,
+        report: &mut OrphanReport,
+    ) -> Result<(), EngineError> {
+        let merged = async {
+            for folder in &self.folders {
+                let mut listing = store.list(folder);
+                while let Some(page) = listing.next_page().await? {
+                    for file in page {
+                        if self.backend == Backend::Disk {
+                            report.files_scanned += 1;
+                        } else {
+                            report.objects_scanned += 1;
+                        }
+                        let reason = if self.backend == Backend::Disk && is_temp(&file.name) {
+                            OrphanReason::TempFile
+                        } else {
+                            let stored = (self.stored)(&file.name);
+                            if self.referenced.find(&mut *conn, &stored).await?.is_some() {
+                                continue;
+                            }
+                            source_reason(self.sources.find(&mut *conn, &stored).await?)
+                        };
                         report.add(
                             Orphan {
-                                backend: Backend::S3,
-                                path: upload.key,
-                                size: 0,
-                                reason: OrphanReason::IncompleteUpload,
+                                backend: self.backend,
+                                path: file.name,
+                                size: file.size,
+                                reason,
                             },
                             limit,
                         );
                     }
                 }
             }
+            Ok::<_, EngineError>(())
         }
-        report.incomplete_uploads = incomplete;
-        Ok::<_, EngineError>(())
+        .await;
+        self.referenced.close(conn).await;
+        self.sources.close(conn).await;
+        merged
     }
-    .await;
-    referenced.close(conn).await;
-    sources.close(conn).await;
-    merged
 }
 
-/// Every regular file under `dir`, depth first, each folder's entries in
-/// the order of their names' bytes: the order of
-/// [`orphans::component_order`]. Symbolic links are not followed: what
-/// they lead to is not in the media location's keeping. `each` answers
-/// false to stop; so does this, then.
-fn walk_sorted(dir: &Path, each: &mut impl FnMut(&Path, u64) -> bool) -> Result<bool, StoreError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
-        Err(e) => return Err(StoreError::io("cannot list", dir, e)),
-    };
-    let mut names = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| StoreError::io("cannot list", dir, e))?;
-        names.push((
-            entry.file_name().to_string_lossy().into_owned(),
-            entry.path(),
-        ));
-    }
-    names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    for (_, path) in names {
-        let meta = std::fs::symlink_metadata(&path)
-            .map_err(|e| StoreError::io("cannot stat", &path, e))?;
-        let going_on = if meta.is_dir() {
-            walk_sorted(&path, each)?
-        } else if meta.is_file() {
-            each(&path, meta.len())
-        } else {
-            true
-        };
-        if !going_on {
-            return Ok(false);
-        }
-    }
-    Ok(true)
+/// One of our temporary files (a download a crash cut short).
+fn is_temp(path: &str) -> bool {
+    Path::new(path)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.contains(TEMP_MARKER))
 }

@@ -28,7 +28,7 @@ impl TargetSnapshot {
         let mut complete = true;
         s3.list_each(prefix, |object| {
             if keys.len() < MAX_KEYS {
-                keys.insert(object.key);
+                keys.insert(object.name);
             } else {
                 complete = false;
             }

@@ -5,7 +5,7 @@
 //! either no file or a whole one at the final path, never a partial one.
 
 use super::hash::{Digest, Hasher};
-use super::StoreError;
+use super::{Listed, Store, StoreError, StoreListing, StoreWriter};
 use bytes::BytesMut;
 use std::path::{Path, PathBuf};
 use tokio::fs;
@@ -129,6 +129,7 @@ impl DiskStore {
             file: Some(file),
             temp,
             target: target.to_path_buf(),
+            written: 0,
             settled: false,
         })
     }
@@ -172,6 +173,8 @@ pub struct TempFile {
     file: Option<fs::File>,
     temp: PathBuf,
     target: PathBuf,
+    /// Bytes written so far.
+    written: u64,
     /// Renamed into place or removed: nothing left to clean up.
     settled: bool,
 }
@@ -183,7 +186,9 @@ impl TempFile {
         };
         file.write_all(data)
             .await
-            .map_err(|e| StoreError::io("cannot write", &self.temp, e))
+            .map_err(|e| StoreError::io("cannot write", &self.temp, e))?;
+        self.written += data.len() as u64;
+        Ok(())
     }
 
     fn closed(&self) -> StoreError {
@@ -274,6 +279,137 @@ async fn place_new(temp: &Path, target: &Path) -> Result<(), StoreError> {
         }
         Err(e) => Err(StoreError::io("cannot link into", target, e)),
     }
+}
+
+impl Store for DiskStore {
+    type Writer<'a> = TempFile;
+    type Listing<'a> = DiskListing;
+
+    fn describe(&self, path: &str) -> String {
+        path.to_string()
+    }
+
+    async fn size(&self, path: &str) -> Result<Option<u64>, StoreError> {
+        self.stat(Path::new(path)).await
+    }
+
+    async fn delete(&self, path: &str) -> Result<(), StoreError> {
+        DiskStore::delete(self, Path::new(path)).await
+    }
+
+    async fn create(&self, path: &str) -> Result<TempFile, StoreError> {
+        self.create_temp(Path::new(path)).await
+    }
+
+    fn list(&self, folder: &str) -> DiskListing {
+        DiskListing {
+            folder: PathBuf::from(folder),
+            pages: None,
+        }
+    }
+}
+
+impl StoreWriter for TempFile {
+    async fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        TempFile::write(self, data).await
+    }
+
+    async fn finish(self) -> Result<u64, StoreError> {
+        let written = self.written;
+        self.commit().await?;
+        Ok(written)
+    }
+
+    async fn abort(self) {
+        self.discard().await
+    }
+}
+
+/// Files listed at a time by a walk.
+const WALK_PAGE: usize = 1000;
+
+/// A sorted walk of a folder (see [`walk_sorted`]), run on a blocking
+/// thread once the first page is asked for, and handed over a page at a
+/// time: memory holds one folder's names and a few pages, however many
+/// files there are.
+pub struct DiskListing {
+    folder: PathBuf,
+    pages: Option<tokio::sync::mpsc::Receiver<Result<Vec<Listed>, StoreError>>>,
+}
+
+impl StoreListing for DiskListing {
+    async fn next_page(&mut self) -> Result<Option<Vec<Listed>>, StoreError> {
+        let folder = &self.folder;
+        let pages = self
+            .pages
+            .get_or_insert_with(|| walk_in_pages(folder.clone()));
+        pages.recv().await.transpose()
+    }
+}
+
+fn walk_in_pages(folder: PathBuf) -> tokio::sync::mpsc::Receiver<Result<Vec<Listed>, StoreError>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    tokio::task::spawn_blocking(move || {
+        let mut page = Vec::with_capacity(WALK_PAGE);
+        let walked = walk_sorted(&folder, &mut |path, meta| {
+            page.push(Listed {
+                name: path.to_string_lossy().into_owned(),
+                size: meta.len(),
+                modified: meta
+                    .modified()
+                    .ok()
+                    .map(chrono::DateTime::<chrono::Utc>::from),
+            });
+            page.len() < WALK_PAGE || tx.blocking_send(Ok(std::mem::take(&mut page))).is_ok()
+        });
+        let last = match walked {
+            Ok(true) if !page.is_empty() => Ok(page),
+            Ok(_) => return,
+            Err(e) => Err(e),
+        };
+        let _ = tx.blocking_send(last);
+    });
+    rx
+}
+
+/// Every regular file under `dir`, depth first, each folder's entries in
+/// the order of their names' bytes: the order of
+/// [`crate::db::orphans::component_order`]. Symbolic links are not
+/// followed: what they lead to is not in the media location's keeping.
+/// `each` answers false to stop; so does this, then.
+fn walk_sorted(
+    dir: &Path,
+    each: &mut impl FnMut(&Path, &std::fs::Metadata) -> bool,
+) -> Result<bool, StoreError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
+        Err(e) => return Err(StoreError::io("cannot list", dir, e)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| StoreError::io("cannot list", dir, e))?;
+        names.push((
+            entry.file_name().to_string_lossy().into_owned(),
+            entry.path(),
+        ));
+    }
+    names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    for (_, path) in names {
+        let meta = std::fs::symlink_metadata(&path)
+            .map_err(|e| StoreError::io("cannot stat", &path, e))?;
+        let going_on = if meta.is_dir() {
+            walk_sorted(&path, each)?
+        } else if meta.is_file() {
+            each(&path, &meta)
+        } else {
+            true
+        };
+        if !going_on {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Linux error numbers of a file system that has no hard links.

@@ -1,8 +1,12 @@
 //! Storage: the local disk under the media location, and an S3 bucket.
 //!
 //! Both sides speak in whole files: stat, hash, stream in, stream out,
-//! delete. Nothing here knows about the database; nothing here ever leaves
-//! a half-written file at a final path or a half-finished multipart upload.
+//! delete. What they do alike is the [`Store`] trait, so that the code
+//! that does the same on either side (dumps, the orphan scan, a mover's
+//! deletes) is written once; what differs (conditional uploads, placing a
+//! download by hard link, ETags and multipart) stays on each side. Nothing
+//! here knows about the database; nothing here ever leaves a half-written
+//! file at a final path or a half-finished multipart upload.
 
 pub mod disk;
 pub mod hash;
@@ -11,6 +15,64 @@ pub mod s3;
 pub use disk::DiskStore;
 pub use hash::{Digest, Hasher};
 pub use s3::{ObjectMeta, S3Store, WriteIf};
+
+/// One side of the library. Names are the side's own: a path on this
+/// machine, an object key.
+///
+/// Only used inside this crate, where nothing needs its futures to be
+/// `Send` beyond what the callers already get.
+#[allow(async_fn_in_trait)]
+pub trait Store {
+    type Writer<'a>: StoreWriter
+    where
+        Self: 'a;
+    type Listing<'a>: StoreListing
+    where
+        Self: 'a;
+
+    /// Where a name lives, as a person reads it (a path, `s3://bucket/key`).
+    fn describe(&self, name: &str) -> String;
+
+    /// The size of the file at `name`, or `None` when there is none.
+    async fn size(&self, name: &str) -> Result<Option<u64>, StoreError>;
+
+    /// Removes a file; one already gone is not an error.
+    async fn delete(&self, name: &str) -> Result<(), StoreError>;
+
+    /// A new file at `name`, there only once finished. Dropped unfinished
+    /// (its caller went away, a write failed), it leaves nothing behind.
+    async fn create(&self, name: &str) -> Result<Self::Writer<'_>, StoreError>;
+
+    /// Every file under `folder` (a name ending in `/`), a page at a time,
+    /// in the side's sorted order: names compared component by component
+    /// on disk, keys byte by byte in a bucket.
+    fn list<'a>(&'a self, folder: &str) -> Self::Listing<'a>;
+}
+
+/// A file being written; see [`Store::create`].
+#[allow(async_fn_in_trait)]
+pub trait StoreWriter {
+    async fn write(&mut self, data: &[u8]) -> Result<(), StoreError>;
+    /// Puts the file in place, durably; its size.
+    async fn finish(self) -> Result<u64, StoreError>;
+    /// Drops what was written, and waits until it is gone.
+    async fn abort(self);
+}
+
+/// Files of a folder, page by page; see [`Store::list`].
+#[allow(async_fn_in_trait)]
+pub trait StoreListing {
+    /// The next page, or `None` after the last.
+    async fn next_page(&mut self) -> Result<Option<Vec<Listed>>, StoreError>;
+}
+
+/// One file of a listing.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub name: String,
+    pub size: u64,
+    pub modified: Option<chrono::DateTime<chrono::Utc>>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

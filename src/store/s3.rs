@@ -10,7 +10,7 @@
 //! and a SHA-256 of every byte sent would cost more CPU than the copy.
 
 use super::hash::{digest_of, md5_of, Digest, Hasher};
-use super::{BucketProblem, DiskStore, StoreError};
+use super::{BucketProblem, DiskStore, Listed, Store, StoreError, StoreListing, StoreWriter};
 use crate::config::{S3Config, Sse};
 use crate::telemetry::Metrics;
 use aws_config::retry::RetryConfig;
@@ -586,19 +586,12 @@ impl S3Store {
         }
     }
 
-    /// Every object under `prefix`, following continuation tokens.
-    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectEntry>, StoreError> {
-        let mut entries = Vec::new();
-        self.list_each(prefix, |entry| entries.push(entry)).await?;
-        Ok(entries)
-    }
-
     /// Hands every object under `prefix` to `each`, a page at a time, so
     /// that a listing of millions of keys never sits in memory.
     pub async fn list_each(
         &self,
         prefix: &str,
-        mut each: impl FnMut(ObjectEntry),
+        mut each: impl FnMut(Listed),
     ) -> Result<(), StoreError> {
         let mut listing = self.listing(prefix);
         while let Some(page) = listing.next_page().await? {
@@ -623,7 +616,7 @@ impl S3Store {
     pub async fn incomplete_uploads(
         &self,
         prefix: &str,
-    ) -> Result<Option<Vec<ObjectEntry>>, StoreError> {
+    ) -> Result<Option<Vec<Listed>>, StoreError> {
         let mut uploads = Vec::new();
         let mut key_marker: Option<String> = None;
         let mut id_marker: Option<String> = None;
@@ -643,8 +636,8 @@ impl S3Store {
                 Err(e) => return Err(self.failed("ListMultipartUploads", e)),
             };
             for upload in out.uploads() {
-                uploads.push(ObjectEntry {
-                    key: upload.key().unwrap_or_default().to_string(),
+                uploads.push(Listed {
+                    name: upload.key().unwrap_or_default().to_string(),
                     size: 0,
                     modified: upload
                         .initiated()
@@ -660,14 +653,6 @@ impl S3Store {
     }
 }
 
-/// One object of a listing.
-#[derive(Debug, Clone)]
-pub struct ObjectEntry {
-    pub key: String,
-    pub size: u64,
-    pub modified: Option<chrono::DateTime<chrono::Utc>>,
-}
-
 /// A listing in progress (see [`S3Store::listing`]).
 pub struct Listing<'a> {
     store: &'a S3Store,
@@ -678,7 +663,7 @@ pub struct Listing<'a> {
 
 impl Listing<'_> {
     /// The next page of objects (up to 1000), or `None` after the last.
-    pub async fn next_page(&mut self) -> Result<Option<Vec<ObjectEntry>>, StoreError> {
+    pub async fn next_page(&mut self) -> Result<Option<Vec<Listed>>, StoreError> {
         if self.done {
             return Ok(None);
         }
@@ -696,8 +681,8 @@ impl Listing<'_> {
             .contents()
             .iter()
             .filter_map(|object| {
-                Some(ObjectEntry {
-                    key: object.key()?.to_string(),
+                Some(Listed {
+                    name: object.key()?.to_string(),
                     size: object.size().unwrap_or(0).max(0) as u64,
                     modified: object
                         .last_modified()
@@ -838,5 +823,54 @@ impl Download {
             status: None,
             message: format!("reading the body: {e}"),
         })
+    }
+}
+
+impl Store for S3Store {
+    type Writer<'a> = ObjectWriter<'a>;
+    type Listing<'a> = Listing<'a>;
+
+    fn describe(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.bucket)
+    }
+
+    async fn size(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self.head(key).await?.map(|meta| meta.size))
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        S3Store::delete(self, key).await
+    }
+
+    async fn create(&self, key: &str) -> Result<ObjectWriter<'_>, StoreError> {
+        Ok(self.writer(key))
+    }
+
+    fn list<'a>(&'a self, prefix: &str) -> Listing<'a> {
+        self.listing(prefix)
+    }
+}
+
+impl StoreWriter for ObjectWriter<'_> {
+    async fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        ObjectWriter::write(self, data).await
+    }
+
+    async fn finish(mut self) -> Result<u64, StoreError> {
+        let finished = ObjectWriter::finish(&mut self).await;
+        if finished.is_err() {
+            ObjectWriter::abort(&mut self).await;
+        }
+        finished
+    }
+
+    async fn abort(mut self) {
+        ObjectWriter::abort(&mut self).await
+    }
+}
+
+impl StoreListing for Listing<'_> {
+    async fn next_page(&mut self) -> Result<Option<Vec<Listed>>, StoreError> {
+        Listing::next_page(self).await
     }
 }
