@@ -5,20 +5,25 @@
 //! # Layout
 //!
 //! - [`config`]: settings from the environment, with the gallery's names.
-//! - [`model`]: directions and the eight file kinds, with the gallery's strings.
+//! - [`model`]: directions, the eight file kinds (with the gallery's
+//!   strings), the reasons a file did not move, batch states.
 //! - [`paths`]: disk path ↔ object key mapping, and what is refused.
-//! - [`store`]: the disk and S3 sides (stat, hash, atomic and conditional
-//!   writes, multipart).
+//! - [`store`]: the disk and S3 sides behind one `Store` trait (stat,
+//!   list, create, delete), plus what each alone does (hashing, atomic
+//!   and conditional writes, multipart).
 //! - [`db`]: the connection pool, our migrations, and every SQL statement
-//!   (the ledger's, paging, rollback, the orphan streams, credentials).
+//!   (the ledger's, paging, rollback, the orphan streams, credentials),
+//!   built on one table of where each kind's path lives (`db::tables`).
 //! - [`dumps`]: database dumps with pg_dump on the active backend, and
 //!   their retention.
-//! - [`engine`]: the actors (orchestrator, movers, ledger, stats), the run
-//!   state, the estimate, the orphan report and the media location check.
+//! - [`engine`]: the actors (orchestrator, movers, ledger, stats), the
+//!   start options (the API's contract for them), the run state, the
+//!   estimate, the orphan report and the media location check.
 //! - [`failpoint`]: named crash points for the crash tests.
 //! - [`http`]: the API (ours and the gallery's `/api` routes), its errors,
 //!   authentication, the OpenAPI document and the admin page.
-//! - [`cli`]: the command-line commands (API client, progress bars).
+//! - [`cli`]: the command-line commands (an API client that reads the
+//!   server's own body types, progress bars).
 //! - [`telemetry`]: logs (tracing, text or JSON, on standard error) and
 //!   the Prometheus metrics.
 

@@ -59,32 +59,24 @@ impl DumpName {
     /// Parses a name; `None` for anything that is not a dump's name,
     /// including anything with a path separator in it.
     pub fn parse(name: &str) -> Option<DumpName> {
-        let middle = name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
-        if middle.len() == 13 && middle.bytes().all(|b| b.is_ascii_digit()) {
-            let millis: i64 = middle.parse().ok()?;
-            return Some(DumpName {
-                name: name.to_string(),
-                stamp: millis / 1000,
-            });
-        }
-        // <stamp>-v<version>-pg<pg>
-        let (stamp, rest) = middle.split_once("-v")?;
-        let (version, pg) = rest.rsplit_once("-pg")?;
-        let valid = stamp.len() == 15
-            && !version.is_empty()
-            && version.len() <= 40
-            && version.chars().all(version_char)
-            && !pg.is_empty()
-            && pg.len() <= 20
-            && pg.chars().all(|c| c.is_ascii_digit() || c == '.');
-        if !valid {
-            return None;
-        }
-        let when = NaiveDateTime::parse_from_str(stamp, STAMP_FORMAT).ok()?;
+        let stamp = match shape(name)? {
+            Stamp::Millis(millis) => millis.parse::<i64>().ok()? / 1000,
+            Stamp::Local(stamp) => {
+                let when = NaiveDateTime::parse_from_str(stamp, STAMP_FORMAT).ok()?;
+                chrono::Utc.from_utc_datetime(&when).timestamp()
+            }
+        };
         Some(DumpName {
             name: name.to_string(),
-            stamp: chrono::Utc.from_utc_datetime(&when).timestamp(),
+            stamp,
         })
+    }
+
+    /// Whether `name` has a dump's shape (its time need not be a real
+    /// one): what a name given to delete must look like. The pattern of
+    /// [`NAME_PATTERN`].
+    pub fn has_shape(name: &str) -> bool {
+        shape(name).is_some()
     }
 
     pub fn as_str(&self) -> &str {
@@ -95,6 +87,40 @@ impl DumpName {
     pub fn stamp(&self) -> i64 {
         self.stamp
     }
+}
+
+/// A dump's name, as a regular expression (for the API's document): what
+/// [`DumpName::has_shape`] accepts.
+pub const NAME_PATTERN: &str = r"^immich-db-backup-([0-9]{13}|[0-9]{8}T[0-9]{6}-v[0-9A-Za-z.+_-]{1,40}-pg[0-9.]{1,20})\.sql\.gz$";
+
+/// The time part of a dump's name.
+enum Stamp<'a> {
+    /// The gallery's older names: milliseconds since 1970.
+    Millis(&'a str),
+    /// `yyyyMMdd'T'HHmmss`, local time.
+    Local(&'a str),
+}
+
+fn shape(name: &str) -> Option<Stamp<'_>> {
+    let middle = name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
+    if middle.len() == 13 && middle.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(Stamp::Millis(middle));
+    }
+    // <stamp>-v<version>-pg<pg>
+    let (stamp, rest) = middle.split_once("-v")?;
+    let (version, pg) = rest.rsplit_once("-pg")?;
+    let stamp_bytes = stamp.as_bytes();
+    let valid = stamp_bytes.len() == 15
+        && stamp_bytes[..8].iter().all(u8::is_ascii_digit)
+        && stamp_bytes[8] == b'T'
+        && stamp_bytes[9..].iter().all(u8::is_ascii_digit)
+        && !version.is_empty()
+        && version.len() <= 40
+        && version.chars().all(version_char)
+        && !pg.is_empty()
+        && pg.len() <= 20
+        && pg.chars().all(|c| c.is_ascii_digit() || c == '.');
+    valid.then_some(Stamp::Local(stamp))
 }
 
 fn version_char(c: char) -> bool {

@@ -98,6 +98,11 @@ pub struct DumpList {
     pub dumps: Vec<DumpInfo>,
 }
 
+/// A body with nothing in it: `{}`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmptyBody {}
+
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct DumpDeleted {
     pub deleted: String,

@@ -1,17 +1,17 @@
 //! Database dumps: take one, list them, delete one. All on the gallery's
 //! active backend (`IMMICH_STORAGE_BACKEND`).
 
-use super::bodies::{DumpDeleted, DumpList, ErrorBody};
+use super::bodies::{DumpDeleted, DumpList, EmptyBody, ErrorBody};
 use super::error::ApiError;
 use crate::dumps::DumpReport;
 use crate::engine::Engine;
 use actix_web::{delete, get, post, web, HttpResponse};
 use serde_json::Value;
 
-/// Takes a dump now. The body may be empty or `{}`: there are no options,
-/// and anything else is refused rather than ignored.
+/// Takes a dump now. The body may be empty, `null` or `{}`: there are no
+/// options, and anything else is refused rather than ignored.
 #[utoipa::path(post, path = "/database-dumps", tag = "dumps",
-    request_body(content = Option<Object>, description = "empty, or {}"),
+    request_body(content = Option<EmptyBody>, description = "empty, null, or {}"),
     responses(
         (status = 201, body = DumpReport),
         (status = 400, body = ErrorBody),
@@ -30,6 +30,7 @@ pub async fn create(engine: web::Data<Engine>, body: web::Bytes) -> Result<HttpR
             )
         })?;
         match value.as_object() {
+            _ if value.is_null() => {}
             Some(obj) if obj.is_empty() => {}
             Some(obj) => {
                 let field = obj.keys().next().cloned().unwrap_or_default();

@@ -23,6 +23,8 @@ pub enum ApiError {
     Forbidden(String),
     #[error("no such endpoint")]
     NotFound,
+    #[error("{method} is not a method of this endpoint; it answers {allow}")]
+    MethodNotAllowed { method: String, allow: String },
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
@@ -43,6 +45,7 @@ impl ApiError {
             ApiError::Unauthorized => (S::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden(_) => (S::FORBIDDEN, "forbidden"),
             ApiError::NotFound => (S::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed { .. } => (S::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Engine(e) => match e {
                 EngineError::AlreadyRunning | EngineError::LockedElsewhere => {
                     (S::CONFLICT, "migration_running")
@@ -109,8 +112,14 @@ impl ResponseError for ApiError {
         let (status, code) = self.classify();
         self.log(status, code);
         let mut response = HttpResponse::build(status);
-        if matches!(self, ApiError::Unauthorized) {
-            response.insert_header(("WWW-Authenticate", "Bearer"));
+        match self {
+            ApiError::Unauthorized => {
+                response.insert_header(("WWW-Authenticate", "Bearer"));
+            }
+            ApiError::MethodNotAllowed { allow, .. } => {
+                response.insert_header(("Allow", allow.as_str()));
+            }
+            _ => {}
         }
         response.json(ErrorBody {
             error: code.to_string(),
@@ -148,7 +157,11 @@ impl ResponseError for GalleryError {
         let status = self.status_code();
         let (_, code) = self.0.classify();
         self.0.log(status, code);
-        HttpResponse::build(status).json(GalleryErrorBody {
+        let mut response = HttpResponse::build(status);
+        if let ApiError::MethodNotAllowed { allow, .. } = &self.0 {
+            response.insert_header(("Allow", allow.as_str()));
+        }
+        response.json(GalleryErrorBody {
             message: self.0.to_string(),
             error: status.canonical_reason().unwrap_or("Error").to_string(),
             status_code: status.as_u16(),

@@ -69,7 +69,7 @@ pub async fn status(engine: web::Data<Engine>) -> Result<HttpResponse, GalleryEr
 /// Reverts a batch's paths. As on the gallery, the id must be a version 4
 /// UUID, and a batch with no log rows reverts nothing (201, all zero).
 #[utoipa::path(post, path = "/api/storage-migration/rollback/{batchId}", tag = "gallery",
-    params(("batchId" = uuid::Uuid, Path, description = "a version 4 UUID")),
+    params(("batchId" = uuid::Uuid, Path, description = "a version 4 UUID, with its hyphens")),
     responses(
         (status = 201, body = RollbackReport),
         (status = 400, body = GalleryErrorBody, description = "not a version 4 UUID, or a migration is running"),
@@ -83,7 +83,8 @@ pub async fn rollback(
 ) -> Result<HttpResponse, GalleryError> {
     let raw = path.into_inner();
     let batch_id = parse_batch_id(&raw)?;
-    if batch_id.get_version_num() != 4 {
+    // The gallery's own check: the hyphenated form of a version 4 UUID.
+    if batch_id.get_version_num() != 4 || raw.len() != 36 {
         return Err(ApiError::bad(
             "invalid_batch_id",
             format!("batchId must be a UUID version 4, got {raw:?}"),

@@ -3,7 +3,7 @@
 //! drift far; the integration tests check real responses against it.
 
 use super::bodies::{
-    BatchPage, Cancelling, DumpDeleted, DumpList, ErrorBody, EstimateBody, FailurePage,
+    BatchPage, Cancelling, DumpDeleted, DumpList, EmptyBody, ErrorBody, EstimateBody, FailurePage,
     GalleryErrorBody, Health, Started,
 };
 use super::{dumps, gallery, routes};
@@ -48,12 +48,27 @@ use utoipa::{Modify, OpenApi};
     components(schemas(
         ErrorBody, GalleryErrorBody, Health, EstimateBody, StartOptions, FileTypes, Started, StatusView, RollbackReport,
         Cancelling, BatchPage, BatchRow, FailurePage, FailureRow, DumpReport, DumpInfo, DumpList,
-        DumpDeleted, Direction, Backend, OrphanReport, Orphan
+        DumpDeleted, EmptyBody, Direction, Backend, OrphanReport, Orphan
     )),
-    modifiers(&SecuritySchemes, &AuthResponses),
+    modifiers(&SecuritySchemes, &AuthResponses, &Patterns),
     security(("bearer" = []), ("apiKey" = []), ("cookie" = []))
 )]
 pub struct ApiDoc;
+
+/// Every operation of a path.
+fn operations(
+    item: &mut utoipa::openapi::PathItem,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    [
+        &mut item.get,
+        &mut item.post,
+        &mut item.put,
+        &mut item.delete,
+        &mut item.patch,
+    ]
+    .into_iter()
+    .flatten()
+}
 
 struct SecuritySchemes;
 
@@ -92,14 +107,7 @@ impl Modify for AuthResponses {
             } else {
                 "ErrorBody"
             };
-            let operations = [
-                &mut item.get,
-                &mut item.post,
-                &mut item.put,
-                &mut item.delete,
-                &mut item.patch,
-            ];
-            for operation in operations.into_iter().flatten() {
+            for operation in operations(item) {
                 for (status, description) in [
                     ("401", "no credentials, or invalid ones"),
                     (
@@ -127,10 +135,123 @@ impl Modify for AuthResponses {
     }
 }
 
+/// A hyphenated UUID, with `{v}` for its version digit.
+const UUID_PATTERN: &str =
+    "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-{v}[0-9a-fA-F]{3}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}";
+
+/// The patterns of parameters whose shape the handlers check, from the
+/// same constants the checks use.
+struct Patterns;
+
+impl Modify for Patterns {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let uuid = |version: &str| UUID_PATTERN.replace("{v}", version);
+        let cursor = format!(
+            "^({}):{}$",
+            crate::model::FileKind::API_KEYS.join("|"),
+            uuid("[0-9a-fA-F]")
+        );
+        let patterns = [
+            (
+                "/database-dumps/{name}",
+                "name",
+                crate::dumps::name::NAME_PATTERN.to_string(),
+            ),
+            (
+                "/storage-migration/batches/{batch_id}/failures",
+                "after",
+                cursor,
+            ),
+            (
+                "/api/storage-migration/rollback/{batchId}",
+                "batchId",
+                format!("^{}$", uuid("4")),
+            ),
+        ];
+        for (path, name, pattern) in patterns {
+            let parameters = openapi
+                .paths
+                .paths
+                .get_mut(path)
+                .into_iter()
+                .flat_map(operations)
+                .flat_map(|operation| operation.parameters.iter_mut().flatten());
+            for parameter in parameters.filter(|p| p.name == name) {
+                if let Some(utoipa::openapi::RefOr::T(utoipa::openapi::schema::Schema::Object(
+                    object,
+                ))) = parameter.schema.as_mut()
+                {
+                    object.pattern = Some(pattern.clone());
+                }
+            }
+        }
+    }
+}
+
+/// The methods the endpoint at `path` answers (`GET, POST`), from this
+/// document's path templates; `None` when no endpoint has that path.
+pub fn methods_of(path: &str) -> Option<String> {
+    static ROUTES: std::sync::OnceLock<Vec<(Vec<String>, String)>> = std::sync::OnceLock::new();
+    let routes = ROUTES.get_or_init(|| {
+        ApiDoc::openapi()
+            .paths
+            .paths
+            .iter()
+            .map(|(template, item)| {
+                let methods: Vec<&str> = [
+                    ("GET", item.get.is_some()),
+                    ("POST", item.post.is_some()),
+                    ("PUT", item.put.is_some()),
+                    ("PATCH", item.patch.is_some()),
+                    ("DELETE", item.delete.is_some()),
+                ]
+                .into_iter()
+                .filter_map(|(m, has)| has.then_some(m))
+                .collect();
+                let segments = template.split('/').map(str::to_string).collect();
+                (segments, methods.join(", "))
+            })
+            .collect()
+    });
+    let asked: Vec<&str> = path.split('/').collect();
+    routes
+        .iter()
+        .find(|(template, _)| {
+            template.len() == asked.len()
+                && template.iter().zip(&asked).all(|(t, a)| {
+                    (t.starts_with('{') && t.ends_with('}') && !a.is_empty()) || t == a
+                })
+        })
+        .map(|(_, methods)| methods.clone())
+}
+
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "engine",
     responses((status = 200, content_type = "application/json", body = Object)))]
 #[get("/openapi.json")]
-pub async fn openapi_json() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
+pub async fn openapi_json(engine: actix_web::web::Data<crate::engine::Engine>) -> HttpResponse {
+    HttpResponse::Ok().json(document(engine.config().api_token.is_some()))
+}
+
+/// The document as this engine is configured: without an API token, our
+/// own routes are open (the gallery's `/api` routes never are), and say
+/// so.
+pub fn document(token_set: bool) -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    if token_set {
+        return doc;
+    }
+    for (path, item) in doc.paths.paths.iter_mut() {
+        if path.starts_with(super::auth::GALLERY_PREFIX) {
+            continue;
+        }
+        for operation in operations(item) {
+            operation.security = Some(vec![
+                utoipa::openapi::security::SecurityRequirement::default(),
+            ]);
+            operation.responses.responses.remove("401");
+            operation.responses.responses.remove("403");
+        }
+    }
+    doc
 }

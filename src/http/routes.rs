@@ -192,8 +192,8 @@ fn parse_limit(query: &HashMap<String, String>, default: i64, max: i64) -> Resul
 /// Batch history, newest first; `before` (RFC 3339) pages back in time.
 #[utoipa::path(get, path = "/storage-migration/batches", tag = "batches",
     params(
-        ("limit" = Option<i64>, Query, description = "1–500, default 50"),
-        ("before" = Option<String>, Query, description = "RFC 3339 time: batches started before it"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "1–500, default 50"),
+        ("before" = Option<String>, Query, format = DateTime, description = "RFC 3339 time: batches started before it"),
     ),
     responses(
         (status = 200, body = BatchPage),
@@ -230,7 +230,7 @@ pub async fn batches(
 #[utoipa::path(get, path = "/storage-migration/batches/{batch_id}/failures", tag = "batches",
     params(
         ("batch_id" = Uuid, Path),
-        ("limit" = Option<i64>, Query, description = "1–1000, default 100"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "1–1000, default 100"),
         ("after" = Option<String>, Query, description = "the nextAfter of the previous page"),
     ),
     responses(
@@ -258,6 +258,10 @@ pub async fn failures(
             };
             let (kind, id) = cursor.split_once(':').ok_or_else(bad)?;
             FileKind::from_api_key(kind).ok_or_else(bad)?;
+            // The form nextAfter is written in: a hyphenated UUID.
+            if id.len() != 36 {
+                return Err(bad());
+            }
             Some((kind.to_string(), Uuid::parse_str(id).map_err(|_| bad())?))
         }
     };
@@ -296,7 +300,7 @@ pub async fn retry(
 /// a crash can leave (temporary files, sources of the last committed moves
 /// with deleteSource, multipart uploads cut short). Nothing is deleted.
 #[utoipa::path(get, path = "/storage-migration/orphans", tag = "batches",
-    params(("limit" = Option<i64>, Query, description = "orphans listed, 1–100000, default 1000")),
+    params(("limit" = Option<i64>, Query, minimum = 1, maximum = 100000, description = "orphans listed, 1–100000, default 1000")),
     responses(
         (status = 200, body = OrphanReport),
         (status = 400, body = ErrorBody),
@@ -331,6 +335,19 @@ pub async fn metrics(engine: web::Data<Engine>) -> Result<HttpResponse, ApiError
         .body(text))
 }
 
-pub async fn not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::NotFound)
+/// Anything no route took: `405` with the methods it has when the path is
+/// an endpoint's, else `404`; in the gallery's shape under `/api`.
+pub async fn not_found(req: actix_web::HttpRequest) -> Result<HttpResponse, actix_web::Error> {
+    let error = match super::openapi::methods_of(req.path()) {
+        Some(allow) => ApiError::MethodNotAllowed {
+            method: req.method().to_string(),
+            allow,
+        },
+        None => ApiError::NotFound,
+    };
+    Err(if req.path().starts_with(super::auth::GALLERY_PREFIX) {
+        super::error::GalleryError(error).into()
+    } else {
+        error.into()
+    })
 }

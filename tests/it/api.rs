@@ -131,6 +131,37 @@ async fn bad_input_gets_its_4xx_and_changes_nothing() {
         assert_eq!(json["error"], *code, "{method} {path}: {json}");
         assert!(json["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
+    // A method a route does not have: 405, and the methods it has.
+    for (method, path, allow) in [
+        (reqwest::Method::DELETE, "/storage-migration/status", "GET"),
+        (reqwest::Method::PUT, "/database-dumps", "GET, POST"),
+        (
+            reqwest::Method::GET,
+            "/storage-migration/rollback/0193e5d2-0000-7000-8000-000000000000",
+            "POST",
+        ),
+    ] {
+        let response = app
+            .http
+            .request(method.clone(), format!("{}{path}", app.base))
+            .send()
+            .await
+            .expect("the engine answers");
+        assert_eq!(response.status(), 405, "{method} {path}");
+        assert_eq!(
+            response
+                .headers()
+                .get("allow")
+                .and_then(|v| v.to_str().ok()),
+            Some(allow),
+            "{method} {path}"
+        );
+        let json: serde_json::Value = response.json().await.expect("a JSON error");
+        assert_eq!(
+            json["error"], "method_not_allowed",
+            "{method} {path}: {json}"
+        );
+    }
     let big = format!(r#"{{"direction":"toS3","pad":"{}"}}"#, "x".repeat(200_000));
     let (status, _) = app.post("/storage-migration/start", &big).await;
     assert_eq!(status, 413);
