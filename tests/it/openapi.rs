@@ -298,6 +298,8 @@ async fn a_fuzzer_finds_no_disagreement_with_the_document() {
             "--request-timeout",
             "30",
             "--no-color",
+            "--generation-database",
+            "none",
             "--report-dir",
         ])
         .arg(report.path())
