@@ -64,3 +64,34 @@ own_s3s_fs() {
   echo "s3s-fs did not start; see $1.log" >&2
   return 1
 }
+
+# A PostgreSQL of the bench's own, unless another was asked for
+# (BENCH_DATABASE_URL): the server's default settings, as a gallery runs
+# it. The shared server on a CI machine may be tuned otherwise (this
+# project's has autovacuum off, and a table a run rewrites then bloats
+# without end). Sets ADMIN_URL and BASE_URL; stop_postgres stops it.
+PG_DIR=
+PG_BIN=
+as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+own_postgres() {
+  if [ -n "${BENCH_DATABASE_URL:-}" ]; then
+    ADMIN_URL="$BENCH_DATABASE_URL"; BASE_URL="${ADMIN_URL%/*}"
+    return 0
+  fi
+  local port
+  PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  port=$(free_port)
+  PG_DIR=$(mktemp -d /var/tmp/nm-bench-pg.XXXXXX)
+  [ "$(id -u)" = 0 ] && chown postgres "$PG_DIR"
+  as_postgres "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres -A trust >"$PG_DIR.initdb.log" 2>&1
+  as_postgres "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w \
+    -o "-p $port -k $PG_DIR -c listen_addresses=127.0.0.1" start >/dev/null
+  rm -f "$PG_DIR.initdb.log"
+  ADMIN_URL="postgres://postgres@127.0.0.1:$port/postgres"
+  BASE_URL="${ADMIN_URL%/*}"
+}
+stop_postgres() {
+  [ -n "$PG_DIR" ] || return 0
+  as_postgres "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null 2>&1 || true
+  rm -rf "$PG_DIR"
+}

@@ -12,7 +12,6 @@ FILE_SIZE="${BENCH_FILE_SIZE:-30000}"
 LARGE_COUNT="${BENCH_LARGE_COUNT:-8}"
 LARGE_MB="${BENCH_LARGE_MB:-256}"
 SCALE_ASSETS="${BENCH_SCALE_ASSETS:-1000000}"
-SCALE_FILES="${BENCH_SCALE_FILES:-500000}"
 RID=$(date +%s)
 BUCKETS=()
 SERVER=
@@ -103,13 +102,8 @@ t=$(timed rclone copy -q --transfers 5 "$WORK/large" "bench:rc-large-$RID")
 R[rc_large]=$(rate "$MB" 0 "$t")
 rm -rf "$WORK/large"
 
-# A whole library of small files each way, at two sizes: what changes
-# between them is what grows with the work done.
-bench/scale.sh 5000 20 >"$WORK/scale-5000.txt"
-bench/scale.sh "$SCALE_FILES" 20 >"$WORK/scale.txt"
-cp "$WORK/../bench-scale/explain.txt" "$WORK/explain.txt"
-S() { awk -v k="$2" '$1 == k {$1 = ""; sub(/^ /, ""); print}' "$WORK/$1"; }
-tenths() { python3 -c "import sys; r = [float(x) for x in sys.argv[1].split()]; print(f'{r[-1] / r[0]:.2f}')" "$1"; }
+# The scale rows (a whole library each way) write bench/results-scale.md.
+bench/scale-report.sh
 
 echo "==> Scale: $SCALE_ASSETS assets and their thumbnails and previews (rows only)"
 psqla -c "DROP DATABASE IF EXISTS bench_scale WITH (FORCE)" -c "CREATE DATABASE bench_scale"
@@ -156,25 +150,7 @@ mem=$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
   echo "| ledger transactions per migrated file (the run's ledgerCommits; each is one round trip) | c=5: ${R[ledger_5]}, c=20: ${R[ledger_20]} | target ≤ 0.02 | |"
   echo "| all database transactions per migrated file, start-up included (pg_stat_database) | c=5: ${R[xact_5]}, c=20: ${R[xact_20]} | | |"
   echo "| peak RSS, small files | c=5: $((R[nm_up_rss_5] / 1024)) MB, c=20: $((R[nm_up_rss_20] / 1024)) MB | | |"
-  n=$(S scale.txt files)
-  for way in up down; do
-    if [ $way = up ]; then label="disk → S3"; ref=$(S scale.txt rclone_up_seconds); else label="S3 → disk"; ref=$(S scale.txt rclone_down_seconds); fi
-    secs=$(S scale.txt ${way}_seconds)
-    echo "| scale: $n × 1 KB, $label, concurrency 20, deleteSource | $(rate "$n" 0 "$secs") files/s over the run; per tenth: $(S scale.txt ${way}_rate | sed 's/ /, /g'); last tenth / first: $(tenths "$(S scale.txt ${way}_rate)") | rclone --transfers 20: $(rate "$n" 0 "$ref") files/s | $(ratio "$ref" "$secs") |"
-  done
-  for way in up down; do
-    if [ $way = up ]; then label="to S3"; else label="to disk"; fi
-    echo "| scale: CPU milliseconds per file, per tenth, $label | engine: $(S scale.txt ${way}_engine | sed 's/ /, /g'); s3s-fs: $(S scale.txt ${way}_server | sed 's/ /, /g'); PostgreSQL: $(S scale.txt ${way}_db | sed 's/ /, /g') | | |"
-  done
-  echo "| scale: peak RSS of the engine (serve), 5000 → $n files | to S3: $(( $(S scale-5000.txt up_rss_kb) / 1024 )) → $(( $(S scale.txt up_rss_kb) / 1024 )) MB; to disk: $(( $(S scale-5000.txt down_rss_kb) / 1024 )) → $(( $(S scale.txt down_rss_kb) / 1024 )) MB | | |"
-  echo "| scale: database transactions per file (pg_stat_database) | to S3: $(S scale.txt up_xacts); to disk: $(S scale.txt down_xacts) | | |"
-  echo "| scale: orphan report and rollback, $n files and log rows | orphans $(S scale.txt orphans_seconds) s, rollback $(S scale.txt rollback_seconds) s; peak RSS $(( $(S scale.txt admin_rss_kb) / 1024 )) MB (at 5000: $(( $(S scale-5000.txt admin_rss_kb) / 1024 )) MB) | | |"
   echo
-  echo "The ledger's statement at that size (examples/explain_ledger: 200 originals committed to the batch that moved all $n to S3):"
-  echo
-  fence='```'
-  echo "$fence"
-  cat "$WORK/explain.txt"
-  echo "$fence"
+  echo "A whole library at scale, each way, is in [results-scale.md](results-scale.md) (bench/scale-report.sh, run by this script)."
 } >bench/results.md
 cat bench/results.md

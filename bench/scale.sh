@@ -18,10 +18,12 @@ RID=$(date +%s)
 log() { echo "==> $*" >&2; }
 rm -rf "$WORK" && mkdir -p "$WORK"
 own_s3s_fs "$WORK/s3"
+own_postgres
 cleanup() {
   drop_bucket "nm-scale-$RID"
   drop_bucket "rc-scale-$RID"
   [ -n "$S3FS_PID" ] && kill "$S3FS_PID" 2>/dev/null
+  stop_postgres
   rm -rf "$WORK/s3" "$WORK/media" "$WORK/rclone-back"
 }
 trap cleanup EXIT
@@ -116,15 +118,9 @@ read -r -a up < <(migrate s3 toS3 "nm-scale-$RID")
 cp "$WORK/samples" "$WORK/samples-up"
 python3 bench/tenths.py "$WORK/samples-up" "$FILES" >"$WORK/tenths-up"
 log "Scale: to S3 in ${up[0]} s; per tenth:"; cat "$WORK/tenths-up" >&2
-if [ -n "${BENCH_SCALE_UP_ONLY:-}" ]; then
-  # A quicker look, for tuning: the upload and rclone's, nothing else.
-  make_bucket "rc-scale-$RID"
-  rc_up=$(rclone_sampled "$WORK/media" "bench:rc-scale-$RID" "$WORK/rclone-up")
-  echo "files $FILES"; echo "up_seconds ${up[0]}"; echo "up_rss_kb ${up[1]}"; echo "up_xacts ${up[2]}"
-  sed 's/^/up_/' "$WORK/tenths-up"
-  echo "rclone_up_seconds $rc_up"; sed 's/^/rclone_up_/' "$WORK/rclone-up"
-  exit 0
-fi
+# A quicker look, for tuning: the upload alone (it deletes the sources, so
+# nothing is left for rclone).
+if [ -n "${BENCH_SCALE_UP_ONLY:-}" ]; then exit 0; fi
 log "Scale: noodle-migrate back to disk"
 read -r -a down < <(migrate disk toDisk "nm-scale-$RID")
 cp "$WORK/samples" "$WORK/samples-down"
@@ -146,6 +142,7 @@ rc_down=$(rclone_sampled "bench:rc-scale-$RID" "$WORK/rclone-back" "$WORK/rclone
 
 echo "files $FILES"
 echo "concurrency $CONC"
+echo "postgres $(psqla -c 'SHOW server_version') (autovacuum $(psqla -c 'SHOW autovacuum'), shared_buffers $(psqla -c 'SHOW shared_buffers'))"
 echo "up_seconds ${up[0]}"
 echo "up_rss_kb ${up[1]}"
 echo "up_xacts ${up[2]}"
