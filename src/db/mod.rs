@@ -2,8 +2,12 @@
 //! every statement the engine runs, one module per concern.
 //!
 //! Every query runs under a timeout. No transaction is ever held open
-//! across a network copy: transactions live only inside `ledger::commit`
-//! and `rollback`.
+//! across a network copy: writes that must stand together are one
+//! statement, atomic on its own (the ledger's group, a page of rollback's
+//! reverts); the only explicit transaction is `ledger::explain`'s, which
+//! rolls back what it measured.
+//! [`tables`] says where each kind's path lives; the statements build their
+//! SQL from it.
 
 pub mod batches;
 pub mod candidates;
