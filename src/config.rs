@@ -110,6 +110,39 @@ pub struct Config {
     /// Re-read before each start so the backend check sees the gallery's
     /// current setting, not the one from when the engine started.
     pub env_file: Option<PathBuf>,
+    /// Where the final status of each run is POSTed
+    /// (`NOODLE_MIGRATE_WEBHOOK_URL`).
+    pub webhook: Option<Webhook>,
+}
+
+/// A URL to notify, which may carry a secret (a password, a token in the
+/// query): only [`Webhook::shown`] is ever logged.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    pub url: Secret,
+    /// Scheme, host and port: what logs may say.
+    pub shown: String,
+}
+
+impl Webhook {
+    fn parse(value: &str) -> Result<Webhook, ConfigError> {
+        let name = "NOODLE_MIGRATE_WEBHOOK_URL";
+        let url = url::Url::parse(value).map_err(|e| invalid(name, format!("not a URL ({e})")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(invalid(name, "must be an http:// or https:// URL"));
+        }
+        let host = url
+            .host_str()
+            .ok_or_else(|| invalid(name, "the URL has no host"))?;
+        let shown = match url.port() {
+            Some(port) => format!("{}://{host}:{port}", url.scheme()),
+            None => format!("{}://{host}", url.scheme()),
+        };
+        Ok(Webhook {
+            url: Secret::new(value),
+            shown,
+        })
+    }
 }
 
 /// Where settings come from: looked up by name, empty values count as unset.
@@ -445,6 +478,10 @@ impl Config {
             .map(|v| absolute_folder("NOODLE_MIGRATE_MEDIA_DIR", v).map(PathBuf::from))
             .transpose()?;
         let (storage_backend, path_style) = storage_backend(vars)?;
+        let webhook = vars
+            .get("NOODLE_MIGRATE_WEBHOOK_URL")
+            .map(Webhook::parse)
+            .transpose()?;
         Ok(Config {
             database_url: database_url(vars)?,
             media_location,
@@ -458,6 +495,7 @@ impl Config {
             shutdown_deadline: Duration::from_secs(shutdown_secs.unwrap_or(30) as u64),
             pg_dump,
             env_file: None,
+            webhook,
         })
     }
 
@@ -545,6 +583,26 @@ mod tests {
             c.database_url.expose(),
             "postgres://postgres:postgres@database:5432/immich"
         );
+    }
+
+    #[test]
+    fn a_webhook_is_shown_without_its_secrets() {
+        let c = Config::from_vars(&vars(&[(
+            "NOODLE_MIGRATE_WEBHOOK_URL",
+            "https://ops:hunter2@hooks.example.test:8443/done?token=s3cr3t",
+        )]))
+        .unwrap();
+        let webhook = c.webhook.expect("a webhook");
+        assert_eq!(webhook.shown, "https://hooks.example.test:8443");
+        assert!(webhook.url.expose().contains("token=s3cr3t"));
+        assert!(!format!("{webhook:?}").contains("hunter2"));
+        for bad in ["ftp://hooks.example.test/x", "not a url", "http://"] {
+            let e = Config::from_vars(&vars(&[("NOODLE_MIGRATE_WEBHOOK_URL", bad)]))
+                .expect_err(bad)
+                .to_string();
+            assert!(e.contains("NOODLE_MIGRATE_WEBHOOK_URL"), "{e}");
+        }
+        assert!(Config::from_vars(&vars(&[])).unwrap().webhook.is_none());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! - [`ledger`]: every file's outcome, group-committed.
 //! - [`stats`]: the live view behind the status endpoint.
 //! - [`options`]: the options of a start, the API's contract for them.
+//! - [`notify`]: the final status of each run, POSTed to a webhook.
 //! - [`run_state`]: who owns a run (idle, preparing, running) and the
 //!   signal that stops it.
 //! - [`estimate`] and [`Engine::rollback`] work directly on the database;
@@ -17,6 +18,7 @@ pub mod ledger;
 pub mod media;
 pub mod messages;
 pub mod mover;
+pub mod notify;
 pub mod options;
 pub mod orchestrator;
 pub mod orphans;

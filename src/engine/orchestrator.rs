@@ -7,7 +7,8 @@
 
 use super::ledger::Ledger;
 use super::messages::{
-    BatchCounts, Cancel, Handoff, MoveFile, Outcome, RunEnded, Start, StartReply, StatsEvent,
+    BatchCounts, Cancel, GetStatus, Handoff, MoveFile, Outcome, RunEnded, Start, StartReply,
+    StatsEvent,
 };
 use super::mover::Mover;
 use super::run_state::{CancelSignal, RunState};
@@ -393,6 +394,7 @@ async fn execute(
             state: BatchState::Interrupted,
             error: Some(error),
         });
+        announce_end(&run, &stats).await;
         return;
     }
     let (final_state, error) = match result {
@@ -418,6 +420,19 @@ async fn execute(
         state: final_state,
         error,
     });
+    announce_end(&run, &stats).await;
+}
+
+/// Tells the webhook, when one is set, how the run ended: the final
+/// status, as the status endpoint now shows it.
+async fn announce_end(run: &RunContext, stats: &Addr<Stats>) {
+    let Some(webhook) = &run.shared.config.webhook else {
+        return;
+    };
+    match stats.send(GetStatus).await {
+        Ok(Some(status)) => super::notify::run_ended(webhook, status),
+        _ => tracing::warn!("Cannot read the run's final status for the webhook"),
+    }
 }
 
 /// Files copied whose records are not committed yet, at most: enough for

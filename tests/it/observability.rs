@@ -273,3 +273,107 @@ async fn dashboard_and_rules_use_only_exported_metrics() {
         }
     }
 }
+
+/// A loopback webhook: answers 500 to the first `failures` requests, 204
+/// after, and hands over each accepted request's target and JSON body.
+async fn webhook_receiver(
+    failures: usize,
+) -> (
+    u16,
+    tokio::sync::mpsc::UnboundedReceiver<(String, serde_json::Value)>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let port = listener.local_addr().expect("its address").port();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    actix_rt::spawn(async move {
+        let mut answered = 0;
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut request = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // Headers, then as many bytes as Content-Length says.
+            let body_at = loop {
+                match socket.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break None,
+                    Ok(n) => request.extend_from_slice(&chunk[..n]),
+                }
+                if let Some(i) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break Some(i + 4);
+                }
+            };
+            let Some(body_at) = body_at else { continue };
+            let head = String::from_utf8_lossy(&request[..body_at]).to_string();
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().ok())
+                        .flatten()
+                })
+                .unwrap_or(0);
+            while request.len() < body_at + length {
+                match socket.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let status = if answered < failures {
+                "500 Internal Server Error"
+            } else {
+                "204 No Content"
+            };
+            answered += 1;
+            let _ = socket
+                .write_all(
+                    format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                        .as_bytes(),
+                )
+                .await;
+            if status.starts_with("204") {
+                let target = head
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_string();
+                let body =
+                    serde_json::from_slice(&request[body_at..]).unwrap_or(serde_json::Value::Null);
+                let _ = tx.send((target, body));
+            }
+        }
+    });
+    (port, rx)
+}
+
+/// When a run ends, its final status reaches the webhook once, with the
+/// final counts, though the first delivery fails; the URL's secret goes
+/// with the request, as the receiver expects.
+#[actix_rt::test]
+async fn the_end_of_a_run_is_posted_to_the_webhook() {
+    let env = TestEnv::new(EnvOptions::default()).await;
+    let (port, mut deliveries) = webhook_receiver(1).await;
+    let mut vars = env.vars("s3", "");
+    vars.insert(
+        "NOODLE_MIGRATE_WEBHOOK_URL".into(),
+        format!("http://127.0.0.1:{port}/hooks/migration?token=s3cr3t"),
+    );
+    let app = env.spawn(vars).await;
+    let (batch, status) = app.migrate(r#"{"direction":"toS3"}"#).await;
+    let (target, body) =
+        tokio::time::timeout(std::time::Duration::from_secs(30), deliveries.recv())
+            .await
+            .expect("the run's end is delivered within 30 s")
+            .expect("a delivery");
+    assert_eq!(target, "/hooks/migration?token=s3cr3t");
+    assert_eq!(body["batchId"], batch.to_string());
+    assert_eq!(body["isActive"], false);
+    assert_eq!(body["state"], "completed");
+    assert_eq!(body["completed"], status["completed"]);
+    assert_eq!(body["completed"], env.seeded.files.len() as i64);
+    assert_eq!(body["failed"], 0);
+    // One run end, one delivery.
+    let again = tokio::time::timeout(std::time::Duration::from_secs(3), deliveries.recv()).await;
+    assert!(again.is_err(), "a second delivery: {again:?}");
+}
