@@ -106,6 +106,21 @@ where
     }
 }
 
+/// A file on disk being uploaded, with the size its source check saw.
+#[derive(Clone, Copy)]
+struct Source<'a> {
+    disk: &'a DiskStore,
+    path: &'a Path,
+    size: u64,
+}
+
+/// `<op>` on one object of the bucket: every such call starts the same way.
+macro_rules! object_call {
+    ($store:expr, $op:ident, $key:expr) => {
+        $store.client.$op().bucket(&$store.bucket).key($key)
+    };
+}
+
 impl S3Store {
     pub async fn connect(config: &S3Config, metrics: Arc<Metrics>) -> S3Store {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
@@ -222,14 +237,7 @@ impl S3Store {
 
     /// HEAD object; `None` when there is no such object.
     pub async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
-        match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
+        match object_call!(self, head_object, key).send().await {
             Ok(out) => Ok(Some(ObjectMeta {
                 size: out.content_length().unwrap_or(0).max(0) as u64,
                 md5: self.etag_md5(out.e_tag()),
@@ -242,10 +250,7 @@ impl S3Store {
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(key)
+        object_call!(self, delete_object, key)
             .send()
             .await
             .map(|_| ())
@@ -255,11 +260,7 @@ impl S3Store {
     /// Starts a streamed download; a missing object is an `S3` error with
     /// status 404.
     pub async fn get(&self, key: &str) -> Result<Download, StoreError> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
+        let out = object_call!(self, get_object, key)
             .send()
             .await
             .map_err(|e| {
@@ -320,9 +321,12 @@ impl S3Store {
         write_if: &WriteIf,
     ) -> Result<Digest, StoreError> {
         if expected_size > MULTIPART_THRESHOLD {
-            return self
-                .put_multipart(disk, path, key, expected_size, write_if)
-                .await;
+            let source = Source {
+                disk,
+                path,
+                size: expected_size,
+            };
+            return self.put_multipart(&source, key, write_if).await;
         }
         let data = disk.read_all(path).await?;
         if data.len() as u64 != expected_size {
@@ -383,11 +387,7 @@ impl S3Store {
     ) -> Result<(), StoreError> {
         let (sse, kms_key) = self.sse_params();
         let (if_none_match, if_match) = write_if.headers();
-        let out = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
+        let out = object_call!(self, put_object, key)
             .set_if_none_match(if_none_match)
             .set_if_match(if_match)
             .content_length(data.len() as i64)
@@ -420,15 +420,14 @@ impl S3Store {
     /// changed) is refused and the upload aborted.
     async fn put_multipart(
         &self,
-        disk: &DiskStore,
-        path: &Path,
+        source: &Source<'_>,
         key: &str,
-        expected_size: u64,
         write_if: &WriteIf,
     ) -> Result<Digest, StoreError> {
+        let Source { disk, path, size } = *source;
         let before = disk.version(path).await?;
         let digest = disk.hash_file(path).await?;
-        if digest.size != expected_size {
+        if digest.size != size {
             return Err(StoreError::SourceChanged(path.display().to_string()));
         }
         let upload_id = self.create_upload(key, Some(&digest)).await?;
@@ -455,11 +454,7 @@ impl S3Store {
         digest: Option<&Digest>,
     ) -> Result<String, StoreError> {
         let (sse, kms_key) = self.sse_params();
-        let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
+        let created = object_call!(self, create_multipart_upload, key)
             .content_type(Self::content_type(key))
             .set_metadata(digest.map(|d| {
                 std::collections::HashMap::from([(SHA1_METADATA.to_string(), hex::encode(d.sha1))])
@@ -474,11 +469,7 @@ impl S3Store {
 
     /// An incomplete upload is invisible but billed: always abort it.
     async fn abort_upload(&self, key: &str, upload_id: &str) {
-        if let Err(e) = self
-            .client
-            .abort_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
+        if let Err(e) = object_call!(self, abort_multipart_upload, key)
             .upload_id(upload_id)
             .send()
             .await
@@ -496,11 +487,7 @@ impl S3Store {
         part: Bytes,
     ) -> Result<CompletedPart, StoreError> {
         let md5 = md5_of(part.clone()).await;
-        let out = self
-            .client
-            .upload_part()
-            .bucket(&self.bucket)
-            .key(key)
+        let out = object_call!(self, upload_part, key)
             .upload_id(upload_id)
             .part_number(part_number)
             .content_length(part.len() as i64)
@@ -525,10 +512,7 @@ impl S3Store {
         write_if: &WriteIf,
     ) -> Result<(), StoreError> {
         let (if_none_match, if_match) = write_if.headers();
-        self.client
-            .complete_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
+        object_call!(self, complete_multipart_upload, key)
             .upload_id(upload_id)
             .set_if_none_match(if_none_match)
             .set_if_match(if_match)
