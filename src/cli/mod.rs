@@ -247,6 +247,8 @@ pub async fn run(config: Config, options: StartOptions, as_json: bool) -> Exit {
         bar.update(&status);
         if !status.is_active {
             bar.finish();
+            // The process exits next: let the run's end reach the webhook.
+            engine.settle(engine.config().shutdown_deadline).await;
             return finish(&status, as_json);
         }
         tokio::select! {
@@ -259,7 +261,10 @@ pub async fn run(config: Config, options: StartOptions, as_json: bool) -> Exit {
                 let status = engine.status().await;
                 bar.finish();
                 return match status {
-                    Ok(status) if !status.is_active => finish(&status, as_json),
+                    Ok(status) if !status.is_active => {
+                        engine.settle(engine.config().shutdown_deadline).await;
+                        finish(&status, as_json)
+                    }
                     Ok(_) => {
                         eprintln!("noodle-migrate: files still in flight at the deadline; the next start resumes the batch");
                         Exit::Failed

@@ -108,6 +108,8 @@ pub struct Shared {
     pub media: media::MediaLocation,
     /// The media folder on this machine, with symbolic links resolved.
     pub media_root_real: std::path::PathBuf,
+    /// Webhook deliveries under way.
+    pub deliveries: Arc<notify::Deliveries>,
 }
 
 impl Shared {
@@ -209,6 +211,7 @@ impl Engine {
             dumps,
             media,
             media_root_real,
+            deliveries: Default::default(),
         });
         let stats = Stats::new(metrics).start();
         let (idle_tx, idle) = tokio::sync::watch::channel(true);
@@ -301,6 +304,18 @@ impl Engine {
             tracing::warn!(
                 "Files still in flight at the shutdown deadline; the next start resumes the batch"
             );
+        }
+    }
+
+    /// Waits, up to `deadline`, for the run to close and its end to reach
+    /// the webhook: what a process that exits after a run does last.
+    pub async fn settle(&self, deadline: Duration) {
+        let started = std::time::Instant::now();
+        let mut idle = self.idle.clone();
+        let closed = tokio::time::timeout(deadline, idle.wait_for(|idle| *idle)).await;
+        let left = deadline.saturating_sub(started.elapsed());
+        if closed.is_err() || !self.shared.deliveries.wait(left).await {
+            tracing::warn!("The run's end may not have reached the webhook before exiting");
         }
     }
 

@@ -10,6 +10,8 @@
 
 use super::stats::StatusView;
 use crate::config::Webhook;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Attempts at delivering one notification.
@@ -19,10 +21,54 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// The wait before the second attempt; doubled before each later one.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 
+/// Deliveries still under way, so that a process about to exit (`run`
+/// from the command line) can let them finish first.
+#[derive(Debug, Default)]
+pub struct Deliveries {
+    pending: AtomicUsize,
+    settled: tokio::sync::Notify,
+}
+
+impl Deliveries {
+    /// Waits, up to `deadline`, until no delivery is under way; false when
+    /// some still were.
+    pub async fn wait(&self, deadline: Duration) -> bool {
+        let none_left = async {
+            loop {
+                let settled = self.settled.notified();
+                if self.pending.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                settled.await;
+            }
+        };
+        tokio::time::timeout(deadline, none_left).await.is_ok()
+    }
+}
+
+/// Counts one delivery as under way for as long as it lives.
+struct Pending(Arc<Deliveries>);
+
+impl Pending {
+    fn new(deliveries: &Arc<Deliveries>) -> Pending {
+        deliveries.pending.fetch_add(1, Ordering::SeqCst);
+        Pending(deliveries.clone())
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(1, Ordering::SeqCst);
+        self.0.settled.notify_waiters();
+    }
+}
+
 /// Sends `status` to the webhook in the background.
-pub fn run_ended(webhook: &Webhook, status: StatusView) {
+pub fn run_ended(webhook: &Webhook, status: StatusView, deliveries: &Arc<Deliveries>) {
     let (url, shown) = (webhook.url.expose().to_string(), webhook.shown.clone());
+    let pending = Pending::new(deliveries);
     actix::spawn(async move {
+        let _pending = pending;
         let client = match reqwest::Client::builder().timeout(TIMEOUT).build() {
             Ok(client) => client,
             Err(e) => {

@@ -430,7 +430,7 @@ async fn announce_end(run: &RunContext, stats: &Addr<Stats>) {
         return;
     };
     match stats.send(GetStatus).await {
-        Ok(Some(status)) => super::notify::run_ended(webhook, status),
+        Ok(Some(status)) => super::notify::run_ended(webhook, status, &run.shared.deliveries),
         _ => tracing::warn!("Cannot read the run's final status for the webhook"),
     }
 }

@@ -252,3 +252,39 @@ async fn client_commands_drive_a_running_engine() {
     child.kill().ok();
     child.wait().ok();
 }
+
+/// `run` exits only once the run's end has reached the webhook (here after
+/// a failed first delivery), not as soon as the status turns idle.
+#[actix_rt::test]
+async fn run_delivers_the_end_to_the_webhook_before_it_exits() {
+    let env = TestEnv::new(EnvOptions::default()).await;
+    let (port, mut deliveries) = crate::observability::webhook_receiver(1).await;
+    let mut vars = env.vars("s3", "");
+    vars.insert(
+        "NOODLE_MIGRATE_WEBHOOK_URL".into(),
+        format!("http://127.0.0.1:{port}/done"),
+    );
+    // Not `cli`: the receiver runs on this thread and must keep answering.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_noodle-migrate"))
+        .args(["run", "--direction", "toS3", "--json"])
+        .env_clear()
+        .envs(&vars)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("run noodle-migrate");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = json_of(&out);
+    let (target, body) = deliveries
+        .try_recv()
+        .expect("delivered before the process exited");
+    assert_eq!(target, "/done");
+    assert_eq!(body["batchId"], status["batchId"]);
+    assert_eq!(body["state"], "completed");
+    assert_eq!(body["completed"], status["completed"]);
+}

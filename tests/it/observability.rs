@@ -276,7 +276,7 @@ async fn dashboard_and_rules_use_only_exported_metrics() {
 
 /// A loopback webhook: answers 500 to the first `failures` requests, 204
 /// after, and hands over each accepted request's target and JSON body.
-async fn webhook_receiver(
+pub async fn webhook_receiver(
     failures: usize,
 ) -> (
     u16,
