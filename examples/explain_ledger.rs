@@ -38,10 +38,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         FileKind::Originals,
         Direction::ToS3,
         Uuid::nil(),
+        Uuid::max(),
         files,
         None,
     )
     .await?;
+    let lease = Uuid::new_v4();
     let layout = Layout::new(media, None, "bucket", "", PathStyle::Key);
     let changes: Vec<PathChange> = page
         .rows
@@ -58,6 +60,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 bytes: c.size_hint.unwrap_or(0),
                 adopted: false,
                 replaced: false,
+                lease,
             })
         })
         .collect();

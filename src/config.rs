@@ -104,6 +104,10 @@ pub struct Config {
     /// How long a SIGTERM (or Ctrl-C) waits for the files in flight before
     /// the process exits (`NOODLE_MIGRATE_SHUTDOWN_SECS`, default 30).
     pub shutdown_deadline: Duration,
+    /// How long a chunk stays leased to a process that stopped renewing
+    /// it (died, or lost the database) before another takes it over
+    /// (`NOODLE_MIGRATE_LEASE_SECS`, default 30).
+    pub lease_secs: u64,
     /// The pg_dump to run (`NOODLE_MIGRATE_PG_DUMP`); found by server
     /// version when unset.
     pub pg_dump: Option<PathBuf>,
@@ -468,6 +472,7 @@ impl Config {
         };
         let dump_keep = whole_number(vars, "NOODLE_MIGRATE_DUMP_KEEP", 1, 10_000)?;
         let shutdown_secs = whole_number(vars, "NOODLE_MIGRATE_SHUTDOWN_SECS", 1, 3_600)?;
+        let lease_secs = whole_number(vars, "NOODLE_MIGRATE_LEASE_SECS", 2, 3_600)?;
         let pg_dump = vars.get("NOODLE_MIGRATE_PG_DUMP").map(PathBuf::from);
         let media_location = vars
             .get("IMMICH_MEDIA_LOCATION")
@@ -493,6 +498,7 @@ impl Config {
             api_token,
             dump_keep,
             shutdown_deadline: Duration::from_secs(shutdown_secs.unwrap_or(30) as u64),
+            lease_secs: lease_secs.unwrap_or(30) as u64,
             pg_dump,
             env_file: None,
             webhook,

@@ -84,6 +84,10 @@ impl Migration {
 enum Command {
     /// Start the HTTP API, the admin page and the migration engine.
     Serve,
+    /// Take part in the migrations started on this database by another
+    /// process (`serve` or `run`, on any host), with this process's own
+    /// movers; wait for one while none runs. Serves the same HTTP API.
+    Worker,
     /// Run a whole migration in this process, without a server.
     Run {
         #[command(flatten)]
@@ -184,6 +188,10 @@ fn main() -> ExitCode {
                 Ok(config) => serve(config),
                 Err(exit) => exit,
             },
+            Command::Worker => match load(&cli.env_file) {
+                Ok(config) => worker(config),
+                Err(exit) => exit,
+            },
             Command::Run { migration } => match load(&cli.env_file) {
                 Ok(config) => {
                     block_on(async move { cli::run(config, migration.options(), json).await })
@@ -234,6 +242,28 @@ fn load(env_file: &Option<PathBuf>) -> Result<Config, Exit> {
 
 fn block_on<F: Future<Output = Exit>>(fut: F) -> Exit {
     actix_rt::System::new().block_on(fut)
+}
+
+fn worker(config: Config) -> Exit {
+    let result = actix_rt::System::new().block_on(async move {
+        let app = Application::build(config)
+            .await
+            .map_err(|e| e.to_string())?;
+        let engine = app.engine().clone();
+        let server = app.run_until_stopped();
+        tokio::select! {
+            r = server => r.map_err(|e| e.to_string()),
+            r = engine.work(noodle_migrate::shutdown_signal()) => r.map_err(|e| e.to_string()),
+        }
+    });
+    match result {
+        Ok(()) => Exit::Ok,
+        Err(e) => {
+            tracing::error!(error = %e, "noodle-migrate worker stopped");
+            eprintln!("noodle-migrate: {e}");
+            Exit::Failed
+        }
+    }
 }
 
 fn serve(config: Config) -> Exit {

@@ -347,9 +347,8 @@ impl fmt::Display for Reason {
 #[serde(rename_all = "snake_case")]
 pub enum BatchState {
     Running,
-    /// Running, with a cancel asked for: the files in flight finish. Only
-    /// the status says it; the table keeps `running` until the batch
-    /// closes as cancelled.
+    /// Running, with a cancel asked for: the files in flight finish, in
+    /// every process of the batch, and then it closes as cancelled.
     Cancelling,
     Completed,
     CompletedWithFailures,
@@ -385,6 +384,11 @@ impl BatchState {
             BatchState::Cancelled => "cancelled",
             BatchState::RolledBack => "rolled_back",
         }
+    }
+
+    /// Closed: nothing works on it any more.
+    pub fn is_final(self) -> bool {
+        !matches!(self, BatchState::Running | BatchState::Cancelling)
     }
 
     pub fn parse(value: &str) -> Option<BatchState> {

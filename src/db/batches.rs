@@ -59,10 +59,11 @@ pub async fn mark_stale_interrupted(conn: &mut DbConn) -> Result<usize, DbError>
     timed(
         diesel::sql_query(
             "UPDATE noodle_migrate_batch SET state = $1, finished_at = clock_timestamp()
-             WHERE state = $2",
+             WHERE state IN ($2, $3)",
         )
         .bind::<Text, _>(BatchState::Interrupted)
         .bind::<Text, _>(BatchState::Running)
+        .bind::<Text, _>(BatchState::Cancelling)
         .execute(conn),
     )
     .await

@@ -129,8 +129,9 @@ pub struct Page {
     pub next: Option<Uuid>,
 }
 
-/// The next page of candidates of one kind, after `after` in id order.
-/// With `failed_in`, only the rows that failed in that batch.
+/// The next page of candidates of one kind, after `after` and up to
+/// `until` (inclusive) in id order. With `failed_in`, only the rows that
+/// failed in that batch.
 ///
 /// Each page costs the same wherever it is in the run: it starts at the
 /// key where the last one ended, on the primary key's order, and never
@@ -140,6 +141,7 @@ pub async fn page(
     kind: FileKind,
     direction: Direction,
     after: Uuid,
+    until: Uuid,
     limit: i64,
     failed_in: Option<Uuid>,
 ) -> Result<Page, DbError> {
@@ -154,11 +156,12 @@ pub async fn page(
     let Some(batch_id) = failed_in else {
         let rows: Vec<Candidate> = timed(
             diesel::sql_query(format!(
-                "{select} AND {id} > $1 ORDER BY {id} LIMIT $2",
+                "{select} AND {id} > $1 AND {id} <= $3 ORDER BY {id} LIMIT $2",
                 id = s.id
             ))
             .bind::<SqlUuid, _>(after)
             .bind::<BigInt, _>(limit)
+            .bind::<SqlUuid, _>(until)
             .load(conn),
         )
         .await?;
@@ -178,13 +181,14 @@ pub async fn page(
     let failed: Vec<Failed> = timed(
         diesel::sql_query(
             "SELECT row_id FROM noodle_migrate_failure
-             WHERE batch_id = $1 AND kind = $2 AND outcome = 'failed' AND row_id > $3
+             WHERE batch_id = $1 AND kind = $2 AND outcome = 'failed' AND row_id > $3 AND row_id <= $5
              ORDER BY row_id LIMIT $4",
         )
         .bind::<SqlUuid, _>(batch_id)
         .bind::<Text, _>(kind.api_key())
         .bind::<SqlUuid, _>(after)
         .bind::<BigInt, _>(limit)
+        .bind::<SqlUuid, _>(until)
         .load(conn),
     )
     .await?;

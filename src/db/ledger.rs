@@ -18,7 +18,7 @@ use super::tables::PathTable;
 use super::{timed, DbConn, DbError};
 use crate::model::{Direction, FileKind, Reason};
 use diesel::pg::Pg;
-use diesel::sql_types::{Array, BigInt, Bool, Text, Uuid as SqlUuid};
+use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text, Uuid as SqlUuid};
 use diesel::QueryableByName;
 use diesel_async::RunQueryDsl;
 use std::collections::HashSet;
@@ -41,6 +41,8 @@ pub struct PathChange {
     pub adopted: bool,
     /// The copy replaced a stale object or file that no row pointed at.
     pub replaced: bool,
+    /// The lease of the chunk the file belongs to.
+    pub lease: Uuid,
 }
 
 /// The batch a group belongs to, and the log table it writes.
@@ -64,12 +66,30 @@ pub struct Unmoved {
     /// A failure or a skip, by its reason.
     pub reason: Reason,
     pub message: String,
+    /// The lease of the chunk the file belongs to.
+    pub lease: Uuid,
 }
 
+/// What became of one record of a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Committed {
+    /// Written (for a path change: the row now points at the copy).
+    Done,
+    /// The gallery changed the row meanwhile: nothing written but the skip.
+    RowChanged,
+    /// The chunk's lease was taken over by another process: nothing was
+    /// written, the file is that process's now.
+    Fenced,
+}
+
+/// A row of the group's answer: a path change that happened, or a lease
+/// still held.
 #[derive(QueryableByName)]
-struct Done {
-    #[diesel(sql_type = SqlUuid)]
-    log_id: Uuid,
+struct Answer {
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    log_id: Option<Uuid>,
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    lease: Option<Uuid>,
 }
 
 /// The whole group in one statement. Data-modifying CTEs all see the same
@@ -83,6 +103,12 @@ struct Done {
 /// row: it wrote its own object) is a changed row, not a move; its log row,
 /// with the same id, is not inserted again (nor counted again), and a
 /// failure record of the same attempt is not written or counted again.
+///
+/// It is fenced: it writes only the records of chunks whose lease is still
+/// the one they name. `FOR SHARE` on those chunk rows makes a process
+/// taking a chunk over wait for (or skip) a commit in flight, and a commit
+/// that starts after the takeover finds the new token and writes nothing
+/// of that chunk.
 fn group_sql(log: LogTable) -> String {
     let log = log.name();
     // One optimistic update per table that holds paths (`u0` …): a row
@@ -107,12 +133,18 @@ fn group_sql(log: LogTable) -> String {
         .collect();
     let (updates, done) = (updates.join(",\n           "), done.join(" UNION ALL "));
     format!(
-        r#"WITH v AS (
+        r#"WITH held AS (
+             SELECT c.lease FROM noodle_migrate_chunk c
+             WHERE c.batch_id = $1 AND c.lease = ANY($23::uuid[]) AND c.state = 'leased'
+             FOR SHARE
+           ),
+           v AS (
              SELECT * FROM unnest($3::text[], $4::uuid[], $5::uuid[], $6::text[], $7::text[],
                                   $8::text[], $9::text[], $10::bool[], $11::bigint[], $12::uuid[],
-                                  $20::bool[])
+                                  $20::bool[], $24::uuid[])
                AS v(kind, row_id, entity_id, old_path, new_path, entity_type, file_type, adopted, bytes, log_id,
-                    replaced)
+                    replaced, lease)
+             WHERE v.lease IN (SELECT lease FROM held)
            ),
            {updates},
            done AS ({done}),
@@ -135,10 +167,12 @@ fn group_sql(log: LogTable) -> String {
            ),
            changed AS (SELECT v.* FROM v WHERE v.log_id NOT IN (SELECT log_id FROM done)),
            unmoved AS (
-             SELECT * FROM unnest($13::text[], $14::uuid[], $15::uuid[], $16::text[], $17::text[], $18::text[], $19::text[],
-                                  $21::uuid[])
-               AS w(kind, row_id, entity_id, path, outcome, reason, message, attempt)
+             SELECT kind, row_id, entity_id, path, outcome, reason, message, attempt
+             FROM unnest($13::text[], $14::uuid[], $15::uuid[], $16::text[], $17::text[], $18::text[], $19::text[],
+                         $21::uuid[], $25::uuid[])
+               AS w(kind, row_id, entity_id, path, outcome, reason, message, attempt, lease)
              WHERE (w.kind, w.entity_id) NOT IN (SELECT kind, entity_id FROM changed)
+               AND w.lease IN (SELECT lease FROM held)
              UNION ALL
              SELECT kind, row_id, entity_id, old_path, 'skipped', $22,
                     'the gallery changed this row''s path during the migration', log_id
@@ -167,7 +201,8 @@ fn group_sql(log: LogTable) -> String {
                skipped = skipped + (SELECT count(*) FROM recorded WHERE outcome = 'skipped')
              WHERE id = $1
            )
-           SELECT log_id FROM done"#
+           SELECT log_id, NULL::uuid AS lease FROM done
+           UNION ALL SELECT NULL::uuid, lease FROM held"#
     )
 }
 
@@ -186,6 +221,13 @@ fn group_query<'a>(
     let changed = |f: &dyn Fn(&PathChange) -> String| changes.iter().map(f).collect::<Vec<_>>();
     let recorded =
         |f: &dyn Fn(&Unmoved) -> String| records.iter().map(|r| f(r)).collect::<Vec<_>>();
+    let leases: Vec<Uuid> = changes
+        .iter()
+        .map(|c| c.lease)
+        .chain(records.iter().map(|r| r.lease))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     diesel::sql_query(format!("{prefix}{}", group_sql(batch.log)))
         .into_boxed::<Pg>()
         .bind::<SqlUuid, _>(batch.id)
@@ -219,18 +261,41 @@ fn group_query<'a>(
         .bind::<Array<Bool>, _>(changes.iter().map(|c| c.replaced).collect::<Vec<_>>())
         .bind::<Array<SqlUuid>, _>(records.iter().map(|r| r.attempt).collect::<Vec<_>>())
         .bind::<Text, _>(Reason::RowChanged.as_str())
+        .bind::<Array<SqlUuid>, _>(leases)
+        .bind::<Array<SqlUuid>, _>(changes.iter().map(|c| c.lease).collect::<Vec<_>>())
+        .bind::<Array<SqlUuid>, _>(records.iter().map(|r| r.lease).collect::<Vec<_>>())
 }
 
-/// Commits a group; returns, for each change, whether its row was updated.
+/// What a group's commit did: each change's fate, in order, and each
+/// unmoved record's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupResult {
+    pub changes: Vec<Committed>,
+    pub unmoved: Vec<Committed>,
+}
+
+/// Commits a group.
 pub async fn commit(
     conn: &mut DbConn,
     batch: LedgerBatch,
     changes: &[PathChange],
     unmoved: &[Unmoved],
-) -> Result<Vec<bool>, DbError> {
-    let done: Vec<Done> = timed(group_query("", batch, changes, unmoved).load(conn)).await?;
-    let done: HashSet<Uuid> = done.into_iter().map(|d| d.log_id).collect();
-    Ok(changes.iter().map(|c| done.contains(&c.log_id)).collect())
+) -> Result<GroupResult, DbError> {
+    let answer: Vec<Answer> = timed(group_query("", batch, changes, unmoved).load(conn)).await?;
+    let done: HashSet<Uuid> = answer.iter().filter_map(|a| a.log_id).collect();
+    let held: HashSet<Uuid> = answer.iter().filter_map(|a| a.lease).collect();
+    let fate = |lease: Uuid, done: bool| match (held.contains(&lease), done) {
+        (false, _) => Committed::Fenced,
+        (true, true) => Committed::Done,
+        (true, false) => Committed::RowChanged,
+    };
+    Ok(GroupResult {
+        changes: changes
+            .iter()
+            .map(|c| fate(c.lease, done.contains(&c.log_id)))
+            .collect(),
+        unmoved: unmoved.iter().map(|u| fate(u.lease, true)).collect(),
+    })
 }
 
 #[derive(QueryableByName)]
@@ -250,6 +315,34 @@ pub async fn explain(
     unmoved: &[Unmoved],
 ) -> Result<Vec<String>, DbError> {
     timed(diesel::sql_query("BEGIN").execute(conn)).await?;
+    // The group's chunks, held, as a run would hold them (rolled back
+    // with the rest).
+    let leases: Vec<Uuid> = changes
+        .iter()
+        .map(|c| c.lease)
+        .chain(unmoved.iter().map(|u| u.lease))
+        .collect();
+    let held = timed(
+        diesel::sql_query(
+            "WITH b AS (
+               INSERT INTO noodle_migrate_batch (id, direction, state, options)
+               VALUES ($1, $2, 'running', '{}') ON CONFLICT (id) DO NOTHING
+             )
+             INSERT INTO noodle_migrate_chunk (batch_id, seq, kind, after_id, last_id, state, lease, lease_until)
+             SELECT $1, -row_number() OVER (), 'originals', '00000000-0000-0000-0000-000000000000',
+                    'ffffffff-ffff-ffff-ffff-ffffffffffff', 'leased', l, clock_timestamp() + interval '1 hour'
+             FROM (SELECT DISTINCT unnest($3::uuid[]) AS l) AS leases",
+        )
+        .bind::<SqlUuid, _>(batch.id)
+        .bind::<Text, _>(batch.direction.as_str())
+        .bind::<Array<SqlUuid>, _>(leases)
+        .execute(conn),
+    )
+    .await;
+    if let Err(e) = held {
+        timed(diesel::sql_query("ROLLBACK").execute(conn)).await?;
+        return Err(e);
+    }
     let plan: Result<Vec<PlanLine>, DbError> =
         timed(group_query("EXPLAIN (ANALYZE, BUFFERS) ", batch, changes, unmoved).load(conn)).await;
     timed(diesel::sql_query("ROLLBACK").execute(conn)).await?;

@@ -11,6 +11,7 @@
 
 pub mod batches;
 pub mod candidates;
+pub mod chunks;
 pub mod credentials;
 pub mod gallery;
 pub mod ledger;
@@ -90,8 +91,13 @@ pub async fn timed<T>(
     }
 }
 
+/// "noodlemi" in ASCII: the key our migrations are applied under.
+const MIGRATION_LOCK_KEY: i64 = 0x6E6F_6F64_6C65_6D69;
+
 /// Applies our migrations. Diesel's harness is synchronous, so it runs on a
-/// thread of its own with its own connection.
+/// thread of its own with its own connection. Several processes starting
+/// at once (workers beside a server) take turns under an advisory lock:
+/// two that both found a migration pending would otherwise both apply it.
 pub async fn migrate(database_url: &str) -> Result<(), DbError> {
     use diesel::Connection;
     use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
@@ -99,11 +105,19 @@ pub async fn migrate(database_url: &str) -> Result<(), DbError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
         let result = (|| {
+            use diesel::RunQueryDsl;
             let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url)
                 .map_err(|e| DbError::Unavailable(e.to_string()))?;
-            conn.run_pending_migrations(MIGRATIONS)
+            diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
+                .execute(&mut conn)?;
+            let applied = conn
+                .run_pending_migrations(MIGRATIONS)
                 .map(|_| ())
-                .map_err(|e| DbError::Migration(e.to_string()))
+                .map_err(|e| DbError::Migration(e.to_string()));
+            // The lock ends with the connection anyway.
+            let _ = diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))
+                .execute(&mut conn);
+            applied
         })();
         let _ = tx.send(result);
     });

@@ -13,7 +13,7 @@
 use super::messages::{Record, StatsEvent};
 use super::stats::Stats;
 use super::EngineError;
-use crate::db::ledger::{commit, LedgerBatch, PathChange, Unmoved};
+use crate::db::ledger::{commit, Committed, GroupResult, LedgerBatch, PathChange, Unmoved};
 use crate::db::{self, DbConn, DbPool};
 use actix::{
     Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, ResponseFuture, WrapFuture,
@@ -30,12 +30,14 @@ const GROUP_TARGET: usize = 200;
 /// on a commit but the file's own task, so this costs no throughput and
 /// saves most round trips.
 const LINGER: Duration = Duration::from_millis(100);
-/// Attempts at a group commit when the database is briefly away.
-const COMMIT_ATTEMPTS: u32 = 4;
+/// How long a group commit is tried again while the database is away (a
+/// restart, a failover): longer than a restart takes, so the files in
+/// flight ride it out instead of failing.
+const COMMIT_PATIENCE: Duration = Duration::from_secs(60);
 
 struct Pending {
     record: Record,
-    reply: oneshot::Sender<Result<bool, EngineError>>,
+    reply: oneshot::Sender<Result<Committed, EngineError>>,
 }
 
 pub struct Ledger {
@@ -125,15 +127,19 @@ impl Ledger {
             .into_actor(self)
             .map(|(group, result, held), act, ctx| {
                 act.conn = held;
-                let mut done = match &result {
-                    Ok(done) => done.clone().into_iter(),
-                    Err(_) => Vec::new().into_iter(),
+                let (mut changed, mut unmoved) = match &result {
+                    Ok(r) => (r.changes.clone().into_iter(), r.unmoved.clone().into_iter()),
+                    Err(_) => (Vec::new().into_iter(), Vec::new().into_iter()),
                 };
                 for p in group {
                     let answer = match (&result, &p.record) {
                         (Err(e), _) => Err(EngineError::Ledger(e.to_string())),
-                        (Ok(_), Record::Change(_)) => Ok(done.next().unwrap_or(false)),
-                        (Ok(_), Record::Unmoved(_)) => Ok(true),
+                        (Ok(_), Record::Change(_)) => changed
+                            .next()
+                            .ok_or_else(|| EngineError::Ledger("a change went unanswered".into())),
+                        (Ok(_), Record::Unmoved(_)) => unmoved
+                            .next()
+                            .ok_or_else(|| EngineError::Ledger("a record went unanswered".into())),
                     };
                     let _ = p.reply.send(answer);
                 }
@@ -153,8 +159,9 @@ async fn commit_with_retry(
     batch: LedgerBatch,
     changes: &[PathChange],
     unmoved: &[Unmoved],
-) -> Result<Vec<bool>, db::DbError> {
-    let mut attempt = 0;
+) -> Result<GroupResult, db::DbError> {
+    let started = std::time::Instant::now();
+    let mut attempt = 0u32;
     loop {
         attempt += 1;
         let result = async {
@@ -175,9 +182,9 @@ async fn commit_with_retry(
         }
         .await;
         match result {
-            Err(e) if e.is_unavailable() && attempt < COMMIT_ATTEMPTS => {
+            Err(e) if e.is_unavailable() && started.elapsed() < COMMIT_PATIENCE => {
                 tracing::warn!(error = %e, attempt, "Ledger commit failed, retrying");
-                let backoff = 200u64 * 2u64.pow(attempt) + rand::random_range(0..200);
+                let backoff = 200u64 * 2u64.pow(attempt.min(3)) + rand::random_range(0..200);
                 tokio::time::sleep(Duration::from_millis(backoff)).await;
             }
             other => return other,
@@ -190,7 +197,7 @@ impl Actor for Ledger {
 }
 
 impl Handler<Record> for Ledger {
-    type Result = ResponseFuture<Result<bool, EngineError>>;
+    type Result = ResponseFuture<Result<Committed, EngineError>>;
 
     fn handle(&mut self, record: Record, ctx: &mut Context<Self>) -> Self::Result {
         let (reply, answer) = oneshot::channel();

@@ -26,6 +26,12 @@ pub struct StartReply {
     pub dump_name: Option<String>,
 }
 
+/// Worker loop → orchestrator: take part in a batch another process
+/// started (its chunks, with this process's own movers).
+#[derive(Message)]
+#[rtype(result = "Result<(), EngineError>")]
+pub struct Join(pub crate::db::chunks::Joinable);
+
 /// Run task → orchestrator: the run is over, a new one may start.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -48,6 +54,8 @@ pub struct Cancel;
 pub struct MoveFile {
     pub kind: FileKind,
     pub candidate: Candidate,
+    /// The lease of the file's chunk, which its records must name.
+    pub lease: uuid::Uuid,
 }
 
 /// A mover's answer: the file's outcome, to come.
@@ -67,12 +75,16 @@ pub enum Outcome {
     Failed { reason: Reason },
     /// Deliberately not moved (refused path, row changed meanwhile).
     Skipped { reason: Reason },
+    /// Left to another process: the chunk's lease was taken over while the
+    /// file was in flight, so nothing of it was written here.
+    HandedOver,
 }
 
-/// Mover → ledger: write this down. The answer for a path change is
-/// whether its row was updated (false: the gallery changed it meanwhile).
+/// Mover → ledger: write this down. The answer says whether it was
+/// written, or why not (the gallery changed the row meanwhile, or the
+/// chunk's lease was taken over).
 #[derive(Message)]
-#[rtype(result = "Result<bool, EngineError>")]
+#[rtype(result = "Result<crate::db::ledger::Committed, EngineError>")]
 pub enum Record {
     Change(PathChange),
     Unmoved(Unmoved),
@@ -113,6 +125,24 @@ pub enum StatsEvent {
         outcome: &'static str,
     },
     Cancelling,
+    /// The whole batch, as the database says, from the heartbeat.
+    Batch(super::lease::BatchView),
+}
+
+/// Heartbeat → stats: this process's own part of the run.
+#[derive(Message)]
+#[rtype(result = "Own")]
+pub struct GetOwn;
+
+/// What this process did in the run (not the batch's earlier runs, nor the
+/// other processes').
+#[derive(Debug, Clone, Copy, Default, actix::MessageResponse)]
+pub struct Own {
+    pub active: i64,
+    pub completed: i64,
+    pub failed: i64,
+    pub bytes_moved: i64,
+    pub files_per_second: f64,
 }
 
 /// HTTP → stats: the current (or last) run in this process.

@@ -7,6 +7,8 @@
 //! - [`ledger`]: every file's outcome, group-committed.
 //! - [`stats`]: the live view behind the status endpoint.
 //! - [`options`]: the options of a start, the API's contract for them.
+//! - [`lease`]: this process's chunk leases in a batch that several
+//!   processes may share, and the heartbeat that renews them.
 //! - [`notify`]: the final status of each run, POSTed to a webhook.
 //! - [`run_state`]: who owns a run (idle, preparing, running) and the
 //!   signal that stops it.
@@ -14,6 +16,7 @@
 //!   [`orphans`] compares the database with the disk and the bucket.
 
 pub mod estimate;
+pub mod lease;
 pub mod ledger;
 pub mod media;
 pub mod messages;
@@ -71,6 +74,12 @@ pub enum EngineError {
     GalleryMovingFiles(i64),
     #[error("no batch {0}")]
     BatchNotFound(Uuid),
+    #[error("the running batch {batch} works on {theirs}, but this process is set up for {ours}: a worker joins only a batch of the same bucket, prefix and media location (check its S3 and media settings)")]
+    WrongBatch {
+        batch: Uuid,
+        theirs: String,
+        ours: String,
+    },
     #[error("no migration is running")]
     NotRunning,
     #[error("the migration was cancelled before its first file")]
@@ -87,6 +96,18 @@ pub enum EngineError {
     Ledger(String),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// An error that may pass: the database or the bucket briefly away.
+pub fn is_transient(e: &EngineError) -> bool {
+    match e {
+        EngineError::Db(e) => e.is_unavailable(),
+        EngineError::Store(StoreError::Bucket {
+            problem: crate::store::BucketProblem::Unreachable(_),
+            ..
+        }) => true,
+        _ => false,
+    }
 }
 
 impl From<actix::MailboxError> for EngineError {
@@ -110,6 +131,8 @@ pub struct Shared {
     pub media_root_real: std::path::PathBuf,
     /// Webhook deliveries under way.
     pub deliveries: Arc<notify::Deliveries>,
+    /// Who this process is among the workers of a batch (`host:pid`).
+    pub worker: String,
 }
 
 impl Shared {
@@ -119,6 +142,20 @@ impl Shared {
         let mut conn = db::conn(&self.pool).await?;
         let recorded = media::recorded(&mut conn).await?;
         Ok(media::check(&self.media, recorded.as_deref())?)
+    }
+
+    /// Where a batch run by this process works: a worker set up for other
+    /// places must not join it.
+    pub fn scope(&self) -> String {
+        let prefix = if self.layout.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("/{}", self.layout.prefix)
+        };
+        format!(
+            "s3://{}{prefix} and {}",
+            self.layout.bucket, self.layout.media_location
+        )
     }
 }
 
@@ -134,7 +171,14 @@ pub struct RunContext {
     pub log: crate::db::log::LogTable,
     /// Set to stop handing out files.
     pub cancel: Arc<run_state::CancelSignal>,
-    pub failed_in: Option<Uuid>,
+    /// Set when another process closed the batch.
+    pub ended: std::sync::atomic::AtomicBool,
+    /// A retry: only the files that failed in the batch.
+    pub retry: bool,
+    /// The chunks this process holds.
+    pub leases: lease::Leases,
+    /// Who this process is (`host:pid`).
+    pub worker: String,
     /// Work that follows a commit (source deletions), limited to the run's
     /// concurrency.
     pub side_work: tokio::sync::Semaphore,
@@ -145,6 +189,11 @@ pub struct RunContext {
 impl RunContext {
     pub fn cancelled(&self) -> bool {
         self.cancel.is_set()
+    }
+
+    /// Another process closed the batch.
+    pub fn ended(&self) -> bool {
+        self.ended.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -212,6 +261,7 @@ impl Engine {
             media,
             media_root_real,
             deliveries: Default::default(),
+            worker: lease::worker_id(),
         });
         let stats = Stats::new(metrics).start();
         let (idle_tx, idle) = tokio::sync::watch::channel(true);
@@ -261,7 +311,7 @@ impl Engine {
         view.direction = Direction::parse(&batch.direction);
         // A batch marked running that this process is not running belongs
         // to another engine process (or to one that died).
-        view.is_active = batch.state == BatchState::Running;
+        view.is_active = matches!(batch.state, BatchState::Running | BatchState::Cancelling);
         view.state = Some(batch.state);
         view.total = batch.total;
         view.completed = batch.completed;
@@ -274,18 +324,128 @@ impl Engine {
         view.started_at = Some(batch.started_at);
         view.finished_at = batch.finished_at;
         view.error = batch.error;
+        view.chunks = Some(db::chunks::counts(&mut conn, batch.id).await?);
+        view.workers = db::chunks::workers(
+            &mut conn,
+            batch.id,
+            lease::MAX_WORKERS_SHOWN,
+            self.shared.config.lease_secs,
+        )
+        .await?;
+        let live = view
+            .workers
+            .iter()
+            .filter(|w| w.state == "running" || w.state == "draining");
+        if view.is_active {
+            view.active = live.clone().map(|w| w.active).sum();
+            view.files_per_second = live.map(|w| w.files_per_second).sum();
+            view.waiting = (view.waiting - view.active).max(0);
+        }
         Ok(view)
     }
 
-    /// Stops handing out files; the files in flight finish and the batch is
-    /// closed as cancelled (a later start resumes it). A start still
-    /// preparing (dumping the database) stops before its first file. The
-    /// batch, when the start has chosen it.
+    /// Stops handing out files, in every process of the batch; the files in
+    /// flight finish and the batch is closed as cancelled (a later start
+    /// resumes it). A start still preparing (dumping the database) stops
+    /// before its first file. The batch, when the start has chosen it.
     pub async fn cancel(&self) -> Result<Option<Uuid>, EngineError> {
-        self.orchestrator
-            .send(Cancel)
-            .await?
-            .ok_or(EngineError::NotRunning)
+        let here = self.orchestrator.send(Cancel).await?;
+        let mut conn = db::conn(&self.shared.pool).await?;
+        let batch = match here {
+            Some(Some(batch)) => Some(batch),
+            Some(None) => return Ok(None),
+            None => db::chunks::running(&mut conn).await?.map(|j| j.batch.id),
+        };
+        let Some(batch) = batch else {
+            return Err(EngineError::NotRunning);
+        };
+        // The other processes read it at their next heartbeat.
+        if !db::chunks::request_cancel(&mut conn, batch).await? && here.is_none() {
+            return Err(EngineError::NotRunning);
+        }
+        Ok(Some(batch))
+    }
+
+    /// Stops this process's part of the run (a shutdown): the batch goes
+    /// on in the other processes of it, if any.
+    async fn stop_here(&self) -> bool {
+        matches!(self.orchestrator.send(Cancel).await, Ok(Some(_)))
+    }
+
+    /// Joins the running batches of this database, one after the other,
+    /// until `shutdown` resolves: what `noodle-migrate worker` does.
+    /// Refuses a batch that works on another bucket, prefix or media
+    /// location than this process's settings.
+    pub async fn work(
+        &self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), EngineError> {
+        tokio::pin!(shutdown);
+        let mut waiting_said = false;
+        let mut last: Option<Uuid> = None;
+        loop {
+            let found = async {
+                let mut conn = db::conn(&self.shared.pool).await?;
+                let found = db::chunks::running(&mut conn).await?;
+                // A batch this process finished its part of stays running
+                // until its last chunk is done elsewhere.
+                match found {
+                    Some(j) if Some(j.batch.id) == last => {
+                        let counts = db::chunks::counts(&mut conn, j.batch.id).await?;
+                        Ok::<_, EngineError>((counts.pending > 0).then_some(j))
+                    }
+                    other => Ok(other),
+                }
+            }
+            .await;
+            match found {
+                Ok(Some(joinable)) => {
+                    let ours = self.shared.scope();
+                    let theirs = joinable.scope.clone().unwrap_or_default();
+                    if theirs != ours {
+                        return Err(EngineError::WrongBatch {
+                            batch: joinable.batch.id,
+                            theirs,
+                            ours,
+                        });
+                    }
+                    self.shared.check_media().await?;
+                    self.shared.s3.check_bucket().await?;
+                    let batch = joinable.batch.id;
+                    last = Some(batch);
+                    waiting_said = false;
+                    match self.orchestrator.send(messages::Join(joinable)).await? {
+                        Ok(()) => {}
+                        Err(EngineError::AlreadyRunning) => {}
+                        Err(e) => return Err(e),
+                    }
+                    let mut idle = self.idle.clone();
+                    tokio::select! {
+                        _ = idle.wait_for(|idle| *idle) => {}
+                        _ = &mut shutdown => {
+                            tracing::info!(batch_id = %batch, "Shutting down: letting the files in flight finish");
+                            self.shutdown(self.shared.config.shutdown_deadline).await;
+                            return Ok(());
+                        }
+                    }
+                    continue;
+                }
+                Ok(None) => {
+                    if !waiting_said {
+                        tracing::info!("Waiting for a migration to join");
+                        waiting_said = true;
+                    }
+                }
+                Err(e) if is_transient(&e) => {
+                    tracing::warn!(error = %e, "Cannot look for a migration to join; trying again")
+                }
+                Err(e) => return Err(e),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = &mut shutdown => return Ok(()),
+            }
+        }
     }
 
     /// Whether a run is preparing or in progress in this process.
@@ -295,7 +455,7 @@ impl Engine {
 
     /// Cancels the run, if any, and waits up to `deadline` for it to close.
     pub async fn shutdown(&self, deadline: Duration) {
-        if self.cancel().await.is_err() {
+        if !self.stop_here().await {
             return;
         }
         let mut idle = self.idle.clone();

@@ -14,7 +14,7 @@ use super::messages::{Handoff, MoveFile, Outcome, Record, StatsEvent};
 use super::stats::Stats;
 use super::RunContext;
 use crate::db::candidates::Candidate;
-use crate::db::ledger::{PathChange, Unmoved};
+use crate::db::ledger::{Committed, PathChange, Unmoved};
 use crate::failpoint::crash_point;
 use crate::model::{Direction, FileKind, Reason};
 use crate::paths::{Location, Plan};
@@ -60,14 +60,15 @@ impl Handler<MoveFile> for Mover {
                 let clock = std::time::Instant::now();
                 let kind = msg.kind;
                 let item = msg.candidate;
+                let lease = msg.lease;
                 let copied = prepare(&run, kind, &item).await;
                 let copy_seconds = clock.elapsed().as_secs_f64();
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 actix::spawn(
                     async move {
                         let outcome = match copied {
-                            Ok(ready) => finish(&run, &ledger, kind, &item, ready).await,
-                            Err(stop) => settle_unmoved(&ledger, kind, &item, stop).await,
+                            Ok(ready) => finish(&run, &ledger, kind, &item, lease, ready).await,
+                            Err(stop) => settle_unmoved(&ledger, kind, &item, lease, stop).await,
                         };
                         stats.do_send(StatsEvent::FileDone {
                             kind,
@@ -152,6 +153,7 @@ async fn finish(
     ledger: &Addr<Ledger>,
     kind: FileKind,
     item: &Candidate,
+    lease: uuid::Uuid,
     ready: Ready,
 ) -> Outcome {
     let Ready { plan, mut copied } = ready;
@@ -164,7 +166,7 @@ async fn finish(
             temp.commit_new().await
         };
         if let Err(e) = placed {
-            return settle_unmoved(ledger, kind, item, e.into()).await;
+            return settle_unmoved(ledger, kind, item, lease, e.into()).await;
         }
     }
     crash_point("after-copy");
@@ -179,10 +181,18 @@ async fn finish(
         bytes: copied.digest.size as i64,
         adopted: !copied.created,
         replaced: copied.replaced,
+        lease,
     };
     match ledger.send(Record::Change(change)).await {
-        Ok(Ok(true)) => {}
-        Ok(Ok(false)) => {
+        Ok(Ok(Committed::Done)) => {}
+        Ok(Ok(Committed::Fenced)) => {
+            // Another process took the chunk over and handles the file: our
+            // copy stays (it may adopt it, or point at it already), and so
+            // does the source.
+            tracing::info!(path = %item.path, "Left to another process: the chunk's lease was taken over");
+            return Outcome::HandedOver;
+        }
+        Ok(Ok(Committed::RowChanged)) => {
             // The gallery changed the row meanwhile: our copy serves nobody,
             // unless the gallery wrote its own file there and points at it.
             if copied.created {
@@ -232,6 +242,7 @@ async fn settle_unmoved(
     ledger: &Addr<Ledger>,
     kind: FileKind,
     item: &Candidate,
+    lease: uuid::Uuid,
     stop: Stop,
 ) -> Outcome {
     if stop.reason.is_failure() {
@@ -247,13 +258,16 @@ async fn settle_unmoved(
         path: item.path.clone(),
         reason: stop.reason,
         message: stop.message,
+        lease,
     });
-    if let Ok(Err(e)) | Err(e) = ledger
+    match ledger
         .send(record)
         .await
         .map_err(|e| super::EngineError::Internal(e.to_string()))
     {
-        tracing::warn!(error = %e, "Cannot record the failure");
+        Ok(Ok(Committed::Fenced)) => return Outcome::HandedOver,
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) | Err(e) => tracing::warn!(error = %e, "Cannot record the failure"),
     }
     if stop.reason.is_failure() {
         Outcome::Failed {
@@ -367,14 +381,59 @@ async fn copy(
 }
 
 async fn to_s3(run: &RunContext, src: &Path, key: &str, new_path: &str) -> Result<Copied, Stop> {
+    match upload(run, src, key, new_path, true).await {
+        // The object appeared since the bucket was listed. Another process
+        // of the batch (one whose lease ran out) may have put this very
+        // file there: look at it as at any target found by a HEAD.
+        Err(Taken::SinceListing) => upload(run, src, key, new_path, false)
+            .await
+            .map_err(Taken::into_stop),
+        other => other.map_err(Taken::into_stop),
+    }
+}
+
+/// Why an upload stopped.
+enum Taken {
+    /// The conditional upload found an object the bucket's listing did
+    /// not hold.
+    SinceListing,
+    Stop(Stop),
+}
+
+impl Taken {
+    fn into_stop(self) -> Stop {
+        match self {
+            Taken::SinceListing => Stop::new(
+                Reason::TargetInUse,
+                "the object was written by someone else during the migration; it is left as it is",
+            ),
+            Taken::Stop(stop) => stop,
+        }
+    }
+}
+
+impl<E: Into<Stop>> From<E> for Taken {
+    fn from(e: E) -> Taken {
+        Taken::Stop(e.into())
+    }
+}
+
+async fn upload(
+    run: &RunContext,
+    src: &Path,
+    key: &str,
+    new_path: &str,
+    trust_listing: bool,
+) -> Result<Copied, Taken> {
     let (disk, s3) = (&run.shared.disk, &run.shared.s3);
+    let skip_head = trust_listing && run.targets.known_absent(key);
     // The source check and the target check are independent: do both at
     // once. A key the run's snapshot of the bucket does not hold needs no
     // HEAD: the upload is conditional, so an object the gallery put there
     // since (it writes at the same keys once switched to S3) is never
     // overwritten.
     let target_check = async {
-        if run.targets.known_absent(key) {
+        if skip_head {
             Ok(None)
         } else {
             s3.head(key).await
@@ -411,7 +470,10 @@ async fn to_s3(run: &RunContext, src: &Path, key: &str, new_path: &str) -> Resul
         write_if = existing.etag.map_or(WriteIf::Any, WriteIf::Matches);
     }
     let replaced = write_if != WriteIf::Absent;
-    let digest = s3.put_file(disk, src, key, size, &write_if).await?;
+    let digest = match s3.put_file(disk, src, key, size, &write_if).await {
+        Err(StoreError::TargetTaken(_)) if skip_head => return Err(Taken::SinceListing),
+        other => other?,
+    };
     Ok(Copied {
         digest,
         created: true,

@@ -1,13 +1,21 @@
-//! The orchestrator: accepts a start, runs the pre-flight checks, then
-//! pages the candidates of each selected kind (keyset pages of 1000) and
-//! hands them one by one to a pool of movers, waiting for an idle mover
-//! before handing out the next file. That wait is the back-pressure: at
-//! most one page and `concurrency` files are in memory, whatever the size
-//! of the library.
+//! The orchestrator: accepts a start, runs the pre-flight checks, cuts the
+//! candidates of each selected kind into chunks (keyset pages of 1000,
+//! recorded in the database), then leases chunk after chunk, reads its
+//! rows and hands them one by one to a pool of movers, waiting for an idle
+//! mover before handing out the next file. That wait is the
+//! back-pressure: at most one page and `concurrency` files are in memory,
+//! whatever the size of the library.
+//!
+//! Other processes (`noodle-migrate worker`) may join the batch: they
+//! lease chunks of the same table with their own movers. The process that
+//! started the batch holds the migration lock, writes the chunks and
+//! closes the batch when cancelled; whoever sees the last chunk done
+//! closes it otherwise.
 
+use super::lease::Heartbeat;
 use super::ledger::Ledger;
 use super::messages::{
-    BatchCounts, Cancel, GetStatus, Handoff, MoveFile, Outcome, RunEnded, Start, StartReply,
+    BatchCounts, Cancel, GetStatus, Handoff, Join, MoveFile, Outcome, RunEnded, Start, StartReply,
     StatsEvent,
 };
 use super::mover::Mover;
@@ -16,15 +24,18 @@ use super::stats::Stats;
 use super::{EngineError, RunContext, Shared, StartOptions};
 use crate::db::batches;
 use crate::db::candidates::{self, PAGE_SIZE};
+use crate::db::chunks::{self, Lease, NewChunk};
 use crate::db::ledger::LedgerBatch;
 use crate::db::lock::MigrationLock;
 use crate::db::{self};
-use crate::model::{Backend, BatchState, Direction, PerKind};
+use crate::model::{Backend, BatchState, Direction, FileKind, PerKind};
 use actix::{
     Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, ResponseActFuture, WrapFuture,
 };
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -149,7 +160,10 @@ impl Handler<Start> for Orchestrator {
                         verify: options.verify,
                         log: batch.log,
                         cancel,
-                        failed_in: retry_of,
+                        ended: AtomicBool::new(false),
+                        retry: retry_of.is_some(),
+                        leases: Default::default(),
+                        worker: act.shared.worker.clone(),
                         side_work: tokio::sync::Semaphore::new(options.concurrency.get().into()),
                         targets: Default::default(),
                     });
@@ -174,6 +188,84 @@ impl Handler<Start> for Orchestrator {
                     Ok(reply)
                 }),
         )
+    }
+}
+
+impl Handler<Join> for Orchestrator {
+    type Result = Result<(), EngineError>;
+
+    fn handle(&mut self, join: Join, ctx: &mut Context<Self>) -> Result<(), EngineError> {
+        if !self.state.is_idle() {
+            return Err(EngineError::AlreadyRunning);
+        }
+        let chunks::Joinable {
+            batch, log_table, ..
+        } = join.0;
+        let options = StartOptions::from_value(batch.options.clone()).map_err(|e| {
+            EngineError::Internal(format!("batch {} has unreadable options: {e}", batch.id))
+        })?;
+        let log = match log_table.as_deref() {
+            Some(name) if name == crate::db::log::LogTable::Gallery.name() => {
+                crate::db::log::LogTable::Gallery
+            }
+            Some(name) if name == crate::db::log::LogTable::Own.name() => {
+                crate::db::log::LogTable::Own
+            }
+            other => {
+                return Err(EngineError::Internal(format!(
+                    "batch {} names no known log table ({other:?})",
+                    batch.id
+                )))
+            }
+        };
+        let cancel = Arc::new(CancelSignal::default());
+        self.set(RunState::Running {
+            cancel: cancel.clone(),
+            batch_id: batch.id,
+        });
+        let run = Arc::new(RunContext {
+            shared: self.shared.clone(),
+            layout: self.shared.layout.clone(),
+            batch_id: batch.id,
+            direction: options.direction,
+            delete_source: options.delete_source,
+            verify: options.verify,
+            log,
+            cancel,
+            ended: AtomicBool::new(false),
+            retry: false,
+            leases: Default::default(),
+            worker: self.shared.worker.clone(),
+            side_work: tokio::sync::Semaphore::new(options.concurrency.get().into()),
+            targets: Default::default(),
+        });
+        let earlier = BatchCounts::of(&batch);
+        self.stats.do_send(StatsEvent::RunStarted {
+            batch_id: batch.id,
+            direction: options.direction,
+            resumed: false,
+            earlier,
+            planned: PerKind::default(),
+            started_at: chrono::Utc::now(),
+        });
+        tracing::info!(
+            batch_id = %batch.id,
+            direction = %options.direction,
+            worker = %run.worker,
+            concurrency = options.concurrency.get(),
+            "Joined a migration"
+        );
+        let span = tracing::info_span!("batch", batch_id = %batch.id);
+        let me = ctx.address();
+        let stats = self.stats.clone();
+        actix::spawn(
+            async move {
+                take_part(run, options, stats).await;
+                me.do_send(RunEnded);
+            }
+            .instrument(span),
+        );
+        Ok(())
     }
 }
 
@@ -258,6 +350,7 @@ async fn prepare_locked(
             });
         }
         let row = batches::reopen_for_retry(&mut conn, batch_id).await?;
+        chunks::reset(&mut conn, batch_id, &shared.scope(), log.name()).await?;
         tracing::info!(batch_id = %batch_id, files = planned.total(), "Retrying the failed files of a batch");
         return Ok(Opened {
             batch_id,
@@ -322,6 +415,7 @@ async fn prepare_locked(
         dump.as_deref(),
     )
     .await?;
+    chunks::reset(&mut conn, batch_id, &shared.scope(), log.name()).await?;
     tracing::info!(
         batch_id = %batch_id,
         direction = %options.direction,
@@ -343,7 +437,8 @@ async fn prepare_locked(
     })
 }
 
-/// The run itself: page, dispatch, drain, close the batch.
+/// The run itself, in the process that started it: write the chunks,
+/// take part like any worker, close the batch.
 async fn execute(
     run: Arc<RunContext>,
     options: StartOptions,
@@ -351,44 +446,34 @@ async fn execute(
     lock: MigrationLock,
     stats: Addr<Stats>,
 ) {
-    let ledger = Ledger::new(
-        run.shared.pool.clone(),
-        LedgerBatch {
-            id: run.batch_id,
-            direction: run.direction,
-            log: run.log,
-        },
-        stats.clone(),
-    )
-    .start();
-    let movers: Vec<Addr<Mover>> = (0..options.concurrency.get())
-        .map(|_| Mover::new(run.clone(), ledger.clone(), stats.clone()).start())
-        .collect();
     let lock = lock.keep(
         run.shared.config.database_url.expose().to_string(),
         run.cancel.flag(),
     );
-    if run.direction == Direction::ToS3 {
-        // The prefix followed by a slash, or the whole bucket.
-        let prefix = run.layout.object_key("");
-        match run.targets.take(&run.shared.s3, &prefix).await {
-            Ok(()) => match run.targets.keys_held() {
-                Some(n) => tracing::info!(
-                    keys = n,
-                    "Bucket listed: files without a target skip the HEAD"
-                ),
-                None => tracing::info!("Bucket too large to list up front: every file gets a HEAD"),
-            },
-            Err(e) => tracing::warn!(error = %e, "Cannot list the bucket: every file gets a HEAD"),
-        }
+    let kinds: Vec<FileKind> = options
+        .kinds()
+        .into_iter()
+        .filter(|k| to_visit.get(*k) > 0)
+        .collect();
+    let chunker = {
+        let run = run.clone();
+        tokio::spawn(async move { write_chunks(&run, &kinds).await })
+    };
+    let heartbeat = Heartbeat::start(run.clone(), stats.clone());
+    let result = work_on_chunks(&run, &options, &stats).await;
+    if !chunker.is_finished() {
+        chunker.abort();
     }
-
-    let result = dispatch_all(&run, &options, &to_visit, movers).await;
+    let chunked = match chunker.await {
+        Ok(result) => result,
+        Err(_) => Ok(()),
+    };
     if lock.lost() {
         // The batch is no longer ours to close: the process holding the
         // lock now has marked it interrupted and may be resuming it.
         let error = "another noodle-migrate process took the migration lock while the database restarted; this run stopped and left the batch to it".to_string();
         tracing::error!(error = %error, "Migration stopped");
+        heartbeat.stop(&run, &stats).await;
         lock.release().await;
         stats.do_send(StatsEvent::RunFinished {
             state: BatchState::Interrupted,
@@ -397,24 +482,12 @@ async fn execute(
         announce_end(&run, &stats).await;
         return;
     }
-    let (final_state, error) = match result {
-        Ok(_) if run.cancelled() => (BatchState::Cancelled, None),
-        Ok(0) => (BatchState::Completed, None),
-        Ok(_) => (BatchState::CompletedWithFailures, None),
-        Err(e) => (BatchState::Failed, Some(e.to_string())),
-    };
+    let (final_state, error) = close(&run, chunked.and(result)).await;
     match &error {
         None => tracing::info!(state = %final_state, "Migration finished"),
         Some(e) => tracing::error!(error = %e, "Migration stopped"),
     }
-    let closed = async {
-        let mut conn = db::conn(&run.shared.pool).await?;
-        batches::finish(&mut conn, run.batch_id, final_state, error.as_deref()).await
-    }
-    .await;
-    if let Err(e) = closed {
-        tracing::error!(error = %e, "Cannot record the end of the batch; the next start will resume it");
-    }
+    heartbeat.stop(&run, &stats).await;
     lock.release().await;
     stats.do_send(StatsEvent::RunFinished {
         state: final_state,
@@ -435,21 +508,272 @@ async fn announce_end(run: &RunContext, stats: &Addr<Stats>) {
     }
 }
 
+/// Closes the batch as the starting process sees its end: cancelled (once
+/// the other processes have let go of their chunks), failed, or as
+/// whoever marked the last chunk done found it.
+async fn close(run: &RunContext, result: Result<i64, EngineError>) -> (BatchState, Option<String>) {
+    let outcome = async {
+        let mut conn = db::conn(&run.shared.pool).await?;
+        let (state, error) = match result {
+            Err(e) => (BatchState::Failed, Some(e.to_string())),
+            Ok(_) if run.cancelled() => {
+                // Every process stops handing out files at its next
+                // heartbeat; the batch closes once their files in flight
+                // are recorded (or their leases ran out).
+                chunks::request_cancel(&mut conn, run.batch_id).await?;
+                drop(conn);
+                wait_for_other_leases(run).await;
+                conn = db::conn(&run.shared.pool).await?;
+                (BatchState::Cancelled, None)
+            }
+            Ok(_) => {
+                if let Some(state) = chunks::close_if_done(&mut conn, run.batch_id).await? {
+                    return Ok::<_, EngineError>((state, None));
+                }
+                match chunks::state(&mut conn, run.batch_id).await? {
+                    Some(state) if state.is_final() => return Ok((state, None)),
+                    // Not closed by anyone and not done: stopped short.
+                    _ => (
+                        BatchState::Failed,
+                        Some("the run stopped with chunks left to do".to_string()),
+                    ),
+                }
+            }
+        };
+        batches::finish(&mut conn, run.batch_id, state, error.as_deref()).await?;
+        Ok((state, error))
+    };
+    match outcome.await {
+        Ok(closed) => closed,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot record the end of the batch; the next start will resume it");
+            (BatchState::Interrupted, Some(e.to_string()))
+        }
+    }
+}
+
+/// Waits, up to a lease and a little, for the other processes to record
+/// their files in flight and hand their chunks back.
+async fn wait_for_other_leases(run: &RunContext) {
+    let deadline = std::time::Instant::now()
+        + Duration::from_secs(run.shared.config.lease_secs)
+        + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        let live = async {
+            let mut conn = db::conn(&run.shared.pool).await?;
+            chunks::live_leases(&mut conn, run.batch_id).await
+        }
+        .await;
+        if matches!(live, Ok(0)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tracing::warn!("Other processes still hold chunks of the cancelled batch; closing it anyway (their commits are fenced)");
+}
+
+/// A worker's part in a batch another process started.
+async fn take_part(run: Arc<RunContext>, options: StartOptions, stats: Addr<Stats>) {
+    let heartbeat = Heartbeat::start(run.clone(), stats.clone());
+    let result = work_on_chunks(&run, &options, &stats).await;
+    let state = async {
+        let mut conn = db::conn(&run.shared.pool).await?;
+        if let Some(state) = chunks::close_if_done(&mut conn, run.batch_id).await? {
+            tracing::info!(state = %state, "Migration finished: this process closed the batch");
+            return Ok::<_, EngineError>(state);
+        }
+        Ok(chunks::state(&mut conn, run.batch_id)
+            .await?
+            .unwrap_or(BatchState::Interrupted))
+    }
+    .await;
+    let (state, error) = match (result, state) {
+        (Err(e), _) | (_, Err(e)) => (BatchState::Failed, Some(e.to_string())),
+        (Ok(_), Ok(state)) => (state, None),
+    };
+    match &error {
+        None => tracing::info!(batch_state = %state, "Left the migration"),
+        Some(e) => tracing::error!(error = %e, "Left the migration"),
+    }
+    heartbeat.stop(&run, &stats).await;
+    stats.do_send(StatsEvent::RunFinished { state, error });
+}
+
+/// Movers, ledger and the bucket's listing for this process's part of a
+/// run, then the chunks until none is left.
+async fn work_on_chunks(
+    run: &Arc<RunContext>,
+    options: &StartOptions,
+    stats: &Addr<Stats>,
+) -> Result<i64, EngineError> {
+    let ledger = Ledger::new(
+        run.shared.pool.clone(),
+        LedgerBatch {
+            id: run.batch_id,
+            direction: run.direction,
+            log: run.log,
+        },
+        stats.clone(),
+    )
+    .start();
+    let movers: Vec<Addr<Mover>> = (0..options.concurrency.get())
+        .map(|_| Mover::new(run.clone(), ledger.clone(), stats.clone()).start())
+        .collect();
+    if run.direction == Direction::ToS3 {
+        // The prefix followed by a slash, or the whole bucket.
+        let prefix = run.layout.object_key("");
+        match run.targets.take(&run.shared.s3, &prefix).await {
+            Ok(()) => match run.targets.keys_held() {
+                Some(n) => tracing::info!(
+                    keys = n,
+                    "Bucket listed: files without a target skip the HEAD"
+                ),
+                None => tracing::info!("Bucket too large to list up front: every file gets a HEAD"),
+            },
+            Err(e) => tracing::warn!(error = %e, "Cannot list the bucket: every file gets a HEAD"),
+        }
+    }
+    dispatch_all(run, movers).await
+}
+
+/// How long a database call that fails because the database is away is
+/// tried again before the run gives up.
+const DB_PATIENCE: Duration = Duration::from_secs(120);
+
+/// Runs a database step, trying again while the database is briefly away.
+async fn patiently<T, F, Fut>(what: &str, mut step: F) -> Result<T, EngineError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, EngineError>>,
+{
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(200);
+    loop {
+        match step().await {
+            Err(e) if super::is_transient(&e) && started.elapsed() < DB_PATIENCE => {
+                tracing::warn!(error = %e, step = what, "Database away; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Cuts the candidates into chunks, one per keyset page, kind after kind;
+/// then marks the batch as wholly cut. The pages end where a run's pages
+/// would, so a chunk is at most one page of rows.
+async fn write_chunks(run: &RunContext, kinds: &[FileKind]) -> Result<(), EngineError> {
+    let failed_in = run.retry.then_some(run.batch_id);
+    let mut seq = 0i32;
+    for &kind in kinds {
+        let mut after = Uuid::nil();
+        loop {
+            if run.cancelled() {
+                return Ok(());
+            }
+            let page = patiently("page", || async {
+                let mut conn = db::conn(&run.shared.pool).await?;
+                Ok(candidates::page(
+                    &mut conn,
+                    kind,
+                    run.direction,
+                    after,
+                    Uuid::max(),
+                    PAGE_SIZE,
+                    failed_in,
+                )
+                .await?)
+            })
+            .await?;
+            if !page.rows.is_empty() {
+                let chunk = NewChunk {
+                    seq,
+                    kind: kind.api_key().to_string(),
+                    after,
+                    // The last chunk of a kind takes every id after it.
+                    last: page.next.unwrap_or(Uuid::max()),
+                    failed_only: run.retry,
+                };
+                seq += 1;
+                patiently("chunk", || async {
+                    let mut conn = db::conn(&run.shared.pool).await?;
+                    Ok(chunks::add(&mut conn, run.batch_id, std::slice::from_ref(&chunk)).await?)
+                })
+                .await?;
+            }
+            match page.next {
+                Some(next) => after = next,
+                None => break,
+            }
+        }
+    }
+    patiently("chunked", || async {
+        let mut conn = db::conn(&run.shared.pool).await?;
+        Ok(chunks::set_chunked(&mut conn, run.batch_id).await?)
+    })
+    .await?;
+    tracing::info!(chunks = seq, "Batch cut into chunks");
+    Ok(())
+}
+
 /// Files copied whose records are not committed yet, at most: enough for
 /// the ledger to group a few hundred per transaction, few enough to keep
 /// memory small.
 const MAX_UNCOMMITTED: usize = 2000;
 
-/// Feeds every candidate to the movers; returns how many files failed.
-/// Two kinds of work are in flight: movers copying (at most
-/// `concurrency`), and copied files waiting for their commit and source
-/// deletion (at most `MAX_UNCOMMITTED`).
-async fn dispatch_all(
-    run: &RunContext,
-    options: &StartOptions,
-    to_visit: &PerKind<i64>,
-    movers: Vec<Addr<Mover>>,
-) -> Result<i64, EngineError> {
+/// A chunk this process holds, while its files are in flight.
+struct ChunkWork {
+    lease: Uuid,
+    /// Set by the heartbeat when the lease was taken over.
+    lost: Arc<AtomicBool>,
+    /// Files in flight, plus one while its rows are being read.
+    left: AtomicUsize,
+    /// Every row of the chunk was handed out.
+    whole: AtomicBool,
+}
+
+impl ChunkWork {
+    fn lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    /// One file settled (or the reading ended); the last one marks the
+    /// chunk done, or hands it back if it was not wholly handed out.
+    async fn settle_one(&self, run: &RunContext) {
+        if self.left.fetch_sub(1, Ordering::SeqCst) != 1 {
+            return;
+        }
+        if !self.lost() {
+            let whole = self.whole.load(Ordering::SeqCst);
+            let written = patiently("chunk done", || async {
+                let mut conn = db::conn(&run.shared.pool).await?;
+                Ok(if whole {
+                    chunks::complete(&mut conn, run.batch_id, self.lease).await?
+                } else {
+                    chunks::release(&mut conn, run.batch_id, &[self.lease]).await?;
+                    true
+                })
+            })
+            .await;
+            match written {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!("A chunk's lease was taken over as it finished"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Cannot mark a chunk done; its lease runs out and another process checks it again")
+                }
+            }
+        }
+        run.leases.forget(self.lease);
+    }
+}
+
+/// Leases chunk after chunk and feeds their files to the movers, until no
+/// chunk is left to do (or the run is cancelled, or closed elsewhere);
+/// returns how many files failed here. Two kinds of work are in flight:
+/// movers copying (at most `concurrency`), and copied files waiting for
+/// their commit and source deletion (at most `MAX_UNCOMMITTED`).
+async fn dispatch_all(run: &RunContext, movers: Vec<Addr<Mover>>) -> Result<i64, EngineError> {
     let mut idle = movers;
     let mut copying = FuturesUnordered::new();
     let mut committing = FuturesUnordered::new();
@@ -459,35 +783,98 @@ async fn dispatch_all(
             failed += 1;
         }
     };
-    let mut page_error = None;
-    // Kinds the pre-flight found nothing of cost no page read.
-    let kinds = options.kinds().into_iter().filter(|k| to_visit.get(*k) > 0);
-    'kinds: for kind in kinds {
-        let mut after = Uuid::nil();
-        loop {
-            let page = async {
+    let mut error = None;
+    let lease_secs = run.shared.config.lease_secs;
+    'chunks: loop {
+        if run.cancelled() || run.ended() {
+            break;
+        }
+        let claimed = patiently("lease", || async {
+            let mut conn = db::conn(&run.shared.pool).await?;
+            Ok(chunks::claim(&mut conn, run.batch_id, &run.worker, lease_secs).await?)
+        })
+        .await;
+        let lease: Lease = match claimed {
+            Ok(Some(lease)) => lease,
+            Ok(None) => {
+                let counts = patiently("chunks", || async {
+                    let mut conn = db::conn(&run.shared.pool).await?;
+                    Ok(chunks::counts(&mut conn, run.batch_id).await?)
+                })
+                .await;
+                match counts {
+                    Ok(c) if c.all_done() => break,
+                    Ok(_) => {}
+                    Err(e) => {
+                        error = Some(e);
+                        break;
+                    }
+                }
+                // Chunks still being cut, or held by processes that may
+                // stop renewing them: look again soon, collecting the
+                // outcomes that come in meanwhile.
+                let pause = tokio::time::sleep(Duration::from_millis(250));
+                tokio::pin!(pause);
+                loop {
+                    tokio::select! {
+                        _ = &mut pause => break,
+                        Some((mover, handoff, chunk)) = copying.next(), if !copying.is_empty() => {
+                            idle.push(mover);
+                            committing.push(settle_in(run, handoff, chunk));
+                        }
+                        Some(outcome) = committing.next(), if !committing.is_empty() => count(outcome),
+                    }
+                }
+                continue;
+            }
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
+        };
+        let Some(kind) = FileKind::from_api_key(&lease.kind) else {
+            error = Some(EngineError::Internal(format!(
+                "chunk {} names an unknown kind {:?}",
+                lease.seq, lease.kind
+            )));
+            break;
+        };
+        if lease.leases > 1 {
+            tracing::info!(chunk = lease.seq, "Took over a chunk whose lease ran out");
+        }
+        let chunk = Arc::new(ChunkWork {
+            lease: lease.lease,
+            lost: run.leases.hold(lease.lease),
+            left: AtomicUsize::new(1),
+            whole: AtomicBool::new(false),
+        });
+        let failed_in = lease.failed_only.then_some(run.batch_id);
+        let mut after = lease.after_id;
+        let whole = 'pages: loop {
+            let page = patiently("page", || async {
                 let mut conn = db::conn(&run.shared.pool).await?;
-                candidates::page(
+                Ok(candidates::page(
                     &mut conn,
                     kind,
                     run.direction,
                     after,
+                    lease.last_id,
                     PAGE_SIZE,
-                    run.failed_in,
+                    failed_in,
                 )
-                .await
-            }
+                .await?)
+            })
             .await;
             let page = match page {
                 Ok(page) => page,
                 Err(e) => {
-                    page_error = Some(EngineError::from(e));
-                    break 'kinds;
+                    error = Some(e);
+                    break 'pages false;
                 }
             };
             for candidate in page.rows {
-                if run.cancelled() {
-                    break 'kinds;
+                if run.cancelled() || run.ended() || chunk.lost() {
+                    break 'pages false;
                 }
                 while committing.len() >= MAX_UNCOMMITTED {
                     if let Some(outcome) = committing.next().await {
@@ -501,34 +888,72 @@ async fn dispatch_all(
                         break m;
                     }
                     tokio::select! {
-                        Some((mover, handoff)) = copying.next() => {
-                            committing.push(settle(handoff));
+                        Some((mover, handoff, done)) = copying.next() => {
+                            committing.push(settle_in(run, handoff, done));
                             break mover;
                         }
                         Some(outcome) = committing.next(), if !committing.is_empty() => count(outcome),
                     }
                 };
+                chunk.left.fetch_add(1, Ordering::SeqCst);
+                let this = chunk.clone();
                 copying.push(async move {
-                    let handoff = mover.send(MoveFile { kind, candidate }).await;
-                    (mover, handoff)
+                    let handoff = mover
+                        .send(MoveFile {
+                            kind,
+                            candidate,
+                            lease: this.lease,
+                        })
+                        .await;
+                    (mover, handoff, this)
                 });
             }
             match page.next {
                 Some(next) => after = next,
-                None => break,
+                None => break 'pages true,
             }
+        };
+        chunk.whole.store(whole, Ordering::SeqCst);
+        // The reading's own share of the chunk.
+        committing.push(Box::pin(async move {
+            chunk.settle_one(run).await;
+            Outcome::HandedOver
+        })
+            as std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + '_>>);
+        if error.is_some() {
+            break 'chunks;
         }
     }
-    while let Some((_, handoff)) = copying.next().await {
-        committing.push(settle(handoff));
+    while let Some((_, handoff, chunk)) = copying.next().await {
+        committing.push(settle_in(run, handoff, chunk));
     }
     while let Some(outcome) = committing.next().await {
         count(outcome);
     }
-    match page_error {
+    // Chunks held but not handed out whole (a cancel, an error) go back.
+    let left = run.leases.tokens();
+    if !left.is_empty() {
+        if let Ok(mut conn) = db::conn(&run.shared.pool).await {
+            let _ = chunks::release(&mut conn, run.batch_id, &left).await;
+        }
+    }
+    match error {
         Some(e) => Err(e),
         None => Ok(failed),
     }
+}
+
+/// A file's final outcome, and its share of its chunk.
+fn settle_in<'a>(
+    run: &'a RunContext,
+    handoff: Result<Handoff, actix::MailboxError>,
+    chunk: Arc<ChunkWork>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + 'a>> {
+    Box::pin(async move {
+        let outcome = settle(handoff).await;
+        chunk.settle_one(run).await;
+        outcome
+    })
 }
 
 /// A file's final outcome, from its mover's handoff.

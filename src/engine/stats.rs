@@ -2,7 +2,9 @@
 //! going. The status endpoint and the Prometheus metrics both read from it;
 //! it never touches the database.
 
-use super::messages::{BatchCounts, GetStatus, Outcome, StatsEvent};
+use super::lease::BatchView;
+use super::messages::{BatchCounts, GetOwn, GetStatus, Outcome, Own, StatsEvent};
+use crate::db::chunks::{ChunkCounts, WorkerRow};
 use crate::model::{BatchState, Direction, PerKind};
 use crate::telemetry::metrics::{bounded, Metrics, DIRECTIONS, ROLLBACK_OUTCOMES};
 use actix::{Actor, Context, Handler};
@@ -48,6 +50,13 @@ pub struct StatusView {
     /// files); null for a run of another process.
     pub ledger_commits: Option<i64>,
     pub error: Option<String>,
+    /// The processes working on the batch (this one included), most
+    /// recently seen first; at most 32.
+    #[serde(default)]
+    pub workers: Vec<WorkerRow>,
+    /// The batch's chunks by state; null when not known.
+    #[serde(default)]
+    pub chunks: Option<ChunkCounts>,
 }
 
 impl StatusView {
@@ -79,6 +88,8 @@ impl StatusView {
             completed_by_kind: PerKind::<i64>::default().to_json(),
             ledger_commits: None,
             error: None,
+            workers: Vec::new(),
+            chunks: None,
         }
     }
 }
@@ -105,6 +116,8 @@ struct Run {
     clock: Instant,
     cancelling: bool,
     finished: Option<(DateTime<Utc>, f64, BatchState, Option<String>)>,
+    /// The whole batch, when the heartbeat last looked.
+    batch: Option<BatchView>,
 }
 
 /// Holds the current run's numbers and keeps the Prometheus metrics in step.
@@ -186,6 +199,7 @@ impl Handler<StatsEvent> for Stats {
                     clock: Instant::now(),
                     cancelling: false,
                     finished: None,
+                    batch: None,
                 });
             }
             StatsEvent::FileStarted => {
@@ -238,6 +252,7 @@ impl Handler<StatsEvent> for Stats {
                         m.skips.with_label_values(&[d, reason.as_str()]).inc();
                         *run.reasons.entry(reason.as_str().to_string()).or_default() += 1;
                     }
+                    Outcome::HandedOver => m.files_handed_over.inc(),
                 }
             }
             StatsEvent::RunFinished { state, error } => {
@@ -260,6 +275,12 @@ impl Handler<StatsEvent> for Stats {
                     run.cancelling = true;
                 }
             }
+            StatsEvent::Batch(view) => {
+                m.show_batch(&view.chunks, &view.workers);
+                if let Some(run) = self.run.as_mut() {
+                    run.batch = Some(view);
+                }
+            }
             StatsEvent::RollbackDone { outcome } => {
                 m.rollbacks
                     .with_label_values(&[bounded(outcome, ROLLBACK_OUTCOMES)])
@@ -267,6 +288,36 @@ impl Handler<StatsEvent> for Stats {
             }
         }
         self.update_jobs();
+    }
+}
+
+impl Handler<GetOwn> for Stats {
+    type Result = Own;
+
+    fn handle(&mut self, _: GetOwn, _: &mut Context<Self>) -> Own {
+        let Some(run) = self.run.as_ref() else {
+            return Own::default();
+        };
+        let e = &run.earlier;
+        let completed = run.completed - e.completed;
+        let failed = run.failed - e.failed;
+        let done = completed + failed + (run.skipped - e.skipped);
+        let elapsed = match &run.finished {
+            Some((_, secs, _, _)) => *secs,
+            None => run.clock.elapsed().as_secs_f64(),
+        }
+        .max(0.001);
+        Own {
+            active: if run.finished.is_some() {
+                0
+            } else {
+                run.active
+            },
+            completed,
+            failed,
+            bytes_moved: run.bytes_moved - e.bytes_moved,
+            files_per_second: done as f64 / elapsed,
+        }
     }
 }
 
@@ -281,10 +332,38 @@ impl Handler<GetStatus> for Stats {
             None => run.clock.elapsed().as_secs_f64(),
         }
         .max(0.001);
-        let files_per_second = (done - run.earlier.done()) as f64 / elapsed;
-        let waiting = (run.total - done - run.active).max(0);
+        let mut files_per_second = (done - run.earlier.done()) as f64 / elapsed;
+        let mut bytes_per_second = (run.bytes_moved - run.earlier.bytes_moved) as f64 / elapsed;
+        let mut waiting = (run.total - done - run.active).max(0);
+        let mut counts = BatchCounts {
+            total: run.total,
+            completed: run.completed,
+            adopted: run.adopted,
+            replaced: run.replaced,
+            failed: run.failed,
+            skipped: run.skipped,
+            bytes_moved: run.bytes_moved,
+        };
+        let mut active = run.active;
+        // Several processes share the batch: the counts are the batch's,
+        // as the database holds them, and the rates everyone's.
+        if let Some(b) = run.batch.as_ref().filter(|b| b.workers.len() > 1) {
+            counts = b.counts;
+            let live = b
+                .workers
+                .iter()
+                .filter(|w| w.state == "running" || w.state == "draining");
+            active = live.clone().map(|w| w.active).sum::<i64>().max(run.active);
+            files_per_second = live.clone().map(|w| w.files_per_second).sum();
+            bytes_per_second =
+                b.workers.iter().map(|w| w.bytes_moved).sum::<i64>() as f64 / elapsed;
+            waiting = (counts.total - counts.done() - active).max(0);
+        }
+        if run.finished.is_some() {
+            active = 0;
+        }
         let eta_seconds = match (&run.finished, files_per_second > 0.0) {
-            (None, true) => Some((waiting + run.active) as f64 / files_per_second),
+            (None, true) => Some((waiting + active) as f64 / files_per_second),
             (Some(_), _) => Some(0.0),
             _ => None,
         };
@@ -298,26 +377,32 @@ impl Handler<GetStatus> for Stats {
                 None => BatchState::Running,
             }),
             resumed: run.resumed,
-            total: run.total,
+            total: counts.total,
             waiting,
-            active: run.active,
-            completed: run.completed,
-            adopted: run.adopted,
-            replaced: run.replaced,
-            failed: run.failed,
-            skipped: run.skipped,
+            active,
+            completed: counts.completed,
+            adopted: counts.adopted,
+            replaced: counts.replaced,
+            failed: counts.failed,
+            skipped: counts.skipped,
             delayed: 0,
             paused: 0,
-            bytes_moved: run.bytes_moved,
+            bytes_moved: counts.bytes_moved,
             started_at: Some(run.started_at),
             finished_at: run.finished.as_ref().map(|f| f.0),
             files_per_second,
-            bytes_per_second: (run.bytes_moved - run.earlier.bytes_moved) as f64 / elapsed,
+            bytes_per_second,
             eta_seconds,
             failure_reasons: run.reasons.clone(),
             completed_by_kind: run.completed_by_kind.to_json(),
             ledger_commits: Some(run.ledger_commits),
             error: run.finished.as_ref().and_then(|f| f.3.clone()),
+            workers: run
+                .batch
+                .as_ref()
+                .map(|b| b.workers.clone())
+                .unwrap_or_default(),
+            chunks: run.batch.as_ref().map(|b| b.chunks),
         })
     }
 }

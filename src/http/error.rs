@@ -59,6 +59,7 @@ impl ApiError {
                 EngineError::NotRunning => (S::CONFLICT, "not_running"),
                 EngineError::CancelledBeforeStart => (S::CONFLICT, "cancelled"),
                 EngineError::BatchNotFound(_) => (S::NOT_FOUND, "batch_not_found"),
+                EngineError::WrongBatch { .. } => (S::CONFLICT, "wrong_batch"),
                 EngineError::Store(e) => store(e),
                 EngineError::Db(e) => database(e),
                 EngineError::Config(_) => (S::INTERNAL_SERVER_ERROR, "configuration_error"),

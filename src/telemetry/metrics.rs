@@ -7,13 +7,17 @@
 //! so alerts see a zero before the first failure. Setting metrics up can
 //! fail only with an error, never a panic.
 
+use crate::db::chunks::{ChunkCounts, WorkerRow};
 use crate::model::{Direction, FileKind, Reason};
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 const NAMESPACE: &str = "noodle_migrate";
+
+/// The most `worker` label values at once.
+pub const MAX_WORKER_SERIES: usize = 32;
 
 /// The `reason` labels of failures, and of skips: the reasons themselves.
 fn reasons(failures: bool) -> impl Iterator<Item = &'static str> {
@@ -41,6 +45,8 @@ pub const S3_OPERATIONS: &[&str] = &[
 pub const FILE_OUTCOMES: &[&str] = &["completed", "failed", "skipped"];
 pub const ROLLBACK_OUTCOMES: &[&str] = &["complete", "partial", "error"];
 pub const DUMP_OUTCOMES: &[&str] = &["success", "failure"];
+pub const CHUNK_STATES: &[&str] = &["pending", "leased", "done"];
+pub const WORKER_OUTCOMES: &[&str] = &["completed", "failed"];
 pub const DIRECTIONS: [Direction; 2] = [Direction::ToS3, Direction::ToDisk];
 
 pub fn bounded<'a>(value: &str, allowed: &'a [&'a str]) -> &'a str {
@@ -74,6 +80,11 @@ pub struct Metrics {
     pub last_dump_time: Gauge,
     pub last_dump_size: IntGauge,
     pub last_dump_duration: Gauge,
+    pub files_handed_over: IntCounter,
+    pub chunks: IntGaugeVec,
+    pub workers: IntGauge,
+    pub worker_files: IntGaugeVec,
+    pub worker_rate: GaugeVec,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -193,6 +204,26 @@ impl Metrics {
                 "last_database_dump_duration_seconds",
                 "How long the last successful database dump took.",
             ))?,
+            files_handed_over: IntCounter::with_opts(opts(
+                "files_handed_over_total",
+                "Files left to another process because their chunk's lease ran out and was taken over while they were in flight.",
+            ))?,
+            chunks: IntGaugeVec::new(
+                opts("chunks", "The current or last batch's chunks by state: pending, leased or done (the same in every process of the batch)."),
+                &["state"],
+            )?,
+            workers: IntGauge::with_opts(opts(
+                "workers",
+                "Processes working on the current batch, as their heartbeats say (the same in every process of the batch).",
+            ))?,
+            worker_files: IntGaugeVec::new(
+                opts("worker_files", "Files each process of the current batch finished, by outcome; `worker` is host:pid, at most 32 of them."),
+                &["worker", "outcome"],
+            )?,
+            worker_rate: GaugeVec::new(
+                opts("worker_files_per_second", "Each process's rate over its part of the current batch; `worker` is host:pid, at most 32 of them."),
+                &["worker"],
+            )?,
             registry,
         };
         m.register_all()?;
@@ -223,6 +254,11 @@ impl Metrics {
         r.register(Box::new(self.last_dump_time.clone()))?;
         r.register(Box::new(self.last_dump_size.clone()))?;
         r.register(Box::new(self.last_dump_duration.clone()))?;
+        r.register(Box::new(self.files_handed_over.clone()))?;
+        r.register(Box::new(self.chunks.clone()))?;
+        r.register(Box::new(self.workers.clone()))?;
+        r.register(Box::new(self.worker_files.clone()))?;
+        r.register(Box::new(self.worker_rate.clone()))?;
         Ok(())
     }
 
@@ -263,6 +299,42 @@ impl Metrics {
         }
         for outcome in DUMP_OUTCOMES {
             self.dumps.with_label_values(&[outcome]);
+        }
+        for state in CHUNK_STATES {
+            self.chunks.with_label_values(&[state]);
+        }
+    }
+
+    /// The batch as the latest heartbeat saw it. The worker series are
+    /// replaced as a whole, so a process that left the batch drops out and
+    /// their number stays bounded by the workers listed.
+    pub fn show_batch(&self, chunks: &ChunkCounts, workers: &[WorkerRow]) {
+        self.chunks
+            .with_label_values(&["pending"])
+            .set(chunks.pending);
+        self.chunks
+            .with_label_values(&["leased"])
+            .set(chunks.leased);
+        self.chunks.with_label_values(&["done"]).set(chunks.done);
+        self.workers.set(
+            workers
+                .iter()
+                .filter(|w| w.state == "running" || w.state == "draining")
+                .count() as i64,
+        );
+        self.worker_files.reset();
+        self.worker_rate.reset();
+        for w in workers.iter().take(MAX_WORKER_SERIES) {
+            let id = w.id.as_str();
+            self.worker_files
+                .with_label_values(&[id, "completed"])
+                .set(w.completed);
+            self.worker_files
+                .with_label_values(&[id, "failed"])
+                .set(w.failed);
+            self.worker_rate
+                .with_label_values(&[id])
+                .set(w.files_per_second);
         }
     }
 

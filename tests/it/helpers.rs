@@ -323,6 +323,22 @@ impl TestEnv {
         batch
     }
 
+    /// A chunk of `batch`, leased: the ledger writes only for held chunks.
+    pub async fn lease(&self, batch: Uuid) -> Uuid {
+        let lease = Uuid::new_v4();
+        self.db
+            .execute(
+                "INSERT INTO noodle_migrate_chunk (batch_id, seq, kind, after_id, last_id, state, lease, lease_until)
+                 VALUES ($1, (SELECT count(*) FROM noodle_migrate_chunk WHERE batch_id = $1), 'originals',
+                         '00000000-0000-0000-0000-000000000000', 'ffffffff-ffff-ffff-ffff-ffffffffffff',
+                         'leased', $2, clock_timestamp() + interval '1 hour')",
+                &[&batch, &lease],
+            )
+            .await
+            .expect("chunk");
+        lease
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         self.db.query_one(sql, &[]).await.expect("count").get(0)
     }

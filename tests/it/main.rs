@@ -22,3 +22,4 @@ mod resume;
 mod rollback;
 mod scale;
 mod seed;
+mod workers;

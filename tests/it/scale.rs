@@ -6,7 +6,7 @@ use crate::helpers::{EnvOptions, TestEnv};
 use crate::seed::SeedSpec;
 use diesel::sql_types::BigInt;
 use diesel::QueryableByName;
-use noodle_migrate::db::ledger::{commit, LedgerBatch, PathChange};
+use noodle_migrate::db::ledger::{commit, Committed, LedgerBatch, PathChange};
 use noodle_migrate::db::log::LogTable;
 use noodle_migrate::db::{self, candidates, DbConn};
 use noodle_migrate::model::{Direction, FileKind};
@@ -83,7 +83,8 @@ async fn add_log_rows(env: &TestEnv, batch: Uuid, n: i64) {
         .expect("log rows");
 }
 
-async fn group_of(env: &TestEnv, ids: &[Uuid]) -> Vec<PathChange> {
+async fn group_of(env: &TestEnv, batch: Uuid, ids: &[Uuid]) -> Vec<PathChange> {
+    let lease = env.lease(batch).await;
     let mut changes = Vec::new();
     for id in ids {
         let old = env.current_path(FileKind::Originals, *id).await;
@@ -101,6 +102,7 @@ async fn group_of(env: &TestEnv, ids: &[Uuid]) -> Vec<PathChange> {
             bytes: 1024,
             adopted: false,
             replaced: false,
+            lease,
         });
     }
     changes
@@ -145,11 +147,14 @@ async fn the_ledger_statement_costs_the_same_at_two_hundred_thousand_log_rows() 
             ))
             .await;
         add_log_rows(&env, batch, size - logged).await;
-        let changes = group_of(&env, group).await;
+        let changes = group_of(&env, batch, group).await;
         let blocks = blocks_fetched(&mut conn, |conn| {
             Box::pin(async move {
                 let done = commit(conn, target, &changes, &[]).await.expect("commit");
-                assert!(done.iter().all(|d| *d), "every row moved");
+                assert!(
+                    done.changes.iter().all(|d| *d == Committed::Done),
+                    "every row moved"
+                );
             })
         })
         .await;
@@ -203,6 +208,7 @@ async fn a_retry_page_costs_the_same_however_many_files_failed() {
                     FileKind::Originals,
                     Direction::ToS3,
                     middle,
+                    Uuid::max(),
                     candidates::PAGE_SIZE,
                     Some(batch),
                 )
