@@ -11,7 +11,7 @@ export TEST_S3_ENDPOINT ?= http://127.0.0.1:$(S3_PORT)
 export TEST_S3_ACCESS_KEY ?= nmtest
 export TEST_S3_SECRET_KEY ?= nmtestsecret
 
-.PHONY: all build services postgres s3 tools test lint demo bench bench-scale clean-test-dbs
+.PHONY: all build services postgres s3 tools test lint demo bench bench-scale bench-scale-out clean-test-dbs
 
 all: build
 
@@ -56,3 +56,9 @@ bench: services
 bench-scale: services
 	@scripts/ensure-bench-tools.sh
 	@bench/scale-report.sh
+
+# Only the scale-out rows (one process against three, with and without a
+# remote bucket's latency); writes them into bench/results.md.
+bench-scale-out: services
+	@scripts/ensure-bench-tools.sh
+	@bench/scale-out.sh

@@ -95,3 +95,20 @@ stop_postgres() {
   as_postgres "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null 2>&1 || true
   rm -rf "$PG_DIR"
 }
+
+# A gallery database $1 (created anew) of $3 originals of $4 bytes each,
+# written under the media folder $2 (bench/seed.py), with their recorded
+# sizes and checksums.
+seed_library() {
+  local db=$1 media=$2 files=$3 size=$4 csv="$2.csv"
+  psqla -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
+  psql "$BASE_URL/$db" -qtAX -f tests/it/fixtures/gallery_schema.sql -f tests/it/fixtures/gallery_log_table.sql >/dev/null
+  psql "$BASE_URL/$db" -qX -c "INSERT INTO \"user\" (id, email) VALUES ('$OWNER', 'bench@example.test')"
+  python3 bench/seed.py "$media" "$OWNER" "$files" "$size" >"$csv"
+  psql "$BASE_URL/$db" -qX -c "CREATE TEMP TABLE s (id uuid, owner uuid, path text, sha text, size bigint)" \
+    -c "\\copy s FROM '$csv' WITH (FORMAT csv)" \
+    -c "INSERT INTO asset (id, \"deviceAssetId\", \"ownerId\", \"deviceId\", type, \"originalPath\", \"fileCreatedAt\", \"fileModifiedAt\", \"localDateTime\", checksum, \"originalFileName\") SELECT id, id::text, owner, 'bench', 'IMAGE', path, now(), now(), now(), decode(sha, 'hex'), 'x.jpg' FROM s" \
+    -c "INSERT INTO asset_exif (\"assetId\", \"fileSizeInByte\") SELECT id, size FROM s" \
+    -c "VACUUM ANALYZE"
+  rm -f "$csv"
+}

@@ -152,5 +152,10 @@ mem=$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
   echo "| peak RSS, small files | c=5: $((R[nm_up_rss_5] / 1024)) MB, c=20: $((R[nm_up_rss_20] / 1024)) MB | | |"
   echo
   echo "A whole library at scale, each way, is in [results-scale.md](results-scale.md) (bench/scale-report.sh, run by this script)."
+  echo
+  echo "<!-- scale-out -->"
+  echo "<!-- /scale-out -->"
 } >bench/results.md
+# Fills the scale-out rows between the markers.
+bench/scale-out.sh >/dev/null
 cat bench/results.md

@@ -28,16 +28,7 @@ cleanup() {
 }
 trap cleanup EXIT
 log "Scale: seeding $FILES files of $SIZE bytes"
-psqla -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
-psql "$BASE_URL/$DB" -qtAX -f tests/it/fixtures/gallery_schema.sql -f tests/it/fixtures/gallery_log_table.sql >/dev/null
-psql "$BASE_URL/$DB" -qX -c "INSERT INTO \"user\" (id, email) VALUES ('$OWNER', 'bench@example.test')"
-python3 bench/seed.py "$WORK/media" "$OWNER" "$FILES" "$SIZE" >"$WORK/assets.csv"
-psql "$BASE_URL/$DB" -qX -c "CREATE TEMP TABLE s (id uuid, owner uuid, path text, sha text, size bigint)" \
-  -c "\\copy s FROM '$WORK/assets.csv' WITH (FORMAT csv)" \
-  -c "INSERT INTO asset (id, \"deviceAssetId\", \"ownerId\", \"deviceId\", type, \"originalPath\", \"fileCreatedAt\", \"fileModifiedAt\", \"localDateTime\", checksum, \"originalFileName\") SELECT id, id::text, owner, 'bench', 'IMAGE', path, now(), now(), now(), decode(sha, 'hex'), 'x.jpg' FROM s" \
-  -c "INSERT INTO asset_exif (\"assetId\", \"fileSizeInByte\") SELECT id, size FROM s" \
-  -c "VACUUM ANALYZE"
-rm -f "$WORK/assets.csv"
+seed_library "$DB" "$WORK/media" "$FILES" "$SIZE"
 sync
 
 # Starts `serve` on the bench database with the given backend; sets

@@ -579,6 +579,7 @@ mod tests {
         assert_eq!(c.media_location.as_deref(), Some("/srv/media"));
         assert_eq!(c.media_dir, None);
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.lease_secs, 30);
         assert_eq!(c.storage_backend, None);
         assert_eq!(c.path_style, PathStyle::Key);
         assert_eq!(c.s3.region, "us-east-1");
@@ -771,6 +772,14 @@ mod tests {
             (
                 &[("NOODLE_MIGRATE_SHUTDOWN_SECS", "0")],
                 "NOODLE_MIGRATE_SHUTDOWN_SECS",
+            ),
+            (
+                &[("NOODLE_MIGRATE_LEASE_SECS", "1")],
+                "NOODLE_MIGRATE_LEASE_SECS",
+            ),
+            (
+                &[("NOODLE_MIGRATE_LEASE_SECS", "30s")],
+                "NOODLE_MIGRATE_LEASE_SECS",
             ),
         ];
         for (pairs, var) in cases {

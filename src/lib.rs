@@ -12,13 +12,16 @@
 //!   list, create, delete), plus what each alone does (hashing, atomic
 //!   and conditional writes, multipart).
 //! - [`db`]: the connection pool, our migrations, and every SQL statement
-//!   (the ledger's, paging, rollback, the orphan streams, credentials),
-//!   built on one table of where each kind's path lives (`db::tables`).
+//!   (the ledger's, paging, the chunks and leases several processes share,
+//!   rollback, the orphan streams, credentials), built on one table of
+//!   where each kind's path lives (`db::tables`).
 //! - [`dumps`]: database dumps with pg_dump on the active backend, and
 //!   their retention.
 //! - [`engine`]: the actors (orchestrator, movers, ledger, stats), the
-//!   start options (the API's contract for them), the run state, the
-//!   estimate, the orphan report and the media location check.
+//!   start options (the API's contract for them), the run state, this
+//!   process's chunk leases and heartbeat (a batch may be shared by many
+//!   processes: `noodle-migrate worker`), the estimate, the orphan report
+//!   and the media location check.
 //! - [`failpoint`]: named crash points for the crash tests.
 //! - [`http`]: the API (ours and the gallery's `/api` routes), its errors,
 //!   authentication, the OpenAPI document and the admin page.

@@ -185,11 +185,11 @@ fn main() -> ExitCode {
     let exit =
         match cli.command {
             Command::Serve => match load(&cli.env_file) {
-                Ok(config) => serve(config),
+                Ok(config) => serve(config, false),
                 Err(exit) => exit,
             },
             Command::Worker => match load(&cli.env_file) {
-                Ok(config) => worker(config),
+                Ok(config) => serve(config, true),
                 Err(exit) => exit,
             },
             Command::Run { migration } => match load(&cli.env_file) {
@@ -244,35 +244,23 @@ fn block_on<F: Future<Output = Exit>>(fut: F) -> Exit {
     actix_rt::System::new().block_on(fut)
 }
 
-fn worker(config: Config) -> Exit {
+/// Runs the API, and either the engine alone (`serve`) or the engine
+/// joining the batches started elsewhere (`worker`), until a signal.
+fn serve(config: Config, worker: bool) -> Exit {
     let result = actix_rt::System::new().block_on(async move {
         let app = Application::build(config)
             .await
             .map_err(|e| e.to_string())?;
         let engine = app.engine().clone();
         let server = app.run_until_stopped();
-        tokio::select! {
-            r = server => r.map_err(|e| e.to_string()),
-            r = engine.work(noodle_migrate::shutdown_signal()) => r.map_err(|e| e.to_string()),
+        if worker {
+            // The worker loop answers the signal itself: it leaves its
+            // batch (handing its chunks back) before returning.
+            return tokio::select! {
+                r = server => r.map_err(|e| e.to_string()),
+                r = engine.work(noodle_migrate::shutdown_signal()) => r.map_err(|e| e.to_string()),
+            };
         }
-    });
-    match result {
-        Ok(()) => Exit::Ok,
-        Err(e) => {
-            tracing::error!(error = %e, "noodle-migrate worker stopped");
-            eprintln!("noodle-migrate: {e}");
-            Exit::Failed
-        }
-    }
-}
-
-fn serve(config: Config) -> Exit {
-    let result = actix_rt::System::new().block_on(async move {
-        let app = Application::build(config)
-            .await
-            .map_err(|e| e.to_string())?;
-        let engine = app.engine().clone();
-        let server = app.run_until_stopped();
         tokio::select! {
             r = server => r.map_err(|e| e.to_string()),
             _ = noodle_migrate::shutdown_signal() => {

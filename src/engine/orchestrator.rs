@@ -660,6 +660,30 @@ where
     }
 }
 
+/// One keyset page of a kind's candidates, `after < id <= until`.
+async fn read_page(
+    run: &RunContext,
+    kind: FileKind,
+    after: Uuid,
+    until: Uuid,
+    failed_in: Option<Uuid>,
+) -> Result<candidates::Page, EngineError> {
+    patiently("page", || async {
+        let mut conn = db::conn(&run.shared.pool).await?;
+        Ok(candidates::page(
+            &mut conn,
+            kind,
+            run.direction,
+            after,
+            until,
+            PAGE_SIZE,
+            failed_in,
+        )
+        .await?)
+    })
+    .await
+}
+
 /// Cuts the candidates into chunks, one per keyset page, kind after kind;
 /// then marks the batch as wholly cut. The pages end where a run's pages
 /// would, so a chunk is at most one page of rows.
@@ -672,20 +696,7 @@ async fn write_chunks(run: &RunContext, kinds: &[FileKind]) -> Result<(), Engine
             if run.cancelled() {
                 return Ok(());
             }
-            let page = patiently("page", || async {
-                let mut conn = db::conn(&run.shared.pool).await?;
-                Ok(candidates::page(
-                    &mut conn,
-                    kind,
-                    run.direction,
-                    after,
-                    Uuid::max(),
-                    PAGE_SIZE,
-                    failed_in,
-                )
-                .await?)
-            })
-            .await?;
+            let page = read_page(run, kind, after, Uuid::max(), failed_in).await?;
             if !page.rows.is_empty() {
                 let chunk = NewChunk {
                     seq,
@@ -851,20 +862,7 @@ async fn dispatch_all(run: &RunContext, movers: Vec<Addr<Mover>>) -> Result<i64,
         let failed_in = lease.failed_only.then_some(run.batch_id);
         let mut after = lease.after_id;
         let whole = 'pages: loop {
-            let page = patiently("page", || async {
-                let mut conn = db::conn(&run.shared.pool).await?;
-                Ok(candidates::page(
-                    &mut conn,
-                    kind,
-                    run.direction,
-                    after,
-                    lease.last_id,
-                    PAGE_SIZE,
-                    failed_in,
-                )
-                .await?)
-            })
-            .await;
+            let page = read_page(run, kind, after, lease.last_id, failed_in).await;
             let page = match page {
                 Ok(page) => page,
                 Err(e) => {

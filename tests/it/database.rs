@@ -404,3 +404,45 @@ async fn the_lock_survives_a_restart_or_the_run_stops() {
     child.wait().ok();
     gallery.assert_all_moved().await;
 }
+
+#[actix_rt::test]
+async fn a_database_restart_under_several_workers_loses_nothing() {
+    let gallery = Gallery::new(120).await;
+    // Slower S3 requests: the run spans the restart.
+    let proxy = crate::faults::FaultProxy::slow(&s3_endpoint(), Duration::from_millis(20)).await;
+    let vars = gallery.vars(proxy.endpoint.clone());
+    let crew: Vec<_> = (0..2)
+        .map(|_| crate::workers::Worker::spawn(&vars, &[]))
+        .collect();
+    for w in &crew {
+        w.wait_for_log("Waiting for a migration to join").await;
+    }
+    let (mut child, app) = crate::resume::spawn_binary(&vars, free_port()).await;
+    let batch = app
+        .start(r#"{"direction":"toS3","concurrency":2,"deleteSource":true}"#)
+        .await;
+    for w in &crew {
+        w.wait_for_log("Joined a migration").await;
+    }
+    wait_for_progress(&app, 30).await;
+    gallery.restart();
+    let status = app.wait_idle().await;
+    assert_eq!(
+        status["state"], "completed",
+        "the run rode the restart out: {status}"
+    );
+    child.kill().ok();
+    child.wait().ok();
+    gallery.assert_all_moved().await;
+    gallery.assert_counters_match().await;
+    let db = pg(&gallery.cluster.url("gallery")).await;
+    let busy: i64 = db
+        .query_one(
+            "SELECT count(*) FROM noodle_migrate_worker WHERE batch_id = $1 AND completed > 0",
+            &[&batch],
+        )
+        .await
+        .expect("workers")
+        .get(0);
+    assert!(busy >= 2, "several processes worked on the batch");
+}

@@ -130,3 +130,68 @@ fn the_proxy_sends_the_gallerys_storage_migration_routes_to_the_engine() {
     // The gallery gets everything else.
     assert!(lines.contains(&"handle {"));
 }
+
+#[test]
+fn the_playground_scales_out_with_workers() {
+    let compose = yaml(&root().join("deploy/compose.yml"));
+    let worker = &compose["services"]["worker"];
+    assert_eq!(
+        worker["command"][0], "worker",
+        "`--scale worker=N` runs workers"
+    );
+    assert_eq!(
+        worker["volumes"], compose["services"]["noodle-migrate"]["volumes"],
+        "a worker sees the media folder where the engine does"
+    );
+    assert_eq!(
+        worker["env_file"],
+        compose["services"]["noodle-migrate"]["env_file"]
+    );
+    let prometheus = yaml(&root().join("dashboards/prometheus.yml"));
+    let jobs = prometheus["scrape_configs"].as_sequence().expect("jobs");
+    assert!(
+        jobs.iter()
+            .any(|j| j["dns_sd_configs"][0]["names"][0] == "worker"),
+        "Prometheus scrapes every worker replica"
+    );
+}
+
+#[test]
+fn the_kubernetes_example_passes_the_kubernetes_schemas() {
+    let file = root().join("deploy/kubernetes/noodle-migrate.yaml");
+    let out = std::process::Command::new("python3")
+        .args(["-m", "kubernetes_validate", "--strict"])
+        .arg(&file)
+        .output()
+        .expect("kubernetes-validate (make test installs it)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&file).expect("manifest");
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).expect("YAML"))
+        .collect();
+    let args: Vec<String> = docs
+        .iter()
+        .filter(|d| d["kind"] == "Deployment")
+        .map(|d| {
+            d["spec"]["template"]["spec"]["containers"][0]["args"][0]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(args, ["serve", "worker"], "an engine and its workers");
+    let worker = docs
+        .iter()
+        .find(|d| d["metadata"]["name"] == "noodle-migrate-worker")
+        .expect("the workers' Deployment");
+    let mounts = &worker["spec"]["template"]["spec"]["containers"][0]["volumeMounts"];
+    assert_eq!(
+        mounts[0]["mountPath"], "/data",
+        "the media folder where the gallery sees it"
+    );
+}
