@@ -61,6 +61,7 @@ run_case() {
   local env port server workers=()
   env=$(nm_env "$endpoint" "$bucket")
   for i in $(seq 2 "$procs"); do
+    : >"$WORK/worker-$i.log"
     # shellcheck disable=SC2086
     env -i $env NOODLE_MIGRATE_LISTEN="127.0.0.1:$(free_port)" RUST_LOG=info "$BIN" worker 2>"$WORK/worker-$i.log" &
     workers+=($!); PIDS+=($!)
@@ -110,14 +111,16 @@ for where in remote loopback; do
 done
 
 rows=$(cat <<MD
-## Scale-out: one batch, one process against three
+## Scale-out: one batch, one process against three ($(date -u +%Y-%m-%d), bench/scale-out.sh)
 
 $FILES files of 4 KB to S3 (s3s-fs 0.14.1 on loopback), concurrency $CONC per process; three processes are \`serve\` plus two \`noodle-migrate worker\`, sharing the batch through PostgreSQL. "Remote" goes through bench/latency-proxy.py, which adds 20 ms to every S3 request. Files/s from the start to the batch's close, the workers' start-up excluded.
 
-| bucket | 1 process | 3 processes | 3 ÷ 1 | transactions per file, 3 processes |
+| bucket | 1 process | 3 processes | 3 ÷ 1 | database transactions per file, 1 → 3 processes |
 |---|---|---|---|---|
-| remote (+20 ms per request) | ${R[remote-1]} files/s | ${R[remote-3]} files/s | $(ratio "${R[remote-3]}" "${R[remote-1]}")× | ${R[remote-3-x]} |
-| loopback | ${R[loopback-1]} files/s | ${R[loopback-3]} files/s | $(ratio "${R[loopback-3]}" "${R[loopback-1]}")× | ${R[loopback-3-x]} |
+| remote (+20 ms per request) | ${R[remote-1]} files/s | ${R[remote-3]} files/s | $(ratio "${R[remote-3]}" "${R[remote-1]}")× | ${R[remote-1-x]} → ${R[remote-3-x]} |
+| loopback | ${R[loopback-1]} files/s | ${R[loopback-3]} files/s | $(ratio "${R[loopback-3]}" "${R[loopback-1]}")× | ${R[loopback-1-x]} → ${R[loopback-3-x]} |
+
+Transactions per file count everything the batch's database ran during the run (pg_stat_database): the ledger's groups, and per-second work (each process's heartbeat, leases, a group that lingers for company), which weighs more per file the slower the files come.
 MD
 )
 python3 - "$rows" <<'PY'

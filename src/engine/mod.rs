@@ -250,6 +250,8 @@ impl Engine {
             s3.clone(),
             metrics.clone(),
         );
+        let worker = lease::worker_id();
+        metrics.show_self(&worker);
         let shared = Arc::new(Shared {
             config,
             layout,
@@ -261,7 +263,7 @@ impl Engine {
             media,
             media_root_real,
             deliveries: Default::default(),
-            worker: lease::worker_id(),
+            worker,
         });
         let stats = Stats::new(metrics).start();
         let (idle_tx, idle) = tokio::sync::watch::channel(true);

@@ -457,7 +457,15 @@ async fn execute(
         .collect();
     let chunker = {
         let run = run.clone();
-        tokio::spawn(async move { write_chunks(&run, &kinds).await })
+        tokio::spawn(async move {
+            let written = write_chunks(&run, &kinds).await;
+            if written.is_err() {
+                // Nobody would ever find the batch done: stop it (it
+                // closes as failed, with the chunker's error).
+                run.cancel.cancel();
+            }
+            written
+        })
     };
     let heartbeat = Heartbeat::start(run.clone(), stats.clone());
     let result = work_on_chunks(&run, &options, &stats).await;

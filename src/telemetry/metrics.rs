@@ -305,6 +305,15 @@ impl Metrics {
         }
     }
 
+    /// This process's own per-worker series, at zero until it works on a
+    /// batch, so that they exist from start-up like every other series.
+    pub fn show_self(&self, worker: &str) {
+        for outcome in WORKER_OUTCOMES {
+            self.worker_files.with_label_values(&[worker, outcome]);
+        }
+        self.worker_rate.with_label_values(&[worker]);
+    }
+
     /// The batch as the latest heartbeat saw it. The worker series are
     /// replaced as a whole, so a process that left the batch drops out and
     /// their number stays bounded by the workers listed.
