@@ -495,6 +495,7 @@ async fn execute(
         None => tracing::info!(state = %final_state, "Migration finished"),
         Some(e) => tracing::error!(error = %e, "Migration stopped"),
     }
+    wait_for_last_reports(&run).await;
     heartbeat.stop(&run, &stats).await;
     lock.release().await;
     stats.do_send(StatsEvent::RunFinished {
@@ -578,6 +579,35 @@ async fn wait_for_other_leases(run: &RunContext) {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     tracing::warn!("Other processes still hold chunks of the cancelled batch; closing it anyway (their commits are fenced)");
+}
+
+/// Gives the other processes a moment to report their last numbers once
+/// the batch is closed, so that the final status (and the webhook's) lists
+/// what each did.
+async fn wait_for_last_reports(run: &RunContext) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < deadline {
+        let still = async {
+            let mut conn = db::conn(&run.shared.pool).await?;
+            let workers = chunks::workers(
+                &mut conn,
+                run.batch_id,
+                super::lease::MAX_WORKERS_SHOWN,
+                run.shared.config.lease_secs,
+            )
+            .await?;
+            Ok::<_, EngineError>(
+                workers
+                    .iter()
+                    .any(|w| w.id != run.worker && (w.state == "running" || w.state == "draining")),
+            )
+        }
+        .await;
+        if !matches!(still, Ok(true)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// A worker's part in a batch another process started.

@@ -354,9 +354,12 @@ impl Handler<GetStatus> for Stats {
                 .iter()
                 .filter(|w| w.state == "running" || w.state == "draining");
             active = live.clone().map(|w| w.active).sum::<i64>().max(run.active);
-            files_per_second = live.clone().map(|w| w.files_per_second).sum();
-            bytes_per_second =
-                b.workers.iter().map(|w| w.bytes_moved).sum::<i64>() as f64 / elapsed;
+            files_per_second = if run.finished.is_some() {
+                (counts.done() - run.earlier.done()) as f64 / elapsed
+            } else {
+                live.clone().map(|w| w.files_per_second).sum()
+            };
+            bytes_per_second = (counts.bytes_moved - run.earlier.bytes_moved) as f64 / elapsed;
             waiting = (counts.total - counts.done() - active).max(0);
         }
         if run.finished.is_some() {
