@@ -10,6 +10,7 @@
 
 pub mod disk;
 pub mod hash;
+pub mod quickack;
 pub mod s3;
 
 pub use disk::DiskStore;

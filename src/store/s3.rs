@@ -141,6 +141,19 @@ impl S3Store {
                 "noodle-migrate",
             ));
         }
+        // Plain HTTP (a bucket on the local network): acknowledge every
+        // segment at once, or small downloads wait on delayed ACKs (see
+        // `quickack`). HTTPS keeps the SDK's default client.
+        let plain_http = config
+            .endpoint
+            .as_deref()
+            .is_some_and(|e| e.to_ascii_lowercase().starts_with("http://"));
+        if plain_http {
+            loader = loader.http_client(
+                aws_smithy_http_client::hyper_014::HyperClientBuilder::new()
+                    .build(super::quickack::QuickAckConnector::new()),
+            );
+        }
         let shared = loader.load().await;
         let mut builder = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(config.force_path_style)
