@@ -115,6 +115,21 @@ pub fn print_summary(s: &StatusView) {
             .collect();
         println!("  reasons: {}", list.join(", "));
     }
+    // Several processes on the batch: who did what.
+    if s.workers.len() > 1 {
+        if let Some(c) = s.chunks {
+            println!(
+                "  chunks: {} done, {} leased, {} pending ({} taken over)",
+                c.done, c.leased, c.pending, c.taken_over
+            );
+        }
+        for w in &s.workers {
+            println!(
+                "  worker {}: {}, {} completed, {} failed, {:.1} files/s",
+                w.id, w.state, w.completed, w.failed, w.files_per_second
+            );
+        }
+    }
 }
 
 /// The orphan report as text: counts, then one line per orphan.

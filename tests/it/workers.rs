@@ -214,6 +214,17 @@ async fn three_workers_and_a_server_share_a_batch_each_way() {
         status["chunks"]["done"].as_i64().unwrap_or(0) >= 5,
         "{status}"
     );
+    // The command line's status says who did what.
+    // On a thread of its own: the engine answering it runs on this one.
+    let base = app.base.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        crate::cli::cli(&HashMap::new(), &["status", "--server", &base])
+    })
+    .await
+    .expect("noodle-migrate status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("chunks: "), "{text}");
+    assert!(text.matches("  worker ").count() >= 3, "{text}");
     let metrics = app.metrics().await;
     assert!(
         metrics.contains(r#"noodle_migrate_chunks{state="done"}"#),
