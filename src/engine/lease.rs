@@ -166,7 +166,9 @@ async fn beat(run: &RunContext, stats: &Addr<Stats>, state: &str) -> Result<(), 
         };
         chunks::beat(&mut conn, batch, &row).await?;
     }
-    match chunks::state(&mut conn, batch).await? {
+    // One read of the batch's row: its state, and its counts below.
+    let row = db::batches::get(&mut conn, batch).await?;
+    match row.as_ref().map(|r| r.state) {
         Some(BatchState::Running) => {}
         Some(BatchState::Cancelling) => {
             if run.cancel.cancel() {
@@ -179,10 +181,10 @@ async fn beat(run: &RunContext, stats: &Addr<Stats>, state: &str) -> Result<(), 
         _ => run.ended.store(true, Ordering::SeqCst),
     }
     let view = BatchView {
-        counts: match db::batches::get(&mut conn, batch).await? {
-            Some(row) => super::messages::BatchCounts::of(&row),
-            None => Default::default(),
-        },
+        counts: row
+            .as_ref()
+            .map(super::messages::BatchCounts::of)
+            .unwrap_or_default(),
         chunks: chunks::counts(&mut conn, batch).await?,
         workers: chunks::workers(
             &mut conn,
