@@ -3,20 +3,27 @@
 waits DELAY seconds before it is passed on (a request being the bytes a
 client sends after the server last answered on that connection), so each
 S3 call costs one round trip more, as to a bucket 20 ms away. Connections
-are independent: concurrency is untouched.
+are independent: concurrency is untouched. With a delay of 0 it stands for
+a server that answers at once: it acknowledges the upstream server's
+segments immediately (TCP_QUICKACK) and forwards them without waiting
+(TCP_NODELAY, as asyncio sets it), so no delayed ACK stalls either leg.
 
   bench/latency-proxy.py <listen-port> <upstream-host:port> <delay-seconds>
 """
 import asyncio
+import socket
 import sys
 
 LISTEN, UPSTREAM, DELAY = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
 HOST, PORT = UPSTREAM.rsplit(":", 1)
 
 
-async def pipe(reader, writer, on_chunk):
+async def pipe(reader, writer, on_chunk, quickack_on=None):
     try:
         while True:
+            if quickack_on is not None:
+                # Linux leaves quick-ACK mode on its own: re-arm it.
+                quickack_on.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
             data = await reader.read(65536)
             if not data:
                 break
@@ -51,7 +58,7 @@ async def handle(client_reader, client_writer):
 
     await asyncio.gather(
         pipe(client_reader, server_writer, request_chunk),
-        pipe(server_reader, client_writer, answer_chunk),
+        pipe(server_reader, client_writer, answer_chunk, server_writer.get_extra_info("socket")),
     )
 
 

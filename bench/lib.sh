@@ -112,3 +112,88 @@ seed_library() {
     -c "VACUUM ANALYZE"
   rm -f "$csv"
 }
+
+# One noodle-migrate run in this process (`run`), against $ENDPOINT:
+#   nm_run DB MEDIA BACKEND DIRECTION CONCURRENCY BUCKET [ENDPOINT]
+# Prints "seconds peakRSS_kB"; stops the bench when a file did not move.
+# The run's JSON summary is left in $WORK/last-run.json.
+nm_run() {
+  local db=$1 media=$2 backend=$3 direction=$4 conc=$5 bkt=$6 endpoint=${7:-$ENDPOINT}
+  local start end rss
+  start=$(now)
+  rss=$(env -i PATH="$PATH" DB_URL="$BASE_URL/$db" IMMICH_MEDIA_LOCATION="$media" \
+    IMMICH_STORAGE_BACKEND="$backend" S3_BUCKET="$bkt" S3_ENDPOINT="$endpoint" \
+    S3_ACCESS_KEY_ID="$AK" S3_SECRET_ACCESS_KEY="$SK" RUST_LOG=error \
+    /usr/bin/time -f "%M" "$BIN" run --direction "$direction" --concurrency "$conc" --json 2>&1 >"$WORK/last-run.json" | tail -1)
+  end=$(now)
+  if ! grep -q '"failed": 0' "$WORK/last-run.json" || ! grep -q '"skipped": 0' "$WORK/last-run.json"; then
+    echo "noodle-migrate did not move every file:" >&2; cat "$WORK/last-run.json" >&2; exit 1
+  fi
+  echo "$(secs "$start" "$end") $rss"
+}
+
+# rclone against another endpoint than $ENDPOINT (a proxy in front of it).
+rclone_via() { local endpoint=$1; shift; RCLONE_CONFIG_BENCH_ENDPOINT="$endpoint" rclone "$@"; }
+
+# Garage 2.5.0, a single node on loopback with its data in $1, installed
+# with cargo into $NM_TOOLS on first use (about 10 to 30 minutes). Sets
+# ENDPOINT, AK and SK (a key allowed to create buckets) and rclone's;
+# GARAGE_PID to stop it. The caller removes $1.
+NM_TOOLS="${NM_TOOLS:-/var/tmp/nm-tools}"
+GARAGE="$NM_TOOLS/bin/garage"
+GARAGE_PID=
+hex() { python3 -c "import secrets; print(secrets.token_hex($1))"; }
+install_garage() {
+  if [ -x "$GARAGE" ] && "$GARAGE" --version 2>/dev/null | grep -q 'v2\.5\.0'; then
+    return 0
+  fi
+  echo "==> Installing Garage 2.5.0 into $NM_TOOLS (cargo install; once, takes a while)" >&2
+  cargo install garage@2.5.0 --locked --quiet --root "$NM_TOOLS"
+}
+own_garage() {
+  local dir=$1 rpc s3 admin conf id i
+  install_garage
+  mkdir -p "$dir/meta" "$dir/data"
+  rpc=$(free_port); s3=$(free_port); admin=$(free_port)
+  conf="$dir/garage.toml"
+  cat >"$conf" <<TOML
+metadata_dir = "$dir/meta"
+data_dir = "$dir/data"
+db_engine = "lmdb"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:$rpc"
+rpc_public_addr = "127.0.0.1:$rpc"
+rpc_secret = "$(hex 32)"
+
+[s3_api]
+s3_region = "${AWS_DEFAULT_REGION:-us-east-1}"
+api_bind_addr = "127.0.0.1:$s3"
+root_domain = ".s3.garage.localhost"
+
+[admin]
+api_bind_addr = "127.0.0.1:$admin"
+TOML
+  RUST_LOG=warn "$GARAGE" -c "$conf" server >"$dir.log" 2>&1 &
+  GARAGE_PID=$!
+  for i in $(seq 1 100); do
+    id=$("$GARAGE" -c "$conf" node id -q 2>/dev/null) && break
+    sleep 0.2
+  done
+  [ -n "${id:-}" ] || { echo "Garage did not start; see $dir.log" >&2; return 1; }
+  "$GARAGE" -c "$conf" layout assign -z dc1 -c 100G "${id%@*}" >/dev/null
+  "$GARAGE" -c "$conf" layout apply --version 1 >/dev/null
+  AK="GK$(hex 12)"; SK=$(hex 32)
+  "$GARAGE" -c "$conf" key import --yes -n nm-bench "$AK" "$SK" >/dev/null
+  "$GARAGE" -c "$conf" key allow --create-bucket "$AK" >/dev/null
+  ENDPOINT="http://127.0.0.1:$s3"
+  export AWS_ACCESS_KEY_ID="$AK" AWS_SECRET_ACCESS_KEY="$SK"
+  export RCLONE_CONFIG_BENCH_ENDPOINT="$ENDPOINT" RCLONE_CONFIG_BENCH_ACCESS_KEY_ID="$AK" \
+    RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY="$SK"
+  for i in $(seq 1 100); do
+    aws --endpoint-url "$ENDPOINT" s3 ls >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  echo "Garage does not answer S3 calls; see $dir.log" >&2
+  return 1
+}
+stop_garage() { [ -n "$GARAGE_PID" ] && kill "$GARAGE_PID" 2>/dev/null; GARAGE_PID=; }

@@ -8,6 +8,8 @@
 //! - [`model`]: directions, the eight file kinds (with the gallery's
 //!   strings), the reasons a file did not move, batch states.
 //! - [`paths`]: disk path ↔ object key mapping, and what is refused.
+//! - [`bandwidth`]: the bandwidth limit (a rate, or rclone's timetable)
+//!   and the throttle every object byte of this process passes through.
 //! - [`store`]: the disk and S3 sides behind one `Store` trait (stat,
 //!   list, create, delete), plus what each alone does (hashing, atomic
 //!   and conditional writes, multipart).
@@ -30,6 +32,7 @@
 //! - [`telemetry`]: logs (tracing, text or JSON, on standard error) and
 //!   the Prometheus metrics.
 
+pub mod bandwidth;
 pub mod cli;
 pub mod config;
 pub mod db;

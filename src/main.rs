@@ -2,9 +2,10 @@
 //! over to the library.
 
 use clap::{Args, Parser, Subcommand};
+use noodle_migrate::bandwidth::BandwidthLimit;
 use noodle_migrate::cli::{self, client::ApiClient, Exit};
 use noodle_migrate::config::{Config, DEFAULT_LISTEN};
-use noodle_migrate::engine::options::{Concurrency, FileTypes, StartOptions};
+use noodle_migrate::engine::options::{Concurrency, FileTypes, RunChange, StartOptions};
 use noodle_migrate::http::Application;
 use noodle_migrate::model::Direction;
 use std::future::Future;
@@ -64,6 +65,10 @@ struct Migration {
     /// moves that failed).
     #[arg(long)]
     ignore_move_history: bool,
+    /// Bytes per second for all transfers: 512k, 20M, off, or a timetable
+    /// in local time such as "08:00,2M 23:00,off" (as rclone's --bwlimit).
+    #[arg(long, value_name = "RATE")]
+    bwlimit: Option<BandwidthLimit>,
 }
 
 impl Migration {
@@ -76,6 +81,7 @@ impl Migration {
             verify: self.verify,
             dump_database: self.dump_database,
             ignore_move_history: self.ignore_move_history,
+            bandwidth_limit: self.bwlimit.clone().filter(|l| !l.is_off()),
         }
     }
 }
@@ -121,6 +127,27 @@ enum Command {
     /// Revert the database paths of a batch.
     Rollback {
         batch_id: uuid::Uuid,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Change the running migration: its concurrency, its bandwidth limit.
+    Set {
+        /// Files moved in parallel per process, 1–20.
+        #[arg(long, value_parser = parse_concurrency)]
+        concurrency: Option<Concurrency>,
+        /// 512k, 20M, off, or a timetable such as "08:00,2M 23:00,off".
+        #[arg(long, value_name = "RATE")]
+        bwlimit: Option<BandwidthLimit>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Hand out no more files until resumed (the files in flight finish).
+    Pause {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Go on with a paused migration.
+    Resume {
         #[command(flatten)]
         remote: Remote,
     },
@@ -213,6 +240,28 @@ fn main() -> ExitCode {
             }
             Command::Rollback { batch_id, remote } => {
                 block_on(async move { cli::rollback(&client(&remote), batch_id, json).await })
+            }
+            Command::Set {
+                concurrency,
+                bwlimit,
+                remote,
+            } => {
+                if concurrency.is_none() && bwlimit.is_none() {
+                    eprintln!("noodle-migrate: set needs --concurrency, --bwlimit, or both");
+                    Exit::Usage
+                } else {
+                    let change = RunChange {
+                        concurrency,
+                        bandwidth_limit: bwlimit,
+                    };
+                    block_on(async move { cli::set(&client(&remote), &change, json).await })
+                }
+            }
+            Command::Pause { remote } => {
+                block_on(async move { cli::pause(&client(&remote), true, json).await })
+            }
+            Command::Resume { remote } => {
+                block_on(async move { cli::pause(&client(&remote), false, json).await })
             }
             Command::Cancel { remote } => {
                 block_on(async move { cli::cancel(&client(&remote), json).await })

@@ -350,6 +350,9 @@ pub enum BatchState {
     /// Running, with a cancel asked for: the files in flight finish, in
     /// every process of the batch, and then it closes as cancelled.
     Cancelling,
+    /// Open, with no new files handed out (`POST /storage-migration/pause`)
+    /// until it is resumed; the files in flight finish.
+    Paused,
     Completed,
     CompletedWithFailures,
     Failed,
@@ -362,9 +365,10 @@ pub enum BatchState {
 }
 
 impl BatchState {
-    pub const ALL: [BatchState; 8] = [
+    pub const ALL: [BatchState; 9] = [
         BatchState::Running,
         BatchState::Cancelling,
+        BatchState::Paused,
         BatchState::Completed,
         BatchState::CompletedWithFailures,
         BatchState::Failed,
@@ -377,6 +381,7 @@ impl BatchState {
         match self {
             BatchState::Running => "running",
             BatchState::Cancelling => "cancelling",
+            BatchState::Paused => "paused",
             BatchState::Completed => "completed",
             BatchState::CompletedWithFailures => "completed_with_failures",
             BatchState::Failed => "failed",
@@ -388,7 +393,15 @@ impl BatchState {
 
     /// Closed: nothing works on it any more.
     pub fn is_final(self) -> bool {
-        !matches!(self, BatchState::Running | BatchState::Cancelling)
+        !self.is_open()
+    }
+
+    /// Worked on, or waiting to be resumed.
+    pub fn is_open(self) -> bool {
+        matches!(
+            self,
+            BatchState::Running | BatchState::Cancelling | BatchState::Paused
+        )
     }
 
     pub fn parse(value: &str) -> Option<BatchState> {

@@ -96,6 +96,15 @@ impl ApiClient {
         self.send(req, path).await
     }
 
+    pub async fn patch<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> Result<T, ClientError> {
+        let req = self.http.patch(format!("{}{path}", self.base)).json(body);
+        self.send(req, path).await
+    }
+
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         self.send(self.http.delete(format!("{}{path}", self.base)), path)
             .await

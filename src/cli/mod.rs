@@ -10,7 +10,7 @@ pub mod progress;
 
 use crate::config::Config;
 use crate::db::rollback::RollbackReport;
-use crate::engine::options::FileTypes;
+use crate::engine::options::{FileTypes, RunChange};
 use crate::engine::orphans::OrphanReport;
 use crate::engine::stats::StatusView;
 use crate::engine::{Engine, StartOptions};
@@ -198,6 +198,39 @@ pub async fn cancel(client: &ApiClient, as_json: bool) -> Exit {
         None => println!("Cancelling the start: it stops before its first file."),
     };
     exit_of(show(answer, as_json, text))
+}
+
+/// Changes the running migration's concurrency and/or bandwidth limit.
+pub async fn set(client: &ApiClient, change: &RunChange, as_json: bool) -> Exit {
+    let body = serde_json::to_value(change).unwrap_or_default();
+    let answer = client
+        .patch::<StatusView>("/storage-migration/run", &body)
+        .await;
+    exit_of(show(answer, as_json, progress::print_summary))
+}
+
+/// Pauses the running migration, or resumes it.
+pub async fn pause(client: &ApiClient, pause: bool, as_json: bool) -> Exit {
+    let path = if pause {
+        "/storage-migration/pause"
+    } else {
+        "/storage-migration/resume"
+    };
+    let answer = client.post::<StatusView>(path, None).await;
+    exit_of(show(answer, as_json, |s: &StatusView| {
+        match s.state {
+            Some(BatchState::Paused) => println!(
+                "Paused batch {}: no new files; {} in flight finish.",
+                s.batch_id.map(|b| b.to_string()).unwrap_or_default(),
+                s.active
+            ),
+            _ => println!(
+                "Batch {} goes on.",
+                s.batch_id.map(|b| b.to_string()).unwrap_or_default()
+            ),
+        }
+        progress::print_summary(s);
+    }))
 }
 
 /// Files and objects no row points at; exits 1 when there are any.

@@ -107,6 +107,19 @@ pub fn print_summary(s: &StatusView) {
         s.active,
         HumanBytes(s.bytes_moved.max(0) as u64)
     );
+    if s.is_active {
+        let limit = match (&s.bandwidth_limit, s.bandwidth_now) {
+            (Some(limit), Some(now)) => format!("{limit} (now {}/s)", HumanBytes(now)),
+            (Some(limit), None) => format!("{limit} (none at this hour)"),
+            _ => "off".to_string(),
+        };
+        if let Some(c) = s.concurrency {
+            println!("  concurrency {c}, bandwidth limit {limit}");
+        }
+        if s.paused > 0 {
+            println!("  paused: {} files wait for a resume", s.paused);
+        }
+    }
     if !s.failure_reasons.is_empty() {
         let list: Vec<String> = s
             .failure_reasons

@@ -59,11 +59,12 @@ pub async fn mark_stale_interrupted(conn: &mut DbConn) -> Result<usize, DbError>
     timed(
         diesel::sql_query(
             "UPDATE noodle_migrate_batch SET state = $1, finished_at = clock_timestamp()
-             WHERE state IN ($2, $3)",
+             WHERE state IN ($2, $3, $4)",
         )
         .bind::<Text, _>(BatchState::Interrupted)
         .bind::<Text, _>(BatchState::Running)
         .bind::<Text, _>(BatchState::Cancelling)
+        .bind::<Text, _>(BatchState::Paused)
         .execute(conn),
     )
     .await
@@ -165,6 +166,63 @@ pub async fn latest(conn: &mut DbConn) -> Result<Option<BatchRow>, DbError> {
     )
     .await?;
     Ok(rows.into_iter().next())
+}
+
+/// The batch open now (running, cancelling or paused), if any.
+pub async fn current(conn: &mut DbConn) -> Result<Option<BatchRow>, DbError> {
+    let rows: Vec<BatchRow> = timed(
+        diesel::sql_query(format!(
+            "SELECT {COLUMNS} FROM noodle_migrate_batch WHERE state IN ($1, $2, $3)
+             ORDER BY started_at DESC LIMIT 1"
+        ))
+        .bind::<Text, _>(BatchState::Running)
+        .bind::<Text, _>(BatchState::Cancelling)
+        .bind::<Text, _>(BatchState::Paused)
+        .load(conn),
+    )
+    .await?;
+    Ok(rows.into_iter().next())
+}
+
+/// Moves a batch from `from` to `to`; true when it was in `from`.
+pub async fn switch(
+    conn: &mut DbConn,
+    id: Uuid,
+    from: BatchState,
+    to: BatchState,
+) -> Result<bool, DbError> {
+    let n = timed(
+        diesel::sql_query(
+            "UPDATE noodle_migrate_batch SET state = $3 WHERE id = $1 AND state = $2",
+        )
+        .bind::<SqlUuid, _>(id)
+        .bind::<Text, _>(from)
+        .bind::<Text, _>(to)
+        .execute(conn),
+    )
+    .await?;
+    Ok(n == 1)
+}
+
+/// Replaces the options of a batch that runs or is paused (a change to a
+/// run in progress); true when it does.
+pub async fn set_options(
+    conn: &mut DbConn,
+    id: Uuid,
+    options: &serde_json::Value,
+) -> Result<bool, DbError> {
+    let n = timed(
+        diesel::sql_query(
+            "UPDATE noodle_migrate_batch SET options = $2 WHERE id = $1 AND state IN ($3, $4)",
+        )
+        .bind::<SqlUuid, _>(id)
+        .bind::<Jsonb, _>(options.clone())
+        .bind::<Text, _>(BatchState::Running)
+        .bind::<Text, _>(BatchState::Paused)
+        .execute(conn),
+    )
+    .await?;
+    Ok(n == 1)
 }
 
 /// Re-opens a batch to retry its failed files; their failure records stay

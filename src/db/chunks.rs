@@ -306,7 +306,7 @@ pub async fn close_if_done(conn: &mut DbConn, batch: Uuid) -> Result<Option<Batc
                                            WHERE f.batch_id = b.id AND f.outcome = 'failed')
                               THEN $3 ELSE $2 END,
                  finished_at = clock_timestamp()
-             WHERE b.id = $1 AND b.state = $4 AND b.chunked
+             WHERE b.id = $1 AND b.state IN ($4, $5) AND b.chunked
                AND NOT EXISTS (SELECT 1 FROM noodle_migrate_chunk c WHERE c.batch_id = b.id AND c.state <> 'done')
              RETURNING b.state",
         )
@@ -314,6 +314,7 @@ pub async fn close_if_done(conn: &mut DbConn, batch: Uuid) -> Result<Option<Batc
         .bind::<Text, _>(BatchState::Completed)
         .bind::<Text, _>(BatchState::CompletedWithFailures)
         .bind::<Text, _>(BatchState::Running)
+        .bind::<Text, _>(BatchState::Paused)
         .load(conn),
     )
     .await?;
@@ -325,11 +326,12 @@ pub async fn close_if_done(conn: &mut DbConn, batch: Uuid) -> Result<Option<Batc
 pub async fn request_cancel(conn: &mut DbConn, batch: Uuid) -> Result<bool, DbError> {
     let n = timed(
         diesel::sql_query(
-            "UPDATE noodle_migrate_batch SET state = $2 WHERE id = $1 AND state = $3",
+            "UPDATE noodle_migrate_batch SET state = $2 WHERE id = $1 AND state IN ($3, $4)",
         )
         .bind::<SqlUuid, _>(batch)
         .bind::<Text, _>(BatchState::Cancelling)
         .bind::<Text, _>(BatchState::Running)
+        .bind::<Text, _>(BatchState::Paused)
         .execute(conn),
     )
     .await?;

@@ -166,10 +166,24 @@ async fn beat(run: &RunContext, stats: &Addr<Stats>, state: &str) -> Result<(), 
         };
         chunks::beat(&mut conn, batch, &row).await?;
     }
-    // One read of the batch's row: its state, and its counts below.
+    // One read of the batch's row: its state, its settings, and its
+    // counts below.
+    let read_at = tokio::time::Instant::now();
     let row = db::batches::get(&mut conn, batch).await?;
+    if let Some(row) = &row {
+        match super::StartOptions::from_value(row.options.clone()) {
+            Ok(options) if row.state == BatchState::Running || row.state == BatchState::Paused => {
+                run.control
+                    .follow(super::control::Settings::of(&options, row.state), read_at)
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "The batch's options cannot be read; its settings stay as they were")
+            }
+        }
+    }
     match row.as_ref().map(|r| r.state) {
-        Some(BatchState::Running) => {}
+        Some(BatchState::Running) | Some(BatchState::Paused) => {}
         Some(BatchState::Cancelling) => {
             if run.cancel.cancel() {
                 tracing::info!(

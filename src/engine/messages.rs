@@ -45,6 +45,12 @@ pub struct RunEnded;
 #[rtype(result = "Option<Option<Uuid>>")]
 pub struct Cancel;
 
+/// The batch this process runs, with its live settings; none when idle or
+/// still preparing.
+#[derive(Message)]
+#[rtype(result = "Option<(Uuid, std::sync::Arc<super::control::RunControl>)>")]
+pub struct GetControl;
+
 /// Orchestrator → mover: move one file. The mover answers as soon as its
 /// part is done (the copy made and verified, or the file refused); the
 /// answer carries the file's final outcome, which comes once the ledger
@@ -104,8 +110,13 @@ pub enum StatsEvent {
         earlier: BatchCounts,
         planned: PerKind<i64>,
         started_at: DateTime<Utc>,
+        /// The run's live settings (concurrency, limit, pause).
+        settings: tokio::sync::watch::Receiver<super::control::Settings>,
     },
     FileStarted,
+    /// The mover let go of the file: copied (or refused), now on its way
+    /// to the ledger.
+    FileCopied,
     FileDone {
         kind: FileKind,
         outcome: Outcome,

@@ -7,6 +7,8 @@
 //! - [`ledger`]: every file's outcome, group-committed.
 //! - [`stats`]: the live view behind the status endpoint.
 //! - [`options`]: the options of a start, the API's contract for them.
+//! - [`control`]: what may change during a run (concurrency, bandwidth
+//!   limit, pause), followed by every process of the batch.
 //! - [`lease`]: this process's chunk leases in a batch that several
 //!   processes may share, and the heartbeat that renews them.
 //! - [`notify`]: the final status of each run, POSTed to a webhook.
@@ -15,6 +17,7 @@
 //! - [`estimate`] and [`Engine::rollback`] work directly on the database;
 //!   [`orphans`] compares the database with the disk and the bucket.
 
+pub mod control;
 pub mod estimate;
 pub mod lease;
 pub mod ledger;
@@ -184,6 +187,8 @@ pub struct RunContext {
     pub side_work: tokio::sync::Semaphore,
     /// What the bucket held when the run began (toward S3).
     pub targets: targets::TargetSnapshot,
+    /// Concurrency, bandwidth limit and pause, as they are now.
+    pub control: Arc<control::RunControl>,
 }
 
 impl RunContext {
@@ -313,7 +318,7 @@ impl Engine {
         view.direction = Direction::parse(&batch.direction);
         // A batch marked running that this process is not running belongs
         // to another engine process (or to one that died).
-        view.is_active = matches!(batch.state, BatchState::Running | BatchState::Cancelling);
+        view.is_active = batch.state.is_open();
         view.state = Some(batch.state);
         view.total = batch.total;
         view.completed = batch.completed;
@@ -342,7 +347,13 @@ impl Engine {
             view.active = live.clone().map(|w| w.active).sum();
             view.files_per_second = live.map(|w| w.files_per_second).sum();
             view.waiting = (view.waiting - view.active).max(0);
+            if let Ok(options) = StartOptions::from_value(batch.options) {
+                view.concurrency = Some(options.concurrency.get());
+                view.bandwidth_now = options.bandwidth_limit.as_ref().and_then(|l| l.rate_now());
+                view.bandwidth_limit = options.bandwidth_limit.map(|l| l.to_string());
+            }
         }
+        view.count_paused();
         Ok(view)
     }
 
@@ -351,8 +362,14 @@ impl Engine {
     /// resumes it). A start still preparing (dumping the database) stops
     /// before its first file. The batch, when the start has chosen it.
     pub async fn cancel(&self) -> Result<Option<Uuid>, EngineError> {
-        let here = self.orchestrator.send(Cancel).await?;
         let mut conn = db::conn(&self.shared.pool).await?;
+        // The batch says cancelling before this process stops: its close
+        // then tells a cancel from a shutdown (which leaves a paused
+        // batch paused).
+        if let Some((batch, _)) = self.orchestrator.send(messages::GetControl).await? {
+            db::chunks::request_cancel(&mut conn, batch).await?;
+        }
+        let here = self.orchestrator.send(Cancel).await?;
         let batch = match here {
             Some(Some(batch)) => Some(batch),
             Some(None) => return Ok(None),
@@ -366,6 +383,120 @@ impl Engine {
             return Err(EngineError::NotRunning);
         }
         Ok(Some(batch))
+    }
+
+    /// Changes the concurrency and/or bandwidth limit of the run in
+    /// progress: at once in this process, within a heartbeat in the others
+    /// of the batch; a resumed batch keeps the change.
+    pub async fn change(&self, change: options::RunChange) -> Result<StatusView, EngineError> {
+        let (here, batch) = self.controllable().await?;
+        let mut conn = db::conn(&self.shared.pool).await?;
+        let mut options = StartOptions::from_value(batch.options.clone()).map_err(|e| {
+            EngineError::Internal(format!("batch {} has unreadable options: {e}", batch.id))
+        })?;
+        change.apply_to(&mut options);
+        if !batches::set_options(&mut conn, batch.id, &options.to_value()).await? {
+            return Err(EngineError::NotRunning);
+        }
+        drop(conn);
+        if let Some(control) = here {
+            let paused = control.get().paused;
+            let mut settings = control::Settings::of(&options, BatchState::Running);
+            settings.paused = paused;
+            control.change(settings);
+        }
+        tracing::info!(
+            batch_id = %batch.id,
+            concurrency = options.concurrency.get(),
+            bandwidth_limit = %options.bandwidth_limit.as_ref().map_or("off", |l| l.as_str()),
+            "Run changed"
+        );
+        self.status().await
+    }
+
+    /// Hands out no more files, in every process of the batch, keeping the
+    /// batch open; the files in flight finish.
+    pub async fn pause(&self) -> Result<StatusView, EngineError> {
+        self.set_paused(true).await?;
+        self.status().await
+    }
+
+    /// Goes on with a paused batch. One whose processes are gone (stopped
+    /// or restarted while paused) is started again here, with its options.
+    pub async fn resume(&self) -> Result<StatusView, EngineError> {
+        let batch = self.set_paused(false).await?;
+        let here = self.orchestrator.send(messages::GetControl).await?;
+        if here.is_none() && !self.has_live_processes(batch.id).await? {
+            let options = StartOptions::from_value(batch.options).map_err(|e| {
+                EngineError::Internal(format!("batch {} has unreadable options: {e}", batch.id))
+            })?;
+            tracing::info!(batch_id = %batch.id, "Resuming a paused batch that no process runs any more");
+            match self.start_migration(options).await {
+                Ok(_) => {}
+                // Another process started it meanwhile.
+                Err(EngineError::LockedElsewhere) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.status().await
+    }
+
+    /// The batch a change, a pause or a resume applies to (running or
+    /// paused), with this process's settings of it if it runs here.
+    async fn controllable(
+        &self,
+    ) -> Result<(Option<Arc<control::RunControl>>, batches::BatchRow), EngineError> {
+        let here = self.orchestrator.send(messages::GetControl).await?;
+        let mut conn = db::conn(&self.shared.pool).await?;
+        let batch = match &here {
+            Some((batch, _)) => batches::get(&mut conn, *batch).await?,
+            None => batches::current(&mut conn).await?,
+        }
+        .filter(|b| matches!(b.state, BatchState::Running | BatchState::Paused))
+        .ok_or(EngineError::NotRunning)?;
+        Ok((here.map(|(_, control)| control), batch))
+    }
+
+    /// Pauses or resumes the open batch; returns it. Asking for the state
+    /// it is in already is no error.
+    async fn set_paused(&self, paused: bool) -> Result<batches::BatchRow, EngineError> {
+        let (here, batch) = self.controllable().await?;
+        let mut conn = db::conn(&self.shared.pool).await?;
+        let (from, to) = if paused {
+            (BatchState::Running, BatchState::Paused)
+        } else {
+            (BatchState::Paused, BatchState::Running)
+        };
+        if !batches::switch(&mut conn, batch.id, from, to).await? {
+            // Not in `from`: already there, or closed meanwhile.
+            let now = batches::get(&mut conn, batch.id).await?.map(|b| b.state);
+            if now != Some(to) {
+                return Err(EngineError::NotRunning);
+            }
+        }
+        drop(conn);
+        if let Some(control) = here {
+            let mut settings = control.get();
+            settings.paused = paused;
+            control.change(settings);
+        }
+        tracing::info!(batch_id = %batch.id, "{}", if paused { "Paused: no new files; the files in flight finish" } else { "Resumed" });
+        Ok(batch)
+    }
+
+    /// Whether some process still beats for the batch.
+    async fn has_live_processes(&self, batch: Uuid) -> Result<bool, EngineError> {
+        let mut conn = db::conn(&self.shared.pool).await?;
+        let workers = db::chunks::workers(
+            &mut conn,
+            batch,
+            lease::MAX_WORKERS_SHOWN,
+            self.shared.config.lease_secs,
+        )
+        .await?;
+        Ok(workers
+            .iter()
+            .any(|w| w.state == "running" || w.state == "draining"))
     }
 
     /// Stops this process's part of the run (a shutdown): the batch goes

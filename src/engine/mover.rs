@@ -63,6 +63,7 @@ impl Handler<MoveFile> for Mover {
                 let lease = msg.lease;
                 let copied = prepare(&run, kind, &item).await;
                 let copy_seconds = clock.elapsed().as_secs_f64();
+                stats.do_send(StatsEvent::FileCopied);
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 actix::spawn(
                     async move {

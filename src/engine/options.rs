@@ -7,6 +7,7 @@
 //! Omitted fields and `null` take their defaults (the gallery's own
 //! validation treats `null` as omitted); unknown fields are refused.
 
+use crate::bandwidth::BandwidthLimit;
 use crate::model::{Direction, FileKind, PerKind};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::ser::{SerializeMap, Serializer};
@@ -48,6 +49,14 @@ pub struct StartOptions {
     #[serde(default)]
     #[schema(value_type = Option<bool>, default = false)]
     pub ignore_move_history: bool,
+    /// Bytes per second for all the transfers of a process, both ways:
+    /// `512k`, `20M` (binary multiples), a number, `off`, or rclone's
+    /// timetable in local time (`"08:00,2M 23:00,off"`, `"Sat-09:00,off"`).
+    /// Omitted: no limit. Changed during a run with `PATCH
+    /// /storage-migration/run`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "08:00,2M 23:00,off")]
+    pub bandwidth_limit: Option<BandwidthLimit>,
 }
 
 impl StartOptions {
@@ -62,6 +71,7 @@ impl StartOptions {
             verify: false,
             dump_database: false,
             ignore_move_history: false,
+            bandwidth_limit: None,
         }
     }
 
@@ -138,16 +148,84 @@ impl InvalidOptions {
         let unknown = inner.starts_with("unknown field");
         let field = path.split('.').next().unwrap_or_default();
         let code = match field {
-            "direction" => "invalid_direction",
-            "concurrency" => "invalid_concurrency",
             "fileTypes" if unknown => "unknown_file_type",
             _ if unknown => "unknown_field",
+            "direction" => "invalid_direction",
+            "concurrency" => "invalid_concurrency",
+            "bandwidthLimit" => "invalid_bandwidth_limit",
             _ => "invalid_field",
         };
         if unknown {
             InvalidOptions::new(code, inner)
         } else {
             InvalidOptions::new(code, format!("{path}: {inner}"))
+        }
+    }
+}
+
+/// A change to a run in progress (`PATCH /storage-migration/run`): what
+/// is given takes effect within a second, in every process of the batch.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RunChange {
+    /// Files moved in parallel, 1–20, per process.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = u8, minimum = 1, maximum = 20)]
+    pub concurrency: Option<Concurrency>,
+    /// As in the start body; `off` lifts the limit.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = String, example = "20M")]
+    pub bandwidth_limit: Option<BandwidthLimit>,
+}
+
+/// A field given must hold a value: in a change, `null` would say
+/// nothing.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+impl RunChange {
+    /// Parses and validates a change body: an object with at least one of
+    /// its fields.
+    pub fn from_json(body: &[u8]) -> Result<RunChange, InvalidOptions> {
+        let value: Value = serde_json::from_slice(body).map_err(|e| {
+            InvalidOptions::new(
+                "malformed_json",
+                format!("the request body is not valid JSON: {e}"),
+            )
+        })?;
+        if !value.is_object() {
+            return Err(InvalidOptions::new(
+                "invalid_body",
+                "the request body must be a JSON object",
+            ));
+        }
+        let change: RunChange =
+            serde_path_to_error::deserialize(value).map_err(InvalidOptions::from_serde)?;
+        if change.concurrency.is_none() && change.bandwidth_limit.is_none() {
+            return Err(InvalidOptions::new(
+                "no_change",
+                "give concurrency (1-20), bandwidthLimit (such as \"20M\" or \"off\"), or both",
+            ));
+        }
+        Ok(change)
+    }
+
+    /// The change, applied to a run's options.
+    pub fn apply_to(&self, options: &mut StartOptions) {
+        if let Some(c) = self.concurrency {
+            options.concurrency = c;
+        }
+        if let Some(limit) = &self.bandwidth_limit {
+            options.bandwidth_limit = (!limit.is_off()).then(|| limit.clone());
         }
     }
 }
@@ -377,9 +455,44 @@ mod tests {
         options.concurrency = Concurrency::new(12).unwrap();
         options.file_types = FileTypes::only(&[FileKind::Originals, FileKind::ProfileImages]);
         options.ignore_move_history = true;
+        options.bandwidth_limit = Some(BandwidthLimit::parse("08:00,2M 23:00,off").unwrap());
         let stored = options.to_value();
+        assert_eq!(stored["bandwidthLimit"], "08:00,2M 23:00,off");
         assert_eq!(stored["fileTypes"]["thumbnails"], false);
         assert_eq!(StartOptions::from_value(stored).unwrap(), options);
+    }
+
+    #[test]
+    fn a_bad_bandwidth_limit_names_itself() {
+        assert_eq!(
+            refusal(r#"{"direction":"toS3","bandwidthLimit":"fast"}"#),
+            "invalid_bandwidth_limit"
+        );
+        let e = StartOptions::from_json(br#"{"direction":"toS3","bandwidthLimit":0}"#).unwrap_err();
+        assert!(e.message.contains("bandwidthLimit"), "{}", e.message);
+        let ok = StartOptions::from_json(br#"{"direction":"toS3","bandwidthLimit":"2M"}"#).unwrap();
+        assert_eq!(ok.bandwidth_limit.unwrap().as_str(), "2M");
+    }
+
+    #[test]
+    fn a_run_change_needs_a_field_and_checks_each() {
+        let code = |b: &str| RunChange::from_json(b.as_bytes()).unwrap_err().code;
+        assert_eq!(code("{}"), "no_change");
+        assert_eq!(code(r#"{"concurrency":null}"#), "invalid_concurrency");
+        assert_eq!(
+            code(r#"{"bandwidthLimit":null}"#),
+            "invalid_bandwidth_limit"
+        );
+        assert_eq!(code(r#"{"concurrency":0}"#), "invalid_concurrency");
+        assert_eq!(code(r#"{"bandwidthLimit":"x"}"#), "invalid_bandwidth_limit");
+        assert_eq!(code(r#"{"direction":"toS3"}"#), "unknown_field");
+        assert_eq!(code("[1]"), "invalid_body");
+        let change = RunChange::from_json(br#"{"concurrency":3,"bandwidthLimit":"off"}"#).unwrap();
+        let mut options = StartOptions::new(Direction::ToS3);
+        options.bandwidth_limit = Some(BandwidthLimit::parse("1M").unwrap());
+        change.apply_to(&mut options);
+        assert_eq!(options.concurrency.get(), 3);
+        assert_eq!(options.bandwidth_limit, None);
     }
 
     #[test]

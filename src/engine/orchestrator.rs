@@ -12,11 +12,12 @@
 //! closes the batch when cancelled; whoever sees the last chunk done
 //! closes it otherwise.
 
+use super::control::{RunControl, Settings};
 use super::lease::Heartbeat;
 use super::ledger::Ledger;
 use super::messages::{
-    BatchCounts, Cancel, GetStatus, Handoff, Join, MoveFile, Outcome, RunEnded, Start, StartReply,
-    StatsEvent,
+    BatchCounts, Cancel, GetControl, GetStatus, Handoff, Join, MoveFile, Outcome, RunEnded, Start,
+    StartReply, StatsEvent,
 };
 use super::mover::Mover;
 use super::run_state::{CancelSignal, RunState};
@@ -76,6 +77,13 @@ impl Handler<RunEnded> for Orchestrator {
     type Result = ();
     fn handle(&mut self, _: RunEnded, _: &mut Context<Self>) {
         self.set(RunState::Idle);
+    }
+}
+
+impl Handler<GetControl> for Orchestrator {
+    type Result = Option<(Uuid, Arc<RunControl>)>;
+    fn handle(&mut self, _: GetControl, _: &mut Context<Self>) -> Self::Result {
+        self.state.control()
     }
 }
 
@@ -142,9 +150,14 @@ impl Handler<Start> for Orchestrator {
                             return Err(e);
                         }
                     };
+                    let control = Arc::new(RunControl::new(
+                        Settings::of(&options, BatchState::Running),
+                        act.shared.s3.throttle().clone(),
+                    ));
                     act.set(RunState::Running {
                         cancel: cancel.clone(),
                         batch_id: batch.batch_id,
+                        control: control.clone(),
                     });
                     let reply = StartReply {
                         batch_id: batch.batch_id,
@@ -166,6 +179,7 @@ impl Handler<Start> for Orchestrator {
                         worker: act.shared.worker.clone(),
                         side_work: tokio::sync::Semaphore::new(options.concurrency.get().into()),
                         targets: Default::default(),
+                        control,
                     });
                     act.stats.do_send(StatsEvent::RunStarted {
                         batch_id: batch.batch_id,
@@ -174,6 +188,7 @@ impl Handler<Start> for Orchestrator {
                         earlier: batch.earlier,
                         planned: batch.planned,
                         started_at: chrono::Utc::now(),
+                        settings: run.control.watch(),
                     });
                     let span = tracing::info_span!("batch", batch_id = %batch.batch_id);
                     let me = ctx.address();
@@ -219,9 +234,14 @@ impl Handler<Join> for Orchestrator {
             }
         };
         let cancel = Arc::new(CancelSignal::default());
+        let control = Arc::new(RunControl::new(
+            Settings::of(&options, batch.state),
+            self.shared.s3.throttle().clone(),
+        ));
         self.set(RunState::Running {
             cancel: cancel.clone(),
             batch_id: batch.id,
+            control: control.clone(),
         });
         let run = Arc::new(RunContext {
             shared: self.shared.clone(),
@@ -238,6 +258,7 @@ impl Handler<Join> for Orchestrator {
             worker: self.shared.worker.clone(),
             side_work: tokio::sync::Semaphore::new(options.concurrency.get().into()),
             targets: Default::default(),
+            control,
         });
         let earlier = BatchCounts::of(&batch);
         self.stats.do_send(StatsEvent::RunStarted {
@@ -247,6 +268,7 @@ impl Handler<Join> for Orchestrator {
             earlier,
             planned: PerKind::default(),
             started_at: chrono::Utc::now(),
+            settings: run.control.watch(),
         });
         tracing::info!(
             batch_id = %batch.id,
@@ -260,7 +282,7 @@ impl Handler<Join> for Orchestrator {
         let stats = self.stats.clone();
         actix::spawn(
             async move {
-                take_part(run, options, stats).await;
+                take_part(run, stats).await;
                 me.do_send(RunEnded);
             }
             .instrument(span),
@@ -468,7 +490,7 @@ async fn execute(
         })
     };
     let heartbeat = Heartbeat::start(run.clone(), stats.clone());
-    let result = work_on_chunks(&run, &options, &stats).await;
+    let result = work_on_chunks(&run, &stats).await;
     if !chunker.is_finished() {
         chunker.abort();
     }
@@ -502,7 +524,10 @@ async fn execute(
         state: final_state,
         error,
     });
-    announce_end(&run, &stats).await;
+    // A batch left paused has not ended.
+    if final_state != BatchState::Paused {
+        announce_end(&run, &stats).await;
+    }
 }
 
 /// Tells the webhook, when one is set, how the run ended: the final
@@ -525,6 +550,16 @@ async fn close(run: &RunContext, result: Result<i64, EngineError>) -> (BatchStat
         let mut conn = db::conn(&run.shared.pool).await?;
         let (state, error) = match result {
             Err(e) => (BatchState::Failed, Some(e.to_string())),
+            Ok(_)
+                if run.cancelled()
+                    && chunks::state(&mut conn, run.batch_id).await?
+                        == Some(BatchState::Paused) =>
+            {
+                // A shutdown while paused: the batch stays paused, and a
+                // resume after the restart goes on with it.
+                tracing::info!("Stopped while paused: the batch stays paused until resumed");
+                return Ok((BatchState::Paused, None));
+            }
             Ok(_) if run.cancelled() => {
                 // Every process stops handing out files at its next
                 // heartbeat; the batch closes once their files in flight
@@ -611,9 +646,9 @@ async fn wait_for_last_reports(run: &RunContext) {
 }
 
 /// A worker's part in a batch another process started.
-async fn take_part(run: Arc<RunContext>, options: StartOptions, stats: Addr<Stats>) {
+async fn take_part(run: Arc<RunContext>, stats: Addr<Stats>) {
     let heartbeat = Heartbeat::start(run.clone(), stats.clone());
-    let result = work_on_chunks(&run, &options, &stats).await;
+    let result = work_on_chunks(&run, &stats).await;
     let state = async {
         let mut conn = db::conn(&run.shared.pool).await?;
         if let Some(state) = chunks::close_if_done(&mut conn, run.batch_id).await? {
@@ -639,11 +674,7 @@ async fn take_part(run: Arc<RunContext>, options: StartOptions, stats: Addr<Stat
 
 /// Movers, ledger and the bucket's listing for this process's part of a
 /// run, then the chunks until none is left.
-async fn work_on_chunks(
-    run: &Arc<RunContext>,
-    options: &StartOptions,
-    stats: &Addr<Stats>,
-) -> Result<i64, EngineError> {
+async fn work_on_chunks(run: &Arc<RunContext>, stats: &Addr<Stats>) -> Result<i64, EngineError> {
     let ledger = Ledger::new(
         run.shared.pool.clone(),
         LedgerBatch {
@@ -654,9 +685,13 @@ async fn work_on_chunks(
         stats.clone(),
     )
     .start();
-    let movers: Vec<Addr<Mover>> = (0..options.concurrency.get())
-        .map(|_| Mover::new(run.clone(), ledger.clone(), stats.clone()).start())
-        .collect();
+    // Movers are made as the concurrency in force asks for them; it may
+    // grow during the run.
+    let movers = {
+        let run = run.clone();
+        let stats = stats.clone();
+        move || Mover::new(run.clone(), ledger.clone(), stats.clone()).start()
+    };
     if run.direction == Direction::ToS3 {
         // The prefix followed by a slash, or the whole bucket.
         let prefix = run.layout.object_key("");
@@ -822,8 +857,12 @@ impl ChunkWork {
 /// returns how many files failed here. Two kinds of work are in flight:
 /// movers copying (at most `concurrency`), and copied files waiting for
 /// their commit and source deletion (at most `MAX_UNCOMMITTED`).
-async fn dispatch_all(run: &RunContext, movers: Vec<Addr<Mover>>) -> Result<i64, EngineError> {
-    let mut idle = movers;
+async fn dispatch_all(
+    run: &RunContext,
+    new_mover: impl Fn() -> Addr<Mover>,
+) -> Result<i64, EngineError> {
+    let mut idle: Vec<Addr<Mover>> = Vec::new();
+    let mut settings = run.control.watch();
     let mut copying = FuturesUnordered::new();
     let mut committing = FuturesUnordered::new();
     let mut failed = 0i64;
@@ -917,18 +956,28 @@ async fn dispatch_all(run: &RunContext, movers: Vec<Addr<Mover>>) -> Result<i64,
                         count(outcome);
                     }
                 }
-                // Back-pressure: wait for a mover to come free, collecting
-                // the outcomes that are ready meanwhile.
+                // Back-pressure: wait until fewer files than the
+                // concurrency in force are copying and the run is not
+                // paused, collecting the outcomes that come in meanwhile.
                 let mover = loop {
-                    if let Some(m) = idle.pop() {
-                        break m;
+                    let now = settings.borrow_and_update().clone();
+                    if !now.paused && copying.len() < usize::from(now.concurrency) {
+                        break idle.pop().unwrap_or_else(&new_mover);
                     }
                     tokio::select! {
-                        Some((mover, handoff, done)) = copying.next() => {
+                        Some((mover, handoff, done)) = copying.next(), if !copying.is_empty() => {
+                            idle.push(mover);
                             committing.push(settle_in(run, handoff, done));
-                            break mover;
                         }
                         Some(outcome) = committing.next(), if !committing.is_empty() => count(outcome),
+                        Ok(()) = settings.changed() => {}
+                        _ = run.cancel.wait() => {}
+                        // A close by another process is seen by the
+                        // heartbeat, not announced.
+                        _ = tokio::time::sleep(Duration::from_millis(500)), if now.paused => {}
+                    }
+                    if run.cancelled() || run.ended() || chunk.lost() {
+                        break 'pages false;
                     }
                 };
                 chunk.left.fetch_add(1, Ordering::SeqCst);

@@ -56,6 +56,7 @@ pub enum RunState {
     Running {
         cancel: Arc<CancelSignal>,
         batch_id: Uuid,
+        control: Arc<super::control::RunControl>,
     },
 }
 
@@ -70,12 +71,26 @@ impl RunState {
         let (cancel, batch_id) = match self {
             RunState::Idle => return None,
             RunState::Preparing { cancel, batch_id } => (cancel, batch_id.get().copied()),
-            RunState::Running { cancel, batch_id } => (cancel, Some(*batch_id)),
+            RunState::Running {
+                cancel, batch_id, ..
+            } => (cancel, Some(*batch_id)),
         };
         if cancel.cancel() {
             tracing::info!(batch_id = ?batch_id, "Cancelling: no new files; waiting for the files in flight");
         }
         Some(batch_id)
+    }
+}
+
+impl RunState {
+    /// The running batch and its settings.
+    pub fn control(&self) -> Option<(Uuid, Arc<super::control::RunControl>)> {
+        match self {
+            RunState::Running {
+                batch_id, control, ..
+            } => Some((*batch_id, control.clone())),
+            _ => None,
+        }
     }
 }
 

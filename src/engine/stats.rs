@@ -34,7 +34,8 @@ pub struct StatusView {
     pub skipped: i64,
     /// Always 0: kept for the gallery's status shape (queue counters).
     pub delayed: i64,
-    /// Always 0: kept for the gallery's status shape.
+    /// Files waiting while the run is paused (then `waiting` is 0), as the
+    /// gallery's queue counts its paused jobs.
     pub paused: i64,
     pub bytes_moved: i64,
     pub started_at: Option<DateTime<Utc>>,
@@ -57,6 +58,18 @@ pub struct StatusView {
     /// The batch's chunks by state; null when not known.
     #[serde(default)]
     pub chunks: Option<ChunkCounts>,
+    /// Files moved in parallel per process, as in force now; null when no
+    /// run is open.
+    #[serde(default)]
+    pub concurrency: Option<u8>,
+    /// The bandwidth limit in force, as given (`20M`, a timetable); null
+    /// when there is none.
+    #[serde(default)]
+    pub bandwidth_limit: Option<String>,
+    /// What that limit allows now, in bytes per second; null when
+    /// unlimited.
+    #[serde(default)]
+    pub bandwidth_now: Option<u64>,
 }
 
 impl StatusView {
@@ -90,6 +103,18 @@ impl StatusView {
             error: None,
             workers: Vec::new(),
             chunks: None,
+            concurrency: None,
+            bandwidth_limit: None,
+            bandwidth_now: None,
+        }
+    }
+
+    /// The gallery's queue shape while paused: the files not yet started
+    /// wait as `paused`.
+    pub fn count_paused(&mut self) {
+        if self.state == Some(BatchState::Paused) {
+            self.paused = self.waiting;
+            self.waiting = 0;
         }
     }
 }
@@ -98,11 +123,16 @@ struct Run {
     batch_id: Uuid,
     direction: Direction,
     resumed: bool,
+    /// Concurrency, bandwidth limit and pause as they are now.
+    settings: tokio::sync::watch::Receiver<super::control::Settings>,
     /// The batch's counters when this run began: the rates count only
     /// what this run did.
     earlier: BatchCounts,
     total: i64,
+    /// Files a mover holds (checking, copying): at most the concurrency.
     active: i64,
+    /// Files copied, waiting for their commit (and source deletion).
+    recording: i64,
     completed: i64,
     adopted: i64,
     replaced: i64,
@@ -135,7 +165,10 @@ impl Stats {
         let (waiting, active) = match &self.run {
             Some(run) if run.finished.is_none() => {
                 let done = run.completed + run.failed + run.skipped;
-                ((run.total - done - run.active).max(0), run.active)
+                (
+                    (run.total - done - run.active - run.recording).max(0),
+                    run.active,
+                )
             }
             _ => (0, 0),
         };
@@ -168,6 +201,7 @@ impl Handler<StatsEvent> for Stats {
                 earlier,
                 planned,
                 started_at,
+                settings,
             } => {
                 for d in DIRECTIONS {
                     m.migration_active
@@ -183,9 +217,11 @@ impl Handler<StatsEvent> for Stats {
                     batch_id,
                     direction,
                     resumed,
+                    settings,
                     earlier,
                     total: earlier.total,
                     active: 0,
+                    recording: 0,
                     completed: earlier.completed,
                     adopted: earlier.adopted,
                     replaced: earlier.replaced,
@@ -207,6 +243,12 @@ impl Handler<StatsEvent> for Stats {
                     run.active += 1;
                 }
             }
+            StatsEvent::FileCopied => {
+                if let Some(run) = self.run.as_mut() {
+                    run.active -= 1;
+                    run.recording += 1;
+                }
+            }
             StatsEvent::FileDone {
                 kind,
                 outcome,
@@ -214,7 +256,7 @@ impl Handler<StatsEvent> for Stats {
             } => {
                 let Some(run) = self.run.as_mut() else { return };
                 let (d, k) = (run.direction.as_str(), kind.api_key());
-                run.active -= 1;
+                run.recording -= 1;
                 m.run_files_done.with_label_values(&[k]).inc();
                 match outcome {
                     Outcome::Completed {
@@ -334,7 +376,7 @@ impl Handler<GetStatus> for Stats {
         .max(0.001);
         let mut files_per_second = (done - run.earlier.done()) as f64 / elapsed;
         let mut bytes_per_second = (run.bytes_moved - run.earlier.bytes_moved) as f64 / elapsed;
-        let mut waiting = (run.total - done - run.active).max(0);
+        let mut waiting = (run.total - done - run.active - run.recording).max(0);
         let mut counts = BatchCounts {
             total: run.total,
             completed: run.completed,
@@ -365,18 +407,21 @@ impl Handler<GetStatus> for Stats {
         if run.finished.is_some() {
             active = 0;
         }
+        let settings = run.settings.borrow().clone();
+        let paused = run.finished.is_none() && !run.cancelling && settings.paused;
         let eta_seconds = match (&run.finished, files_per_second > 0.0) {
             (None, true) => Some((waiting + active) as f64 / files_per_second),
             (Some(_), _) => Some(0.0),
             _ => None,
         };
-        Some(StatusView {
+        let mut view = StatusView {
             is_active: run.finished.is_none(),
             batch_id: Some(run.batch_id),
             direction: Some(run.direction),
             state: Some(match &run.finished {
                 Some((_, _, state, _)) => *state,
                 None if run.cancelling => BatchState::Cancelling,
+                None if paused => BatchState::Paused,
                 None => BatchState::Running,
             }),
             resumed: run.resumed,
@@ -392,6 +437,9 @@ impl Handler<GetStatus> for Stats {
             paused: 0,
             bytes_moved: counts.bytes_moved,
             started_at: Some(run.started_at),
+            concurrency: Some(settings.concurrency),
+            bandwidth_limit: settings.bandwidth_limit.as_ref().map(|l| l.to_string()),
+            bandwidth_now: settings.bandwidth_limit.as_ref().and_then(|l| l.rate_now()),
             finished_at: run.finished.as_ref().map(|f| f.0),
             files_per_second,
             bytes_per_second,
@@ -406,6 +454,8 @@ impl Handler<GetStatus> for Stats {
                 .map(|b| b.workers.clone())
                 .unwrap_or_default(),
             chunks: run.batch.as_ref().map(|b| b.chunks),
-        })
+        };
+        view.count_paused();
+        Some(view)
     }
 }

@@ -10,7 +10,7 @@ use super::{dumps, gallery, routes};
 use crate::db::batches::{BatchRow, FailureRow};
 use crate::db::rollback::RollbackReport;
 use crate::dumps::{DumpInfo, DumpReport};
-use crate::engine::options::{FileTypes, StartOptions};
+use crate::engine::options::{FileTypes, RunChange, StartOptions};
 use crate::engine::orphans::{Orphan, OrphanReport};
 use crate::engine::stats::StatusView;
 use crate::model::{Backend, Direction};
@@ -31,6 +31,9 @@ use utoipa::{Modify, OpenApi};
         routes::status,
         routes::rollback,
         routes::cancel,
+        routes::change_run,
+        routes::pause,
+        routes::resume,
         routes::batches,
         routes::failures,
         routes::retry,
@@ -46,11 +49,11 @@ use utoipa::{Modify, OpenApi};
         openapi_json,
     ),
     components(schemas(
-        ErrorBody, GalleryErrorBody, Health, EstimateBody, StartOptions, FileTypes, Started, StatusView, RollbackReport,
+        ErrorBody, GalleryErrorBody, Health, EstimateBody, StartOptions, RunChange, FileTypes, Started, StatusView, RollbackReport,
         Cancelling, BatchPage, BatchRow, FailurePage, FailureRow, DumpReport, DumpInfo, DumpList,
         DumpDeleted, EmptyBody, Direction, Backend, OrphanReport, Orphan
     )),
-    modifiers(&SecuritySchemes, &AuthResponses, &Patterns),
+    modifiers(&SecuritySchemes, &AuthResponses, &Patterns, &BandwidthLimits),
     security(("bearer" = []), ("apiKey" = []), ("cookie" = []))
 )]
 pub struct ApiDoc;
@@ -184,6 +187,52 @@ impl Modify for Patterns {
                     object.pattern = Some(pattern.clone());
                 }
             }
+        }
+    }
+}
+
+/// `bandwidthLimit`, in the start body and in a change to a run: a string
+/// of the grammar the engine reads (published as a pattern), or a whole
+/// number of bytes per second. A change names at least one field.
+struct BandwidthLimits;
+
+impl Modify for BandwidthLimits {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+        use utoipa::openapi::RefOr;
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        for (name, nullable) in [("StartOptions", true), ("RunChange", false)] {
+            let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(name) else {
+                continue;
+            };
+            let description = match object.properties.get("bandwidthLimit") {
+                Some(RefOr::T(Schema::Object(o))) => o.description.clone(),
+                _ => None,
+            };
+            let mut limit = OneOfBuilder::new()
+                .description(description)
+                .item(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(Some(crate::bandwidth::pattern())),
+                )
+                .item(
+                    ObjectBuilder::new()
+                        .schema_type(Type::Integer)
+                        .minimum(Some(1usize))
+                        .maximum(Some(crate::bandwidth::MAX_BYTES as usize)),
+                );
+            if nullable {
+                limit = limit.item(ObjectBuilder::new().schema_type(Type::Null));
+            } else {
+                object.min_properties = Some(1);
+            }
+            object.properties.insert(
+                "bandwidthLimit".into(),
+                RefOr::T(Schema::OneOf(limit.build())),
+            );
         }
     }
 }

@@ -5,11 +5,12 @@ use super::bodies::{BatchPage, Cancelling, ErrorBody, EstimateBody, FailurePage,
 use super::error::ApiError;
 use crate::db::rollback::RollbackReport;
 use crate::engine::messages::StartReply;
+use crate::engine::options::RunChange;
 use crate::engine::orphans::OrphanReport;
 use crate::engine::stats::StatusView;
 use crate::engine::{Engine, StartOptions};
 use crate::model::{Direction, FileKind};
-use actix_web::{get, post, web, HttpResponse};
+use actix_web::{get, patch, post, web, HttpResponse};
 use serde_json::Value;
 use std::collections::HashMap;
 use uuid::Uuid;
@@ -162,6 +163,52 @@ pub async fn cancel(engine: web::Data<Engine>) -> Result<HttpResponse, ApiError>
         batch_id,
         cancelling: true,
     }))
+}
+
+/// Changes the run in progress: its concurrency and/or bandwidth limit,
+/// within a second in every process of the batch.
+#[utoipa::path(patch, path = "/storage-migration/run", tag = "migration",
+    request_body = RunChange,
+    responses(
+        (status = 200, body = StatusView, description = "the status, with the values now in force"),
+        (status = 400, body = ErrorBody, description = "a malformed body, a value out of range, or no field to change"),
+        (status = 401, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "no migration is running or paused"),
+        (status = 413, description = "the body is too large"),
+    ))]
+#[patch("/storage-migration/run")]
+pub async fn change_run(
+    engine: web::Data<Engine>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let change = RunChange::from_json(&body).map_err(|e| ApiError::bad(e.code, e.message))?;
+    Ok(HttpResponse::Ok().json(engine.change(change).await?))
+}
+
+/// Hands out no more files, in every process of the batch; the files in
+/// flight finish and the batch stays open (`state: "paused"`).
+#[utoipa::path(post, path = "/storage-migration/pause", tag = "migration",
+    responses(
+        (status = 200, body = StatusView),
+        (status = 401, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "no migration is running or paused"),
+    ))]
+#[post("/storage-migration/pause")]
+pub async fn pause(engine: web::Data<Engine>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(engine.pause().await?))
+}
+
+/// Goes on with a paused migration; one whose processes stopped meanwhile
+/// is started again by this one.
+#[utoipa::path(post, path = "/storage-migration/resume", tag = "migration",
+    responses(
+        (status = 200, body = StatusView),
+        (status = 401, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "no migration is running or paused"),
+    ))]
+#[post("/storage-migration/resume")]
+pub async fn resume(engine: web::Data<Engine>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(engine.resume().await?))
 }
 
 pub(super) fn parse_batch_id(raw: &str) -> Result<Uuid, ApiError> {

@@ -11,6 +11,7 @@
 
 use super::hash::{digest_of, md5_of, Digest, Hasher};
 use super::{BucketProblem, DiskStore, Listed, Store, StoreError, StoreListing, StoreWriter};
+use crate::bandwidth::Throttle;
 use crate::config::{S3Config, Sse};
 use crate::telemetry::Metrics;
 use aws_config::retry::RetryConfig;
@@ -65,6 +66,8 @@ pub struct S3Store {
     bucket: String,
     sse: Option<Sse>,
     metrics: Arc<Metrics>,
+    /// Every object byte sent or received passes through it.
+    throttle: Arc<Throttle>,
 }
 
 impl std::fmt::Debug for S3Store {
@@ -168,6 +171,7 @@ impl S3Store {
             bucket: config.bucket.clone(),
             sse: config.sse.clone(),
             metrics,
+            throttle: Default::default(),
         }
     }
 
@@ -199,6 +203,11 @@ impl S3Store {
             return taken(key);
         }
         self.failed(operation, err)
+    }
+
+    /// The bandwidth limit of this process's transfers.
+    pub fn throttle(&self) -> &Arc<Throttle> {
+        &self.throttle
     }
 
     pub fn bucket(&self) -> &str {
@@ -292,6 +301,7 @@ impl S3Store {
                 etag: out.e_tag().map(str::to_string),
             },
             body: out.body,
+            throttle: self.throttle.clone(),
         })
     }
 
@@ -400,6 +410,7 @@ impl S3Store {
     ) -> Result<(), StoreError> {
         let (sse, kms_key) = self.sse_params();
         let (if_none_match, if_match) = write_if.headers();
+        self.throttle.pass(data.len() as u64).await;
         let out = object_call!(self, put_object, key)
             .set_if_none_match(if_none_match)
             .set_if_match(if_match)
@@ -500,6 +511,7 @@ impl S3Store {
         part: Bytes,
     ) -> Result<CompletedPart, StoreError> {
         let md5 = md5_of(part.clone()).await;
+        self.throttle.pass(part.len() as u64).await;
         let out = object_call!(self, upload_part, key)
             .upload_id(upload_id)
             .part_number(part_number)
@@ -811,15 +823,22 @@ impl WriteIf {
 pub struct Download {
     pub meta: ObjectMeta,
     body: ByteStream,
+    throttle: Arc<Throttle>,
 }
 
 impl Download {
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, StoreError> {
-        self.body.try_next().await.map_err(|e| StoreError::S3 {
+        let chunk = self.body.try_next().await.map_err(|e| StoreError::S3 {
             operation: "GetObject",
             status: None,
             message: format!("reading the body: {e}"),
-        })
+        })?;
+        // Paid after it came: while this waits, the connection's window
+        // fills and the server slows down to the limit.
+        if let Some(chunk) = &chunk {
+            self.throttle.pass(chunk.len() as u64).await;
+        }
+        Ok(chunk)
     }
 }
 

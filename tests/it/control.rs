@@ -77,26 +77,7 @@ async fn sigterm_lets_files_in_flight_finish_and_records_the_batch() {
     let (mut child, app) = crate::resume::spawn_binary(&vars, crate::resume::free_port()).await;
     let batch = app.start(r#"{"direction":"toS3","concurrency":2}"#).await;
     wait_for_progress(&app, 5).await;
-    let pid = child.id().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-    let mut exited = None;
-    for _ in 0..400 {
-        if let Some(status) = child.try_wait().expect("wait") {
-            exited = Some(status);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let Some(status) = exited else {
-        child.kill().ok();
-        child.wait().ok();
-        panic!("noodle-migrate ignored SIGTERM");
-    };
-    assert!(status.success(), "clean exit: {status:?}");
+    crate::resume::terminate(&mut child).await;
     assert_eq!(env.batch_state(batch).await, "cancelled");
     assert_consistent(&env).await;
 }

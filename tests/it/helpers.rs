@@ -573,6 +573,17 @@ impl TestApp {
         Self::answer(method, path, resp).await
     }
 
+    pub async fn patch(&self, path: &str, body: &str) -> (u16, Value) {
+        let resp = self
+            .with_auth(self.http.patch(format!("{}{path}", self.base)))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("request");
+        Self::answer("PATCH", path, resp).await
+    }
+
     pub async fn delete(&self, path: &str) -> (u16, Value) {
         let resp = self
             .with_auth(self.http.delete(format!("{}{path}", self.base)))

@@ -20,6 +20,7 @@ mod openapi;
 mod orphans;
 mod resume;
 mod rollback;
+mod run_control;
 mod scale;
 mod seed;
 mod workers;

@@ -17,6 +17,26 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// Sends SIGTERM and waits for a clean exit.
+pub async fn terminate(child: &mut Child) {
+    let pid = child.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    for _ in 0..400 {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(status.success(), "clean exit: {status:?}");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    child.kill().ok();
+    child.wait().ok();
+    panic!("noodle-migrate ignored SIGTERM");
+}
+
 pub async fn spawn_binary(vars: &HashMap<String, String>, port: u16) -> (Child, TestApp) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_noodle-migrate"))
         .arg("serve")

@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# The transfer rows of `make bench`, once per S3 server: s3s-fs 0.14.1 and
+# Garage 2.5.0 (a single node on loopback, installed on first use), or the
+# one endpoint BENCH_S3_ENDPOINT names (labelled BENCH_S3_LABEL). Against
+# each, on the same files and in the same run: noodle-migrate and rclone
+# with the same concurrency, small files both ways, large files both ways,
+# a remote bucket (bench/latency-proxy.py adds 20 ms to every request)
+# both ways, and downloads through a proxy that answers at once (no
+# delayed ACK). A bare client measures the server's own PUT and GET times
+# first: the upload bound is concurrency ÷ mean PUT time. Writes the rows
+# between the servers markers of bench/results.md (bench/run.sh writes the
+# markers).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+source bench/lib.sh
+cargo build --release --quiet --bin noodle-migrate
+FILES="${BENCH_FILES:-5000}"
+SIZE="${BENCH_FILE_SIZE:-30000}"
+REMOTE_FILES="${BENCH_REMOTE_FILES:-2000}"
+LARGE_COUNT="${BENCH_LARGE_COUNT:-8}"
+LARGE_MB="${BENCH_LARGE_MB:-256}"
+DELAY=0.020
+WORK="$RUN_DIR/bench-servers"
+RID=$(date +%s)
+log() { echo "==> $*" >&2; }
+rm -rf "$WORK" && mkdir -p "$WORK"
+own_postgres
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -n "$S3FS_PID" ] && kill "$S3FS_PID" 2>/dev/null
+  stop_garage
+  stop_postgres
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+fresh_db() { psqla -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)" -c "CREATE DATABASE $1 TEMPLATE $2"; }
+xacts() { psqla -c "SELECT xact_commit FROM pg_stat_database WHERE datname = '$1'"; }
+pct() { python3 -c "print(f'{100 * $1 / $2:.0f} %')"; }
+proxy() { # delay → endpoint of a new proxy in front of $ENDPOINT
+  local port
+  port=$(free_port)
+  python3 bench/latency-proxy.py "$port" "${ENDPOINT#http://}" "$1" &
+  PIDS+=($!)
+  for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+  echo "http://127.0.0.1:$port"
+}
+
+log "Seeding $FILES files of $SIZE bytes, $REMOTE_FILES for the remote rows, $LARGE_COUNT of $LARGE_MB MB"
+seed_library bench_small "$WORK/small" "$FILES" "$SIZE"
+seed_library bench_remote "$WORK/remote" "$REMOTE_FILES" "$SIZE"
+seed_library bench_large "$WORK/large" "$LARGE_COUNT" "$((LARGE_MB * 1024 * 1024))"
+sync
+MB=$((LARGE_COUNT * LARGE_MB))
+
+# The rows of one server, as markdown, on standard output.
+bench_server() {
+  local label=$1 t rss x0 x1 bound quick remote put get get_qa
+  declare -A R
+  b() { echo "$1-$RID"; }
+  log "$label: bare client"
+  make_bucket "$(b bare)"
+  read -r put get get_qa < <(python3 bench/bare-client.py "$ENDPOINT" "$(b bare)" 300 "$SIZE" "$AK" "$SK" |
+    python3 -c "import json,sys; d=json.load(sys.stdin); print(d['put_ms'], d['get_ms'], d['get_quickack_ms'])")
+  R[put_ms]=$put; R[get_ms]=$get; R[get_qa_ms]=$get_qa
+
+  for c in 5 20; do
+    log "$label: $FILES small files up and down, concurrency $c"
+    fresh_db bench_run bench_small; make_bucket "$(b nm-small-$c)"
+    x0=$(xacts bench_run)
+    read -r t rss < <(nm_run bench_run "$WORK/small" s3 toS3 "$c" "$(b nm-small-$c)")
+    x1=$(xacts bench_run)
+    R[nm_up_$c]=$(rate "$FILES" 0 "$t"); R[rss_$c]=$((rss / 1024))
+    R[xact_$c]=$(python3 -c "print(f'{($x1 - $x0) / $FILES:.3f}')")
+    R[ledger_$c]=$(python3 -c "import json; print(f\"{json.load(open('$WORK/last-run.json'))['ledgerCommits'] / $FILES:.4f}\")")
+    make_bucket "$(b rc-small-$c)"
+    R[rc_up_$c]=$(rate "$FILES" 0 "$(timed rclone copy -q --transfers "$c" "$WORK/small" "bench:$(b rc-small-$c)")")
+    fresh_db bench_back bench_run
+    read -r t rss < <(nm_run bench_back "$WORK/down-nm" disk toDisk "$c" "$(b nm-small-$c)")
+    R[nm_down_$c]=$(rate "$FILES" 0 "$t")
+    R[rc_down_$c]=$(rate "$FILES" 0 "$(timed rclone copy -q --transfers "$c" "bench:$(b nm-small-$c)" "$WORK/down-rc")")
+    rm -rf "$WORK/down-nm" "$WORK/down-rc"
+    [ "$c" = 5 ] && fresh_db bench_small_s3 bench_run
+  done
+  make_bucket "$(b aws-small)"
+  R[aws_up]=$(rate "$FILES" 0 "$(timed aws --endpoint-url "$ENDPOINT" s3 sync --only-show-errors "$WORK/small" "s3://$(b aws-small)")")
+
+  log "$label: downloads through a proxy that answers at once"
+  quick=$(proxy 0)
+  fresh_db bench_back bench_small_s3
+  read -r t rss < <(nm_run bench_back "$WORK/down-nm" disk toDisk 5 "$(b nm-small-5)" "$quick")
+  R[nm_quick]=$(rate "$FILES" 0 "$t")
+  R[rc_quick]=$(rate "$FILES" 0 "$(timed rclone_via "$quick" copy -q --transfers 5 "bench:$(b nm-small-5)" "$WORK/down-rc")")
+  rm -rf "$WORK/down-nm" "$WORK/down-rc"
+
+  log "$label: $LARGE_COUNT × $LARGE_MB MB up and down"
+  fresh_db bench_run bench_large; make_bucket "$(b nm-large)"; make_bucket "$(b rc-large)"
+  read -r t rss < <(nm_run bench_run "$WORK/large" s3 toS3 5 "$(b nm-large)")
+  R[nm_large_up]=$(rate "$MB" 0 "$t"); R[rss_large_up]=$((rss / 1024))
+  R[rc_large_up]=$(rate "$MB" 0 "$(timed rclone copy -q --transfers 5 "$WORK/large" "bench:$(b rc-large)")")
+  read -r t rss < <(nm_run bench_run "$WORK/down-nm" disk toDisk 5 "$(b nm-large)")
+  R[nm_large_down]=$(rate "$MB" 0 "$t"); R[rss_large_down]=$((rss / 1024))
+  R[rc_large_down]=$(rate "$MB" 0 "$(timed rclone copy -q --transfers 5 "bench:$(b rc-large)" "$WORK/down-rc")")
+  rm -rf "$WORK/down-nm" "$WORK/down-rc"
+
+  remote=$(proxy "$DELAY")
+  for c in 5 20; do
+    log "$label: remote bucket (+20 ms per request), $REMOTE_FILES files, concurrency $c"
+    fresh_db bench_run bench_remote; make_bucket "$(b nm-remote-$c)"; make_bucket "$(b rc-remote-$c)"
+    read -r t rss < <(nm_run bench_run "$WORK/remote" s3 toS3 "$c" "$(b nm-remote-$c)" "$remote")
+    R[nm_rup_$c]=$(rate "$REMOTE_FILES" 0 "$t")
+    R[rc_rup_$c]=$(rate "$REMOTE_FILES" 0 "$(timed rclone_via "$remote" copy -q --transfers "$c" "$WORK/remote" "bench:$(b rc-remote-$c)")")
+    read -r t rss < <(nm_run bench_run "$WORK/down-nm" disk toDisk "$c" "$(b nm-remote-$c)" "$remote")
+    R[nm_rdown_$c]=$(rate "$REMOTE_FILES" 0 "$t")
+    R[rc_rdown_$c]=$(rate "$REMOTE_FILES" 0 "$(timed rclone_via "$remote" copy -q --transfers "$c" "bench:$(b rc-remote-$c)" "$WORK/down-rc")")
+    rm -rf "$WORK/down-nm" "$WORK/down-rc"
+  done
+
+  bound=$(python3 -c "print(f'{5 / (${R[put_ms]} / 1000):.0f}')")
+  # What one file costs through the proxy at best: the 20 ms, plus the
+  # server's own time for the one request each file needs (a PUT: the
+  # bucket's listing spares the HEAD; a GET).
+  rbound_up() { python3 -c "print(f'{$1 / (0.020 + ${R[put_ms]} / 1000):.0f}')"; }
+  rbound_down() { python3 -c "print(f'{$1 / (0.020 + ${R[get_qa_ms]} / 1000):.0f}')"; }
+  echo
+  echo "### $label"
+  echo
+  echo "Bare client, one kept-alive connection, $SIZE-byte objects: PUT ${R[put_ms]} ms, GET ${R[get_ms]} ms (${R[get_qa_ms]} ms when it re-arms TCP_QUICKACK before every read). Upload bound at concurrency 5: 5 ÷ PUT time = $bound files/s."
+  echo
+  echo "| scenario | noodle-migrate | rclone, same concurrency | ratio |"
+  echo "|---|---|---|---|"
+  echo "| $FILES × $SIZE B, disk → S3, c=5 | ${R[nm_up_5]} files/s ($(pct "${R[nm_up_5]}" "$bound") of the bound) | ${R[rc_up_5]} files/s | $(ratio "${R[nm_up_5]}" "${R[rc_up_5]}") |"
+  echo "| $FILES × $SIZE B, disk → S3, c=20 | ${R[nm_up_20]} files/s | ${R[rc_up_20]} files/s | $(ratio "${R[nm_up_20]}" "${R[rc_up_20]}") |"
+  echo "| $FILES × $SIZE B, disk → S3, aws s3 sync | | ${R[aws_up]} files/s (aws) | $(ratio "${R[nm_up_5]}" "${R[aws_up]}") (c=5) |"
+  echo "| $FILES × $SIZE B, S3 → disk, c=5 | ${R[nm_down_5]} files/s | ${R[rc_down_5]} files/s | $(ratio "${R[nm_down_5]}" "${R[rc_down_5]}") |"
+  echo "| $FILES × $SIZE B, S3 → disk, c=20 | ${R[nm_down_20]} files/s | ${R[rc_down_20]} files/s | $(ratio "${R[nm_down_20]}" "${R[rc_down_20]}") |"
+  echo "| $FILES × $SIZE B, S3 → disk, c=5, through a proxy that answers at once | ${R[nm_quick]} files/s | ${R[rc_quick]} files/s | $(ratio "${R[nm_quick]}" "${R[rc_quick]}") |"
+  echo "| $LARGE_COUNT × $LARGE_MB MB, disk → S3, c=5 | ${R[nm_large_up]} MB/s, peak RSS ${R[rss_large_up]} MB | ${R[rc_large_up]} MB/s | $(ratio "${R[nm_large_up]}" "${R[rc_large_up]}") |"
+  echo "| $LARGE_COUNT × $LARGE_MB MB, S3 → disk, c=5 | ${R[nm_large_down]} MB/s, peak RSS ${R[rss_large_down]} MB | ${R[rc_large_down]} MB/s | $(ratio "${R[nm_large_down]}" "${R[rc_large_down]}") |"
+  for c in 5 20; do
+    echo "| remote (+20 ms), $REMOTE_FILES × $SIZE B, disk → S3, c=$c | ${R[nm_rup_$c]} files/s (bound $(rbound_up "$c")) | ${R[rc_rup_$c]} files/s | $(ratio "${R[nm_rup_$c]}" "${R[rc_rup_$c]}") |"
+    echo "| remote (+20 ms), $REMOTE_FILES × $SIZE B, S3 → disk, c=$c | ${R[nm_rdown_$c]} files/s (bound $(rbound_down "$c")) | ${R[rc_rdown_$c]} files/s | $(ratio "${R[nm_rdown_$c]}" "${R[rc_rdown_$c]}") |"
+  done
+  echo "| ledger transactions per file (c=5, c=20) | ${R[ledger_5]}, ${R[ledger_20]} | | |"
+  echo "| all database transactions per file, start-up included (c=5, c=20) | ${R[xact_5]}, ${R[xact_20]} | | |"
+  echo "| peak RSS, small files (c=5, c=20) | ${R[rss_5]} MB, ${R[rss_20]} MB | | |"
+}
+
+OUT="$WORK/rows.md"
+: >"$OUT"
+if [ -n "${BENCH_S3_ENDPOINT:-}" ]; then
+  bench_server "${BENCH_S3_LABEL:-$BENCH_S3_ENDPOINT}" >>"$OUT"
+else
+  own_s3s_fs "$WORK/s3"
+  bench_server "s3s-fs $(s3s-fs --version 2>/dev/null | awk '{print $NF}')" >>"$OUT"
+  kill "$S3FS_PID"; S3FS_PID=
+  rm -rf "$WORK/s3"
+  own_garage "$WORK/garage"
+  bench_server "Garage $("$GARAGE" --version | awk '{print $2}' | tr -d v)" >>"$OUT"
+  stop_garage
+  rm -rf "$WORK/garage"
+fi
+
+{
+  echo "## Transfers, per S3 server ($(date -u +%Y-%m-%d), bench/servers.sh)"
+  echo
+  echo "Every row of a server comes from the same run, with the same files and the same settings for both clients; the servers run on this machine, on loopback. \"Remote\" goes through bench/latency-proxy.py, which adds 20 ms to every S3 request; its bound is concurrency ÷ (20 ms + the bare client's time for the one request a file needs). The proxy that \"answers at once\" adds nothing and acknowledges the server at once: there the delayed ACK costs no client anything."
+  cat "$OUT"
+} >"$WORK/section.md"
+python3 - "$WORK/section.md" <<'PY'
+import re, sys
+section = open(sys.argv[1]).read().rstrip("\n")
+path = "bench/results.md"
+text = open(path).read()
+begin, end = "<!-- servers -->", "<!-- /servers -->"
+if begin not in text:
+    text = text.rstrip("\n") + f"\n\n{begin}\n{end}\n"
+text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: f"{begin}\n{section}\n{end}", text, flags=re.S)
+open(path, "w").write(text)
+PY
+cat "$WORK/section.md"
