@@ -11,7 +11,7 @@ export TEST_S3_ENDPOINT ?= http://127.0.0.1:$(S3_PORT)
 export TEST_S3_ACCESS_KEY ?= nmtest
 export TEST_S3_SECRET_KEY ?= nmtestsecret
 
-.PHONY: all build services postgres s3 tools test lint demo bench bench-scale bench-scale-out clean-test-dbs
+.PHONY: all build services postgres s3 tools test lint demo bench bench-servers bench-scale bench-scale-out clean-test-dbs
 
 all: build
 
@@ -45,11 +45,17 @@ test: services tools lint clean-test-dbs
 demo: services build
 	@scripts/demo.sh
 
-# Speed and memory against rclone and aws s3 sync; writes bench/results.md
-# and bench/results-scale.md.
+# Speed and memory against rclone and aws s3 sync, on s3s-fs and Garage;
+# writes bench/results.md and bench/results-scale.md.
 bench: services
 	@scripts/ensure-bench-tools.sh
 	@bench/run.sh
+
+# Only the transfer rows, against s3s-fs and Garage (installed on first
+# use); writes them into bench/results.md.
+bench-servers: services
+	@scripts/ensure-bench-tools.sh
+	@bench/servers.sh
 
 # Only the scale rows (a whole library each way, about an hour at 500,000
 # files); writes bench/results-scale.md.

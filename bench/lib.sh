@@ -144,7 +144,7 @@ GARAGE="$NM_TOOLS/bin/garage"
 GARAGE_PID=
 hex() { python3 -c "import secrets; print(secrets.token_hex($1))"; }
 install_garage() {
-  if [ -x "$GARAGE" ] && "$GARAGE" --version 2>/dev/null | grep -q 'v2\.5\.0'; then
+  if [ -x "$GARAGE" ] && "$GARAGE" --version 2>/dev/null | grep -q '2\.5\.0'; then
     return 0
   fi
   echo "==> Installing Garage 2.5.0 into $NM_TOOLS (cargo install; once, takes a while)" >&2

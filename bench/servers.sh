@@ -14,6 +14,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 source bench/lib.sh
+for tool in rclone aws /usr/bin/time; do
+  command -v "$tool" >/dev/null || { echo "$tool is missing: run scripts/ensure-bench-tools.sh (make bench does)" >&2; exit 1; }
+done
 cargo build --release --quiet --bin noodle-migrate
 FILES="${BENCH_FILES:-5000}"
 SIZE="${BENCH_FILE_SIZE:-30000}"
@@ -39,13 +42,16 @@ trap cleanup EXIT
 fresh_db() { psqla -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)" -c "CREATE DATABASE $1 TEMPLATE $2"; }
 xacts() { psqla -c "SELECT xact_commit FROM pg_stat_database WHERE datname = '$1'"; }
 pct() { python3 -c "print(f'{100 * $1 / $2:.0f} %')"; }
-proxy() { # delay → endpoint of a new proxy in front of $ENDPOINT
+# A proxy in front of $ENDPOINT that adds $1 seconds per request; sets
+# PROXY to its endpoint.
+PROXY=
+start_proxy() {
   local port
   port=$(free_port)
-  python3 bench/latency-proxy.py "$port" "${ENDPOINT#http://}" "$1" &
+  python3 bench/latency-proxy.py "$port" "${ENDPOINT#http://}" "$1" >/dev/null 2>&1 &
   PIDS+=($!)
   for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
-  echo "http://127.0.0.1:$port"
+  PROXY="http://127.0.0.1:$port"
 }
 
 log "Seeding $FILES files of $SIZE bytes, $REMOTE_FILES for the remote rows, $LARGE_COUNT of $LARGE_MB MB"
@@ -88,7 +94,7 @@ bench_server() {
   R[aws_up]=$(rate "$FILES" 0 "$(timed aws --endpoint-url "$ENDPOINT" s3 sync --only-show-errors "$WORK/small" "s3://$(b aws-small)")")
 
   log "$label: downloads through a proxy that answers at once"
-  quick=$(proxy 0)
+  start_proxy 0; quick=$PROXY
   fresh_db bench_back bench_small_s3
   read -r t rss < <(nm_run bench_back "$WORK/down-nm" disk toDisk 5 "$(b nm-small-5)" "$quick")
   R[nm_quick]=$(rate "$FILES" 0 "$t")
@@ -105,7 +111,7 @@ bench_server() {
   R[rc_large_down]=$(rate "$MB" 0 "$(timed rclone copy -q --transfers 5 "bench:$(b rc-large)" "$WORK/down-rc")")
   rm -rf "$WORK/down-nm" "$WORK/down-rc"
 
-  remote=$(proxy "$DELAY")
+  start_proxy "$DELAY"; remote=$PROXY
   for c in 5 20; do
     log "$label: remote bucket (+20 ms per request), $REMOTE_FILES files, concurrency $c"
     fresh_db bench_run bench_remote; make_bucket "$(b nm-remote-$c)"; make_bucket "$(b rc-remote-$c)"
@@ -158,7 +164,7 @@ else
   kill "$S3FS_PID"; S3FS_PID=
   rm -rf "$WORK/s3"
   own_garage "$WORK/garage"
-  bench_server "Garage $("$GARAGE" --version | awk '{print $2}' | tr -d v)" >>"$OUT"
+  bench_server "Garage $("$GARAGE" --version | awk '{print $2}' | sed 's/^cargo://')" >>"$OUT"
   stop_garage
   rm -rf "$WORK/garage"
 fi
