@@ -117,6 +117,9 @@ pub struct Config {
     /// Where the final status of each run is POSTed
     /// (`NOODLE_MIGRATE_WEBHOOK_URL`).
     pub webhook: Option<Webhook>,
+    /// The Grafana dashboard the admin page links to
+    /// (`NOODLE_MIGRATE_GRAFANA_URL`).
+    pub grafana_url: Option<String>,
 }
 
 /// A URL to notify, which may carry a secret (a password, a token in the
@@ -126,6 +129,18 @@ pub struct Webhook {
     pub url: Secret,
     /// Scheme, host and port: what logs may say.
     pub shown: String,
+}
+
+/// An http:// or https:// URL with a host, as given.
+fn web_url(name: &'static str, value: &str) -> Result<String, ConfigError> {
+    let url = url::Url::parse(value).map_err(|e| invalid(name, format!("not a URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(invalid(
+            name,
+            "must be an http:// or https:// URL with a host",
+        ));
+    }
+    Ok(value.to_string())
 }
 
 impl Webhook {
@@ -487,6 +502,10 @@ impl Config {
             .get("NOODLE_MIGRATE_WEBHOOK_URL")
             .map(Webhook::parse)
             .transpose()?;
+        let grafana_url = vars
+            .get("NOODLE_MIGRATE_GRAFANA_URL")
+            .map(|v| web_url("NOODLE_MIGRATE_GRAFANA_URL", v))
+            .transpose()?;
         Ok(Config {
             database_url: database_url(vars)?,
             media_location,
@@ -502,6 +521,7 @@ impl Config {
             pg_dump,
             env_file: None,
             webhook,
+            grafana_url,
         })
     }
 
@@ -610,6 +630,25 @@ mod tests {
             assert!(e.contains("NOODLE_MIGRATE_WEBHOOK_URL"), "{e}");
         }
         assert!(Config::from_vars(&vars(&[])).unwrap().webhook.is_none());
+    }
+
+    #[test]
+    fn the_grafana_link_must_be_a_web_url() {
+        let c = Config::from_vars(&vars(&[(
+            "NOODLE_MIGRATE_GRAFANA_URL",
+            "https://grafana.example.test/d/noodle-migrate",
+        )]))
+        .unwrap();
+        assert_eq!(
+            c.grafana_url.as_deref(),
+            Some("https://grafana.example.test/d/noodle-migrate")
+        );
+        for bad in ["javascript:alert(1)", "grafana", "file:///etc/passwd"] {
+            let e = Config::from_vars(&vars(&[("NOODLE_MIGRATE_GRAFANA_URL", bad)]))
+                .expect_err(bad)
+                .to_string();
+            assert!(e.contains("NOODLE_MIGRATE_GRAFANA_URL"), "{e}");
+        }
     }
 
     #[test]

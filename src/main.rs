@@ -106,6 +106,17 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// List every file a start would handle and what it would do with it
+    /// (copy, adopt, replace, skip, fail); changes nothing.
+    Plan {
+        #[arg(long, value_parser = parse_direction)]
+        direction: Direction,
+        /// The server's CSV instead of text.
+        #[arg(long)]
+        csv: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Start a migration on a running engine.
     Start {
         #[command(flatten)]
@@ -228,6 +239,11 @@ fn main() -> ExitCode {
             Command::Estimate { direction, remote } => {
                 block_on(async move { cli::estimate(&client(&remote), direction, json).await })
             }
+            Command::Plan {
+                direction,
+                csv,
+                remote,
+            } => block_on(async move { cli::plan(&client(&remote), direction, csv, json).await }),
             Command::Start {
                 migration,
                 wait,

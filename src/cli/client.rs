@@ -63,6 +63,33 @@ impl ApiClient {
                 message: e.to_string(),
             });
         }
+        Err(Self::refused(status, &body))
+    }
+
+    /// A GET whose body is handed over piece by piece as it arrives.
+    pub async fn stream(&self, path: &str, mut each: impl FnMut(&[u8])) -> Result<(), ClientError> {
+        let req = self.http.get(format!("{}{path}", self.base));
+        let req = match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
+        let unreachable = |e: reqwest::Error| ClientError::Unreachable {
+            url: format!("{}{path}", self.base),
+            message: e.to_string(),
+        };
+        let mut resp = req.send().await.map_err(unreachable)?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            return Err(Self::refused(status, &body));
+        }
+        while let Some(chunk) = resp.chunk().await.map_err(unreachable)? {
+            each(&chunk);
+        }
+        Ok(())
+    }
+
+    fn refused(status: StatusCode, body: &Value) -> ClientError {
         let message = body["message"]
             .as_str()
             .map(str::to_string)
@@ -72,10 +99,10 @@ impl ApiClient {
         } else {
             message
         };
-        Err(ClientError::Refused {
+        ClientError::Refused {
             status: status.as_u16(),
             message,
-        })
+        }
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {

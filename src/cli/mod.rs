@@ -200,6 +200,60 @@ pub async fn cancel(client: &ApiClient, as_json: bool) -> Exit {
     exit_of(show(answer, as_json, text))
 }
 
+/// The dry run: every file a start would handle, and what it would do.
+/// Text by default (one line per file, then the totals), or the server's
+/// CSV or JSON as it streams. Exits 1 when some file would fail.
+pub async fn plan(client: &ApiClient, direction: Direction, csv: bool, as_json: bool) -> Exit {
+    use std::io::Write;
+    let format = if csv && !as_json { "csv" } else { "json" };
+    let path = format!("/storage-migration/plan?direction={direction}&format={format}");
+    let mut out = std::io::stdout().lock();
+    if csv || as_json {
+        let streamed = client.stream(&path, |chunk| {
+            let _ = out.write_all(chunk);
+        });
+        return match streamed.await {
+            Ok(()) => Exit::Ok,
+            Err(e) => report(e),
+        };
+    }
+    // The JSON has one file per line, then a line with the totals.
+    let mut pending = Vec::new();
+    let mut summary: Option<serde_json::Value> = None;
+    let streamed = client.stream(&path, |chunk| {
+        pending.extend_from_slice(chunk);
+        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&line);
+            let line = line.trim().trim_end_matches(',');
+            if line.starts_with("{\"kind\"") {
+                if let Ok(row) = serde_json::from_str::<serde_json::Value>(line) {
+                    let _ = writeln!(out, "{}", progress::plan_line(&row));
+                }
+            } else if line.starts_with("\"totals\"") {
+                summary = serde_json::from_str(&format!("{{{line}")).ok();
+            }
+        }
+    });
+    if let Err(e) = streamed.await {
+        return report(e);
+    }
+    let Some(summary) = summary else {
+        eprintln!("noodle-migrate: the plan ended without its totals");
+        return Exit::Failed;
+    };
+    progress::print_plan_totals(&summary["totals"]);
+    if let Some(error) = summary["error"].as_str() {
+        eprintln!("noodle-migrate: the plan stopped short: {error}");
+        return Exit::Failed;
+    }
+    if summary["totals"]["fail"].as_i64().unwrap_or(0) > 0 {
+        Exit::Failed
+    } else {
+        Exit::Ok
+    }
+}
+
 /// Changes the running migration's concurrency and/or bandwidth limit.
 pub async fn set(client: &ApiClient, change: &RunChange, as_json: bool) -> Exit {
     let body = serde_json::to_value(change).unwrap_or_default();

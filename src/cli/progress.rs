@@ -173,3 +173,37 @@ pub fn print_orphans(report: &OrphanReport) {
         println!("  … more not listed (raise --limit)");
     }
 }
+
+/// One file of a plan: action, kind, where it is and where it goes.
+pub fn plan_line(row: &serde_json::Value) -> String {
+    let text = |field: &str| row[field].as_str().unwrap_or("").to_string();
+    let size = row["size"]
+        .as_u64()
+        .map(|s| HumanBytes(s).to_string())
+        .unwrap_or_default();
+    let target = match row["target"].as_str() {
+        Some(t) => format!(" -> {t}"),
+        None => format!(" ({})", text("reason")),
+    };
+    format!(
+        "{:<8} {:<17} {}{target} {size}",
+        text("action"),
+        text("kind"),
+        text("source")
+    )
+}
+
+/// The plan's totals, after its files.
+pub fn print_plan_totals(totals: &serde_json::Value) {
+    let n = |field: &str| totals[field].as_i64().unwrap_or(0);
+    println!(
+        "{} files: {} copy, {} adopt, {} replace, {} skip, {} fail; {} to copy",
+        n("files"),
+        n("copy"),
+        n("adopt"),
+        n("replace"),
+        n("skip"),
+        n("fail"),
+        HumanBytes(totals["bytesToCopy"].as_u64().unwrap_or(0))
+    );
+}

@@ -5,7 +5,8 @@
 //!   back-pressure, closing the batch.
 //! - [`mover`]: one file at a time through the six steps.
 //! - [`ledger`]: every file's outcome, group-committed.
-//! - [`stats`]: the live view behind the status endpoint.
+//! - [`stats`]: the live view behind the status endpoint, and its
+//!   [`history`] for the admin page's chart.
 //! - [`options`]: the options of a start, the API's contract for them.
 //! - [`control`]: what may change during a run (concurrency, bandwidth
 //!   limit, pause), followed by every process of the batch.
@@ -14,11 +15,14 @@
 //! - [`notify`]: the final status of each run, POSTed to a webhook.
 //! - [`run_state`]: who owns a run (idle, preparing, running) and the
 //!   signal that stops it.
+//! - [`plan`]: the dry run, every file a start would handle and what it
+//!   would do, by the movers' own checks.
 //! - [`estimate`] and [`Engine::rollback`] work directly on the database;
 //!   [`orphans`] compares the database with the disk and the bucket.
 
 pub mod control;
 pub mod estimate;
+pub mod history;
 pub mod lease;
 pub mod ledger;
 pub mod media;
@@ -28,6 +32,7 @@ pub mod notify;
 pub mod options;
 pub mod orchestrator;
 pub mod orphans;
+pub mod plan;
 pub mod run_state;
 pub mod stats;
 pub mod targets;
@@ -292,6 +297,22 @@ impl Engine {
     pub async fn estimate(&self, direction: Direction) -> Result<estimate::Estimate, EngineError> {
         self.shared.check_media().await?;
         estimate::estimate(&self.shared, direction).await
+    }
+
+    /// The dry run of a start in `direction`: its rows, streamed. Refused
+    /// as a start would be when the media locations disagree or the bucket
+    /// cannot be reached.
+    pub async fn plan(
+        &self,
+        direction: Direction,
+    ) -> Result<tokio::sync::mpsc::Receiver<Result<plan::PlanRow, EngineError>>, EngineError> {
+        self.shared.check_media().await?;
+        self.shared.s3.check_bucket().await?;
+        Ok(plan::start(
+            self.shared.clone(),
+            direction,
+            crate::model::FileKind::ALL.to_vec(),
+        ))
     }
 
     pub async fn start_migration(&self, options: StartOptions) -> Result<StartReply, EngineError> {

@@ -12,7 +12,7 @@
 use super::ledger::Ledger;
 use super::messages::{Handoff, MoveFile, Outcome, Record, StatsEvent};
 use super::stats::Stats;
-use super::RunContext;
+use super::{RunContext, Shared};
 use crate::db::candidates::Candidate;
 use crate::db::ledger::{Committed, PathChange, Unmoved};
 use crate::failpoint::crash_point;
@@ -89,13 +89,13 @@ impl Handler<MoveFile> for Mover {
 }
 
 /// Why a file stopped short of its move.
-struct Stop {
-    reason: Reason,
-    message: String,
+pub(super) struct Stop {
+    pub reason: Reason,
+    pub message: String,
 }
 
 impl Stop {
-    fn new(reason: Reason, message: impl Into<String>) -> Stop {
+    pub(super) fn new(reason: Reason, message: impl Into<String>) -> Stop {
         Stop {
             reason,
             message: message.into(),
@@ -129,6 +129,18 @@ struct Ready {
 
 /// The mover's part: plan, check, copy, verify.
 async fn prepare(run: &RunContext, kind: FileKind, item: &Candidate) -> Result<Ready, Stop> {
+    let plan = plan_for(&run.shared, run.direction, item).await?;
+    let copied = copy(run, kind, item, &plan).await?;
+    Ok(Ready { plan, copied })
+}
+
+/// Where a file goes, or why it cannot: an external library's file, a path
+/// that cannot be mapped, or one that leads out of the media location.
+pub(super) async fn plan_for(
+    shared: &Shared,
+    direction: Direction,
+    item: &Candidate,
+) -> Result<Plan, Stop> {
     if item.external {
         return Err(Stop::new(
             Reason::ExternalLibrary,
@@ -139,12 +151,30 @@ async fn prepare(run: &RunContext, kind: FileKind, item: &Candidate) -> Result<R
             ),
         ));
     }
-    let plan = match run.layout.plan(run.direction, &item.path) {
+    let plan = match shared.layout.plan(direction, &item.path) {
         Ok(plan) => plan,
         Err(refusal) => return Err(Stop::new(refusal.code(), refusal.to_string())),
     };
-    let copied = copy(run, kind, item, &plan).await?;
-    Ok(Ready { plan, copied })
+    // The path is lexically safe; make sure no symbolic link leads out of
+    // the media location either (a file sent out, or written outside).
+    let local = match (&plan.source, &plan.target) {
+        (Location::Disk(p), _) | (_, Location::Disk(p)) => p,
+        _ => return Err(Stop::new(Reason::Internal, "no disk side in the plan")),
+    };
+    if !shared
+        .disk
+        .stays_under(&shared.media_root_real, local)
+        .await?
+    {
+        return Err(Stop::new(
+            Reason::UnsafePath,
+            format!(
+                "{} leads outside the media location through a symbolic link",
+                local.display()
+            ),
+        ));
+    }
+    Ok(plan)
 }
 
 /// The rest of a file's way: make a download durable under its final
@@ -288,7 +318,7 @@ async fn remove_unless_referenced(run: &RunContext, plan: &Plan) {
     if let Location::Object(key) = &plan.target {
         names.push(key.clone());
     }
-    match referenced(run, &names).await {
+    match referenced(&run.shared, &names).await {
         Ok(false) => {
             if let Err(e) = delete(run, &plan.target).await {
                 tracing::warn!(error = %e, "Cannot remove the copy of a row that changed");
@@ -304,8 +334,8 @@ async fn remove_unless_referenced(run: &RunContext, plan: &Plan) {
 }
 
 /// Whether a row of the gallery points at any of `names`.
-async fn referenced(run: &RunContext, names: &[String]) -> Result<bool, crate::db::DbError> {
-    let mut conn = crate::db::conn(&run.shared.pool).await?;
+async fn referenced(shared: &Shared, names: &[String]) -> Result<bool, crate::db::DbError> {
+    let mut conn = crate::db::conn(&shared.pool).await?;
     crate::db::orphans::is_referenced(&mut conn, names).await
 }
 
@@ -323,26 +353,6 @@ async fn copy(
     item: &Candidate,
     plan: &Plan,
 ) -> Result<Copied, Stop> {
-    // The path is lexically safe; make sure no symbolic link leads out of
-    // the media location either (a file sent out, or written outside).
-    let local = match (&plan.source, &plan.target) {
-        (Location::Disk(p), _) | (_, Location::Disk(p)) => p,
-        _ => return Err(Stop::new(Reason::Internal, "no disk side in the plan")),
-    };
-    if !run
-        .shared
-        .disk
-        .stays_under(&run.shared.media_root_real, local)
-        .await?
-    {
-        return Err(Stop::new(
-            Reason::UnsafePath,
-            format!(
-                "{} leads outside the media location through a symbolic link",
-                local.display()
-            ),
-        ));
-    }
     let copied = match (&plan.source, &plan.target, run.direction) {
         (Location::Disk(src), Location::Object(key), Direction::ToS3) => {
             to_s3(run, src, key, &plan.new_path).await?
@@ -428,48 +438,20 @@ async fn upload(
 ) -> Result<Copied, Taken> {
     let (disk, s3) = (&run.shared.disk, &run.shared.s3);
     let skip_head = trust_listing && run.targets.known_absent(key);
-    // The source check and the target check are independent: do both at
-    // once. A key the run's snapshot of the bucket does not hold needs no
-    // HEAD: the upload is conditional, so an object the gallery put there
-    // since (it writes at the same keys once switched to S3) is never
-    // overwritten.
-    let target_check = async {
-        if skip_head {
-            Ok(None)
-        } else {
-            s3.head(key).await
-        }
-    };
-    let (size, existing) = tokio::join!(disk.stat(src), target_check);
-    let size = size?.ok_or_else(|| {
-        Stop::new(
-            Reason::SourceMissing,
-            format!("{} does not exist", src.display()),
-        )
-    })?;
-    let mut write_if = WriteIf::Absent;
-    if let Some(existing) = existing? {
-        let local = if existing.size == size {
-            Some(disk.hash_file(src).await?)
-        } else {
-            None
-        };
-        if let Some(local) = local {
-            if same_content(run, key, &existing, &local).await? {
+    let (size, write_if) =
+        match check_object_target(&run.shared, src, key, new_path, skip_head).await? {
+            (_, Target::Identical(digest)) => {
                 return Ok(Copied {
-                    digest: local,
+                    digest,
                     created: false,
                     replaced: false,
                     temp: None,
-                });
+                })
             }
-        }
-        // Both forms a row could name this object by.
-        let names = [new_path.to_string(), key.to_string()];
-        refuse_if_referenced(run, &names, &format!("object {key}")).await?;
-        // Replaced only if it is still the stale copy just looked at.
-        write_if = existing.etag.map_or(WriteIf::Any, WriteIf::Matches);
-    }
+            (size, Target::Absent) => (size, WriteIf::Absent),
+            // Replaced only if it is still the stale copy just looked at.
+            (size, Target::Stale(etag)) => (size, etag.map_or(WriteIf::Any, WriteIf::Matches)),
+        };
     let replaced = write_if != WriteIf::Absent;
     let digest = match s3.put_file(disk, src, key, size, &write_if).await {
         Err(StoreError::TargetTaken(_)) if skip_head => return Err(Taken::SinceListing),
@@ -483,9 +465,97 @@ async fn upload(
     })
 }
 
+/// What a file's target holds, as the source compares with it.
+pub(super) enum Target {
+    /// Nothing: the file is copied.
+    Absent,
+    /// The same bytes: adopted, with the source's digest.
+    Identical(Digest),
+    /// Other bytes no row points at: replaced (toward S3, only if the
+    /// object still has this ETag).
+    Stale(Option<String>),
+}
+
+/// The source and target checks of a file going to S3: the source's size,
+/// and what its key holds (`known_absent`: the bucket's listing says
+/// nothing, so no HEAD). A target some row points at is refused.
+pub(super) async fn check_object_target(
+    shared: &Shared,
+    src: &Path,
+    key: &str,
+    new_path: &str,
+    known_absent: bool,
+) -> Result<(u64, Target), Stop> {
+    let (disk, s3) = (&shared.disk, &shared.s3);
+    // The source check and the target check are independent: do both at
+    // once. A key the run's snapshot of the bucket does not hold needs no
+    // HEAD: the upload is conditional, so an object the gallery put there
+    // since (it writes at the same keys once switched to S3) is never
+    // overwritten.
+    let target_check = async {
+        if known_absent {
+            Ok(None)
+        } else {
+            s3.head(key).await
+        }
+    };
+    let (size, existing) = tokio::join!(disk.stat(src), target_check);
+    let size = size?.ok_or_else(|| {
+        Stop::new(
+            Reason::SourceMissing,
+            format!("{} does not exist", src.display()),
+        )
+    })?;
+    let Some(existing) = existing? else {
+        return Ok((size, Target::Absent));
+    };
+    if existing.size == size {
+        let local = disk.hash_file(src).await?;
+        if same_content(shared, key, &existing, &local).await? {
+            return Ok((size, Target::Identical(local)));
+        }
+    }
+    // Both forms a row could name this object by.
+    let names = [new_path.to_string(), key.to_string()];
+    refuse_if_referenced(shared, &names, &format!("object {key}")).await?;
+    Ok((size, Target::Stale(existing.etag)))
+}
+
+/// The target check of a file coming to disk: what `dst` holds, compared
+/// with the object's HEAD when something is there. With nothing there, the
+/// download's GET is the source check.
+pub(super) async fn check_disk_target(
+    shared: &Shared,
+    key: &str,
+    dst: &Path,
+    new_path: &str,
+) -> Result<Target, Stop> {
+    let (disk, s3) = (&shared.disk, &shared.s3);
+    let Some(size) = disk.stat(dst).await? else {
+        return Ok(Target::Absent);
+    };
+    let source = s3.head(key).await?.ok_or_else(|| object_missing(key))?;
+    if size == source.size {
+        let local = disk.hash_file(dst).await?;
+        if same_content(shared, key, &source, &local).await? {
+            return Ok(Target::Identical(local));
+        }
+    }
+    let names = [new_path.to_string()];
+    refuse_if_referenced(shared, &names, &dst.display().to_string()).await?;
+    Ok(Target::Stale(None))
+}
+
+pub(super) fn object_missing(key: &str) -> Stop {
+    Stop::new(
+        Reason::SourceMissing,
+        format!("object {key} does not exist"),
+    )
+}
+
 /// A differing target is only replaced when no row points at it.
-async fn refuse_if_referenced(run: &RunContext, names: &[String], what: &str) -> Result<(), Stop> {
-    let in_use = referenced(run, names)
+async fn refuse_if_referenced(shared: &Shared, names: &[String], what: &str) -> Result<(), Stop> {
+    let in_use = referenced(shared, names)
         .await
         .map_err(|e| Stop::new(Reason::DatabaseError, e.to_string()))?;
     if in_use {
@@ -499,30 +569,18 @@ async fn refuse_if_referenced(run: &RunContext, names: &[String], what: &str) ->
 
 async fn to_disk(run: &RunContext, key: &str, dst: &Path, new_path: &str) -> Result<Copied, Stop> {
     let (disk, s3) = (&run.shared.disk, &run.shared.s3);
-    let missing = || {
-        Stop::new(
-            Reason::SourceMissing,
-            format!("object {key} does not exist"),
-        )
-    };
-    let mut replaced = false;
-    if let Some(size) = disk.stat(dst).await? {
-        let source = s3.head(key).await?.ok_or_else(missing)?;
-        if size == source.size {
-            let local = disk.hash_file(dst).await?;
-            if same_content(run, key, &source, &local).await? {
-                return Ok(Copied {
-                    digest: local,
-                    created: false,
-                    replaced: false,
-                    temp: None,
-                });
-            }
+    let replaced = match check_disk_target(&run.shared, key, dst, new_path).await? {
+        Target::Identical(digest) => {
+            return Ok(Copied {
+                digest,
+                created: false,
+                replaced: false,
+                temp: None,
+            })
         }
-        let names = [new_path.to_string()];
-        refuse_if_referenced(run, &names, &dst.display().to_string()).await?;
-        replaced = true;
-    }
+        Target::Absent => false,
+        Target::Stale(_) => true,
+    };
 
     // No target yet (or a stale one): the GET is the source check (a HEAD
     // first would only cost a round trip). The download goes to a
@@ -531,7 +589,7 @@ async fn to_disk(run: &RunContext, key: &str, dst: &Path, new_path: &str) -> Res
         Ok(d) => d,
         Err(StoreError::S3 {
             status: Some(404), ..
-        }) => return Err(missing()),
+        }) => return Err(object_missing(key)),
         Err(e) => return Err(e.into()),
     };
     let mut temp = disk.create_temp(dst).await?;
@@ -581,7 +639,7 @@ async fn to_disk(run: &RunContext, key: &str, dst: &Path, new_path: &str) -> Res
 /// Whether an object holds the same bytes as a local file of the same size:
 /// by the SHA-1 we stored, else the MD5 of a plain ETag, else by reading it.
 async fn same_content(
-    run: &RunContext,
+    shared: &Shared,
     key: &str,
     object: &ObjectMeta,
     local: &Digest,
@@ -589,6 +647,6 @@ async fn same_content(
     Ok(match (object.sha1, object.md5) {
         (Some(sha1), _) => sha1 == local.sha1,
         (None, Some(md5)) => md5 == local.md5,
-        (None, None) => run.shared.s3.hash_object(key).await?.sha1 == local.sha1,
+        (None, None) => shared.s3.hash_object(key).await?.sha1 == local.sha1,
     })
 }

@@ -2,6 +2,7 @@
 //! going. The status endpoint and the Prometheus metrics both read from it;
 //! it never touches the database.
 
+use super::history::{History, Sample};
 use super::lease::BatchView;
 use super::messages::{BatchCounts, GetOwn, GetStatus, Outcome, Own, StatsEvent};
 use crate::db::chunks::{ChunkCounts, WorkerRow};
@@ -70,6 +71,16 @@ pub struct StatusView {
     /// unlimited.
     #[serde(default)]
     pub bandwidth_now: Option<u64>,
+    /// This run's progress over time, about once a second (thinned to at
+    /// most 720 samples that span the run); empty for a run of another
+    /// process.
+    #[serde(default)]
+    pub history: Vec<Sample>,
+    /// Files this run visits per kind (the `fileTypes` keys), beside
+    /// `completedByKind`.
+    #[serde(default)]
+    #[schema(value_type = BTreeMap<String, i64>)]
+    pub planned_by_kind: serde_json::Value,
 }
 
 impl StatusView {
@@ -106,6 +117,8 @@ impl StatusView {
             concurrency: None,
             bandwidth_limit: None,
             bandwidth_now: None,
+            history: Vec::new(),
+            planned_by_kind: PerKind::<i64>::default().to_json(),
         }
     }
 
@@ -148,6 +161,33 @@ struct Run {
     finished: Option<(DateTime<Utc>, f64, BatchState, Option<String>)>,
     /// The whole batch, when the heartbeat last looked.
     batch: Option<BatchView>,
+    /// Files this run means to visit, per kind.
+    planned: PerKind<i64>,
+    /// Progress over time (the chart).
+    history: History,
+}
+
+impl Run {
+    /// Where the run stands now: the batch's numbers when several
+    /// processes share it, else this one's.
+    fn sample(&self) -> Sample {
+        let t = match &self.finished {
+            Some((_, secs, _, _)) => *secs,
+            None => self.clock.elapsed().as_secs_f64(),
+        };
+        let (done, bytes) = match self.batch.as_ref().filter(|b| b.workers.len() > 1) {
+            Some(b) => (b.counts.done(), b.counts.bytes_moved),
+            None => (
+                self.completed + self.failed + self.skipped,
+                self.bytes_moved,
+            ),
+        };
+        Sample {
+            t,
+            files: done - self.earlier.done(),
+            bytes: bytes - self.earlier.bytes_moved,
+        }
+    }
 }
 
 /// Holds the current run's numbers and keeps the Prometheus metrics in step.
@@ -236,6 +276,8 @@ impl Handler<StatsEvent> for Stats {
                     cancelling: false,
                     finished: None,
                     batch: None,
+                    planned,
+                    history: History::default(),
                 });
             }
             StatsEvent::FileStarted => {
@@ -321,6 +363,8 @@ impl Handler<StatsEvent> for Stats {
                 m.show_batch(&view.chunks, &view.workers);
                 if let Some(run) = self.run.as_mut() {
                     run.batch = Some(view);
+                    let now = run.sample();
+                    run.history.record(now);
                 }
             }
             StatsEvent::RollbackDone { outcome } => {
@@ -454,6 +498,8 @@ impl Handler<GetStatus> for Stats {
                 .map(|b| b.workers.clone())
                 .unwrap_or_default(),
             chunks: run.batch.as_ref().map(|b| b.chunks),
+            history: run.history.with_now(run.sample()),
+            planned_by_kind: run.planned.to_json(),
         };
         view.count_paused();
         Some(view)

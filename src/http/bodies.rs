@@ -125,3 +125,15 @@ impl From<&crate::engine::estimate::Estimate> for EstimateBody {
         }
     }
 }
+
+/// The dry run's JSON (`GET /storage-migration/plan`): written as it goes,
+/// one file per line.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanBody {
+    pub direction: crate::model::Direction,
+    pub files: Vec<crate::engine::plan::PlanRow>,
+    pub totals: crate::engine::plan::PlanTotals,
+    /// Why the plan stopped short; null when it is whole.
+    pub error: Option<String>,
+}

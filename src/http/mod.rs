@@ -6,6 +6,7 @@
 //! - [`auth`]: our token and the gallery's credentials.
 //! - [`dumps`]: database dumps.
 //! - [`bodies`]: the JSON bodies the handlers send.
+//! - [`plan_body`]: the dry run's body, streamed as JSON or CSV.
 //! - [`openapi`]: the OpenAPI document at `/openapi.json`.
 //! - [`error`]: every failure mapped to a status and a stable code.
 
@@ -15,6 +16,7 @@ pub mod dumps;
 pub mod error;
 pub mod gallery;
 pub mod openapi;
+pub mod plan_body;
 pub mod routes;
 
 use crate::config::Config;
@@ -81,6 +83,7 @@ impl Application {
                 .service(routes::rollback)
                 .service(routes::metrics)
                 .service(routes::cancel)
+                .service(routes::plan)
                 .service(routes::change_run)
                 .service(routes::pause)
                 .service(routes::resume)

@@ -4,7 +4,7 @@
 
 use super::bodies::{
     BatchPage, Cancelling, DumpDeleted, DumpList, EmptyBody, ErrorBody, EstimateBody, FailurePage,
-    GalleryErrorBody, Health, Started,
+    GalleryErrorBody, Health, PlanBody, Started,
 };
 use super::{dumps, gallery, routes};
 use crate::db::batches::{BatchRow, FailureRow};
@@ -12,6 +12,7 @@ use crate::db::rollback::RollbackReport;
 use crate::dumps::{DumpInfo, DumpReport};
 use crate::engine::options::{FileTypes, RunChange, StartOptions};
 use crate::engine::orphans::{Orphan, OrphanReport};
+use crate::engine::plan::{Action, PlanRow, PlanTotals};
 use crate::engine::stats::StatusView;
 use crate::model::{Backend, Direction};
 use actix_web::{get, HttpResponse};
@@ -31,6 +32,7 @@ use utoipa::{Modify, OpenApi};
         routes::status,
         routes::rollback,
         routes::cancel,
+        routes::plan,
         routes::change_run,
         routes::pause,
         routes::resume,
@@ -49,7 +51,8 @@ use utoipa::{Modify, OpenApi};
         openapi_json,
     ),
     components(schemas(
-        ErrorBody, GalleryErrorBody, Health, EstimateBody, StartOptions, RunChange, FileTypes, Started, StatusView, RollbackReport,
+        ErrorBody, GalleryErrorBody, Health, EstimateBody, StartOptions, RunChange, FileTypes, PlanBody,
+        PlanRow, PlanTotals, Action, Started, StatusView, RollbackReport,
         Cancelling, BatchPage, BatchRow, FailurePage, FailureRow, DumpReport, DumpInfo, DumpList,
         DumpDeleted, EmptyBody, Direction, Backend, OrphanReport, Orphan
     )),

@@ -1,7 +1,9 @@
 //! The API handlers: parse and validate input (400 with a clear message for
 //! anything odd), call the engine, return the gallery's JSON shapes.
 
-use super::bodies::{BatchPage, Cancelling, ErrorBody, EstimateBody, FailurePage, Health, Started};
+use super::bodies::{
+    BatchPage, Cancelling, ErrorBody, EstimateBody, FailurePage, Health, PlanBody, Started,
+};
 use super::error::ApiError;
 use crate::db::rollback::RollbackReport;
 use crate::engine::messages::StartReply;
@@ -18,7 +20,17 @@ use uuid::Uuid;
 /// The admin page: static HTML, CSS and JS built into the binary. It holds
 /// no data, so it is served without the token; its API calls carry it.
 #[get("/")]
-pub async fn admin_page() -> HttpResponse {
+pub async fn admin_page(engine: web::Data<Engine>) -> HttpResponse {
+    // The one setting the page needs, written into it (escaped).
+    let grafana = engine
+        .config()
+        .grafana_url
+        .as_deref()
+        .unwrap_or("")
+        .replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .insert_header(("Cache-Control", "no-cache"))
@@ -26,7 +38,7 @@ pub async fn admin_page() -> HttpResponse {
             "Content-Security-Policy",
             "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
         ))
-        .body(include_str!("admin.html"))
+        .body(include_str!("admin.html").replace("{{GRAFANA_URL}}", &grafana))
 }
 
 /// Liveness, without authentication.
@@ -75,18 +87,64 @@ pub async fn estimate(
     Ok(HttpResponse::Ok().json(estimate_for(&engine, &query).await?))
 }
 
+/// `?direction=`, required.
+fn query_direction(query: &HashMap<String, String>) -> Result<Direction, ApiError> {
+    parse_direction(
+        query
+            .get("direction")
+            .map(|d| Value::String(d.clone()))
+            .as_ref(),
+    )
+}
+
 /// The estimate for the query's direction (for both APIs).
 pub(super) async fn estimate_for(
     engine: &Engine,
     query: &HashMap<String, String>,
 ) -> Result<EstimateBody, ApiError> {
-    let direction = parse_direction(
-        query
-            .get("direction")
-            .map(|d| Value::String(d.clone()))
-            .as_ref(),
-    )?;
+    let direction = query_direction(query)?;
     Ok(EstimateBody::from(&engine.estimate(direction).await?))
+}
+
+/// The dry run: every file a start in this direction would handle, and the
+/// action it would take, streamed. Nothing changes.
+#[utoipa::path(get, path = "/storage-migration/plan", tag = "migration",
+    params(
+        ("direction" = Direction, Query, description = "toS3 or toDisk"),
+        ("format" = Option<String>, Query, description = "json (default) or csv"),
+    ),
+    responses(
+        (status = 200, description = "JSON: one file per line in `files`, then `totals` (and `error` if the plan stopped short). CSV: a header, then one file per line.",
+            content((PlanBody = "application/json"), (String = "text/csv"))),
+        (status = 400, body = ErrorBody, description = "missing or unknown direction or format"),
+        (status = 409, body = ErrorBody, description = "IMMICH_MEDIA_LOCATION and the gallery's recorded media location disagree"),
+        (status = 503, body = ErrorBody, description = "the bucket or the database is unreachable"),
+    ))]
+#[get("/storage-migration/plan")]
+pub async fn plan(
+    engine: web::Data<Engine>,
+    query: web::Query<HashMap<String, String>>,
+) -> Result<HttpResponse, ApiError> {
+    let direction = query_direction(&query)?;
+    let csv = match query.get("format").map(String::as_str) {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(other) => {
+            return Err(ApiError::bad(
+                "invalid_format",
+                format!("format must be json or csv, got {other:?}"),
+            ))
+        }
+    };
+    let rows = engine.plan(direction).await?;
+    let body = super::plan_body::stream(rows, direction, csv);
+    Ok(HttpResponse::Ok()
+        .content_type(if csv {
+            "text/csv; charset=utf-8"
+        } else {
+            "application/json"
+        })
+        .streaming(body))
 }
 
 /// Starts (or resumes) a migration; the run goes on in the background.

@@ -109,14 +109,21 @@ impl Browser {
 
     async fn text(&self, id: &str) -> String {
         let script = format!("return document.getElementById('{id}').textContent;");
-        let v = self
-            .call(
-                reqwest::Method::POST,
-                "/execute/sync",
-                json!({"script": script, "args": []}),
-            )
-            .await;
-        v.as_str().unwrap_or_default().to_string()
+        self.eval(&script)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Runs a script in the page; its return value.
+    async fn eval(&self, script: &str) -> Value {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            json!({"script": script, "args": []}),
+        )
+        .await
     }
 
     /// Waits until the element's text satisfies `ok`.
@@ -225,4 +232,86 @@ async fn the_admin_page_migrates_and_rolls_back() {
         .count();
     assert_eq!(dumps, 2, "the start's dump and this one");
     browser.screenshot("admin-dumps").await;
+}
+
+/// During a run the page charts files/s and MB/s and shows a bar per kind;
+/// pause and resume work by clicking; the Grafana link is there when set.
+#[actix_rt::test]
+async fn the_admin_page_charts_a_run_and_pauses_it() {
+    let env = TestEnv::new(EnvOptions {
+        spec: crate::seed::SeedSpec {
+            users: 1,
+            assets_per_user: 80,
+            max_size: 4000,
+        },
+        ..Default::default()
+    })
+    .await;
+    let mut vars = env.vars("s3", "");
+    vars.insert(
+        "NOODLE_MIGRATE_GRAFANA_URL".into(),
+        "https://grafana.example.test/d/noodle-migrate?from=now-6h&to=now".into(),
+    );
+    let app = env.spawn(vars).await;
+    let browser = Browser::start().await;
+    browser.goto(&format!("{}/", app.base)).await;
+    browser.wait_text("state", |t| t == "idle").await;
+    let href = browser
+        .eval("return document.getElementById('grafana-link').hidden ? '' : document.getElementById('grafana').href;")
+        .await;
+    assert_eq!(
+        href,
+        "https://grafana.example.test/d/noodle-migrate?from=now-6h&to=now"
+    );
+
+    // Slow enough to watch: 24 KiB/s.
+    browser
+        .eval("document.getElementById('bwlimit').value = '24k'; document.getElementById('dump-first').checked = false; return true;")
+        .await;
+    browser.click("#start").await;
+    browser.wait_text("state", |t| t == "running").await;
+    // A few seconds of history: both lines drawn, a bar per kind planned.
+    let mut drawn = Value::Null;
+    for _ in 0..200 {
+        drawn = browser
+            .eval("const p = document.querySelectorAll('#chart polyline'); return p.length === 2 && p[0].getAttribute('points').split(' ').length >= 3 ? document.querySelectorAll('#kind-bars .kind').length : 0;")
+            .await;
+        if drawn.as_i64().unwrap_or(0) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, status) = app.get("/storage-migration/status").await;
+    let kinds = status["plannedByKind"]
+        .as_object()
+        .expect("plannedByKind")
+        .iter()
+        .filter(|(k, v)| k.as_str() != "total" && v.as_i64().unwrap_or(0) > 0)
+        .count() as i64;
+    assert_eq!(
+        drawn.as_i64(),
+        Some(kinds),
+        "a chart and one bar per kind: {status}"
+    );
+    let scale = browser.text("chart-scale").await;
+    assert!(scale.contains("files/s"), "{scale}");
+    browser.screenshot("admin-run-chart").await;
+
+    browser.click("#pause").await;
+    browser.wait_text("state", |t| t == "paused").await;
+    browser.wait_text("pause", |t| t == "Resume").await;
+    let (_, status) = app.get("/storage-migration/status").await;
+    assert_eq!(status["state"], "paused", "{status}");
+    browser.screenshot("admin-paused").await;
+
+    browser.click("#pause").await;
+    browser.wait_text("state", |t| t == "running").await;
+    browser
+        .eval("document.getElementById('live-bwlimit').value = 'off'; return true;")
+        .await;
+    browser.click("#apply").await;
+    browser.wait_text("state", |t| t == "completed").await;
+    let (_, status) = app.get("/storage-migration/status").await;
+    assert_eq!(status["state"], "completed", "{status}");
+    assert_eq!(status["bandwidthLimit"], Value::Null, "{status}");
 }

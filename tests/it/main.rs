@@ -18,6 +18,7 @@ mod migration;
 mod observability;
 mod openapi;
 mod orphans;
+mod plan;
 mod resume;
 mod rollback;
 mod run_control;
