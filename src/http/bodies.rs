@@ -137,3 +137,11 @@ pub struct PlanBody {
     /// Why the plan stopped short; null when it is whole.
     pub error: Option<String>,
 }
+
+/// What `GET /storage-migration/plan` answers in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PlanFormat {
+    Json,
+    Csv,
+}

@@ -4,7 +4,7 @@
 
 use super::bodies::{
     BatchPage, Cancelling, DumpDeleted, DumpList, EmptyBody, ErrorBody, EstimateBody, FailurePage,
-    GalleryErrorBody, Health, PlanBody, Started,
+    GalleryErrorBody, Health, PlanBody, PlanFormat, Started,
 };
 use super::{dumps, gallery, routes};
 use crate::db::batches::{BatchRow, FailureRow};
@@ -51,7 +51,7 @@ use utoipa::{Modify, OpenApi};
         openapi_json,
     ),
     components(schemas(
-        ErrorBody, GalleryErrorBody, Health, EstimateBody, StartOptions, RunChange, FileTypes, PlanBody,
+        ErrorBody, GalleryErrorBody, Health, EstimateBody, StartOptions, RunChange, FileTypes, PlanBody, PlanFormat,
         PlanRow, PlanTotals, Action, Started, StatusView, RollbackReport,
         Cancelling, BatchPage, BatchRow, FailurePage, FailureRow, DumpReport, DumpInfo, DumpList,
         DumpDeleted, EmptyBody, Direction, Backend, OrphanReport, Orphan

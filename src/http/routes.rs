@@ -2,7 +2,8 @@
 //! anything odd), call the engine, return the gallery's JSON shapes.
 
 use super::bodies::{
-    BatchPage, Cancelling, ErrorBody, EstimateBody, FailurePage, Health, PlanBody, Started,
+    BatchPage, Cancelling, ErrorBody, EstimateBody, FailurePage, Health, PlanBody, PlanFormat,
+    Started,
 };
 use super::error::ApiError;
 use crate::db::rollback::RollbackReport;
@@ -111,7 +112,7 @@ pub(super) async fn estimate_for(
 #[utoipa::path(get, path = "/storage-migration/plan", tag = "migration",
     params(
         ("direction" = Direction, Query, description = "toS3 or toDisk"),
-        ("format" = Option<String>, Query, description = "json (default) or csv"),
+        ("format" = Option<PlanFormat>, Query, description = "json (default) or csv"),
     ),
     responses(
         (status = 200, description = "JSON: one file per line in `files`, then `totals` (and `error` if the plan stopped short). CSV: a header, then one file per line.",
@@ -126,16 +127,16 @@ pub async fn plan(
     query: web::Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, ApiError> {
     let direction = query_direction(&query)?;
-    let csv = match query.get("format").map(String::as_str) {
-        None | Some("json") => false,
-        Some("csv") => true,
-        Some(other) => {
-            return Err(ApiError::bad(
+    let format = match query.get("format") {
+        None => PlanFormat::Json,
+        Some(given) => serde_json::from_value(Value::String(given.clone())).map_err(|_| {
+            ApiError::bad(
                 "invalid_format",
-                format!("format must be json or csv, got {other:?}"),
-            ))
-        }
+                format!("format must be json or csv, got {given:?}"),
+            )
+        })?,
     };
+    let csv = format == PlanFormat::Csv;
     let rows = engine.plan(direction).await?;
     let body = super::plan_body::stream(rows, direction, csv);
     Ok(HttpResponse::Ok()
