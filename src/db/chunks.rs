@@ -420,6 +420,14 @@ pub struct WorkerRow {
     pub last_seen: DateTime<Utc>,
 }
 
+impl WorkerRow {
+    /// Still working on the batch (running, or finishing its files in
+    /// flight).
+    pub fn is_live(&self) -> bool {
+        self.state == "running" || self.state == "draining"
+    }
+}
+
 pub async fn beat(conn: &mut DbConn, batch: Uuid, w: &WorkerRow) -> Result<(), DbError> {
     timed(
         diesel::sql_query(

@@ -171,7 +171,7 @@ async fn beat(run: &RunContext, stats: &Addr<Stats>, state: &str) -> Result<(), 
     let read_at = tokio::time::Instant::now();
     let row = db::batches::get(&mut conn, batch).await?;
     if let Some(row) = &row {
-        match super::StartOptions::from_value(row.options.clone()) {
+        match super::options_of(row) {
             Ok(options) if row.state == BatchState::Running || row.state == BatchState::Paused => {
                 run.control
                     .follow(super::control::Settings::of(&options, row.state), read_at)

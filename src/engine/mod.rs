@@ -124,6 +124,13 @@ impl From<actix::MailboxError> for EngineError {
     }
 }
 
+/// The options a batch keeps (its start's, with the changes made since).
+pub fn options_of(batch: &batches::BatchRow) -> Result<StartOptions, EngineError> {
+    StartOptions::from_value(batch.options.clone()).map_err(|e| {
+        EngineError::Internal(format!("batch {} has unreadable options: {e}", batch.id))
+    })
+}
+
 /// What every part of the engine shares for the life of the process.
 pub struct Shared {
     pub config: Config,
@@ -360,10 +367,7 @@ impl Engine {
             self.shared.config.lease_secs,
         )
         .await?;
-        let live = view
-            .workers
-            .iter()
-            .filter(|w| w.state == "running" || w.state == "draining");
+        let live = view.workers.iter().filter(|w| w.is_live());
         if view.is_active {
             view.active = live.clone().map(|w| w.active).sum();
             view.files_per_second = live.map(|w| w.files_per_second).sum();
@@ -412,9 +416,7 @@ impl Engine {
     pub async fn change(&self, change: options::RunChange) -> Result<StatusView, EngineError> {
         let (here, batch) = self.controllable().await?;
         let mut conn = db::conn(&self.shared.pool).await?;
-        let mut options = StartOptions::from_value(batch.options.clone()).map_err(|e| {
-            EngineError::Internal(format!("batch {} has unreadable options: {e}", batch.id))
-        })?;
+        let mut options = options_of(&batch)?;
         change.apply_to(&mut options);
         if !batches::set_options(&mut conn, batch.id, &options.to_value()).await? {
             return Err(EngineError::NotRunning);
@@ -448,9 +450,7 @@ impl Engine {
         let batch = self.set_paused(false).await?;
         let here = self.orchestrator.send(messages::GetControl).await?;
         if here.is_none() && !self.has_live_processes(batch.id).await? {
-            let options = StartOptions::from_value(batch.options).map_err(|e| {
-                EngineError::Internal(format!("batch {} has unreadable options: {e}", batch.id))
-            })?;
+            let options = options_of(&batch)?;
             tracing::info!(batch_id = %batch.id, "Resuming a paused batch that no process runs any more");
             match self.start_migration(options).await {
                 Ok(_) => {}
@@ -515,9 +515,7 @@ impl Engine {
             self.shared.config.lease_secs,
         )
         .await?;
-        Ok(workers
-            .iter()
-            .any(|w| w.state == "running" || w.state == "draining"))
+        Ok(workers.iter().any(|w| w.is_live()))
     }
 
     /// Stops this process's part of the run (a shutdown): the batch goes
@@ -640,9 +638,7 @@ impl Engine {
             .await?
             .ok_or(EngineError::BatchNotFound(batch_id))?;
         drop(conn);
-        let mut options = StartOptions::from_value(batch.options).map_err(|e| {
-            EngineError::Internal(format!("batch {batch_id} has unreadable options: {e}"))
-        })?;
+        let mut options = options_of(&batch)?;
         // The batch's dump was taken when it started.
         options.dump_database = false;
         self.orchestrator

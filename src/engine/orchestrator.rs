@@ -216,9 +216,7 @@ impl Handler<Join> for Orchestrator {
         let chunks::Joinable {
             batch, log_table, ..
         } = join.0;
-        let options = StartOptions::from_value(batch.options.clone()).map_err(|e| {
-            EngineError::Internal(format!("batch {} has unreadable options: {e}", batch.id))
-        })?;
+        let options = super::options_of(&batch)?;
         let log = match log_table.as_deref() {
             Some(name) if name == crate::db::log::LogTable::Gallery.name() => {
                 crate::db::log::LogTable::Gallery
@@ -631,11 +629,7 @@ async fn wait_for_last_reports(run: &RunContext) {
                 run.shared.config.lease_secs,
             )
             .await?;
-            Ok::<_, EngineError>(
-                workers
-                    .iter()
-                    .any(|w| w.id != run.worker && (w.state == "running" || w.state == "draining")),
-            )
+            Ok::<_, EngineError>(workers.iter().any(|w| w.id != run.worker && w.is_live()))
         }
         .await;
         if !matches!(still, Ok(true)) {

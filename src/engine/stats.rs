@@ -168,13 +168,18 @@ struct Run {
 }
 
 impl Run {
+    /// Seconds since the run began, or its length once it ended.
+    fn elapsed(&self) -> f64 {
+        match &self.finished {
+            Some((_, secs, _, _)) => *secs,
+            None => self.clock.elapsed().as_secs_f64(),
+        }
+    }
+
     /// Where the run stands now: the batch's numbers when several
     /// processes share it, else this one's.
     fn sample(&self) -> Sample {
-        let t = match &self.finished {
-            Some((_, secs, _, _)) => *secs,
-            None => self.clock.elapsed().as_secs_f64(),
-        };
+        let t = self.elapsed();
         let (done, bytes) = match self.batch.as_ref().filter(|b| b.workers.len() > 1) {
             Some(b) => (b.counts.done(), b.counts.bytes_moved),
             None => (
@@ -388,11 +393,7 @@ impl Handler<GetOwn> for Stats {
         let completed = run.completed - e.completed;
         let failed = run.failed - e.failed;
         let done = completed + failed + (run.skipped - e.skipped);
-        let elapsed = match &run.finished {
-            Some((_, secs, _, _)) => *secs,
-            None => run.clock.elapsed().as_secs_f64(),
-        }
-        .max(0.001);
+        let elapsed = run.elapsed().max(0.001);
         Own {
             active: if run.finished.is_some() {
                 0
@@ -413,11 +414,7 @@ impl Handler<GetStatus> for Stats {
     fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Option<StatusView> {
         let run = self.run.as_ref()?;
         let done = run.completed + run.failed + run.skipped;
-        let elapsed = match &run.finished {
-            Some((_, secs, _, _)) => *secs,
-            None => run.clock.elapsed().as_secs_f64(),
-        }
-        .max(0.001);
+        let elapsed = run.elapsed().max(0.001);
         let mut files_per_second = (done - run.earlier.done()) as f64 / elapsed;
         let mut bytes_per_second = (run.bytes_moved - run.earlier.bytes_moved) as f64 / elapsed;
         let mut waiting = (run.total - done - run.active - run.recording).max(0);
@@ -435,10 +432,7 @@ impl Handler<GetStatus> for Stats {
         // as the database holds them, and the rates everyone's.
         if let Some(b) = run.batch.as_ref().filter(|b| b.workers.len() > 1) {
             counts = b.counts;
-            let live = b
-                .workers
-                .iter()
-                .filter(|w| w.state == "running" || w.state == "draining");
+            let live = b.workers.iter().filter(|w| w.is_live());
             active = live.clone().map(|w| w.active).sum::<i64>().max(run.active);
             files_per_second = if run.finished.is_some() {
                 (counts.done() - run.earlier.done()) as f64 / elapsed

@@ -325,12 +325,8 @@ impl Metrics {
             .with_label_values(&["leased"])
             .set(chunks.leased);
         self.chunks.with_label_values(&["done"]).set(chunks.done);
-        self.workers.set(
-            workers
-                .iter()
-                .filter(|w| w.state == "running" || w.state == "draining")
-                .count() as i64,
-        );
+        self.workers
+            .set(workers.iter().filter(|w| w.is_live()).count() as i64);
         self.worker_files.reset();
         self.worker_rate.reset();
         for w in workers.iter().take(MAX_WORKER_SERIES) {
