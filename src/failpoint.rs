@@ -6,7 +6,7 @@
 //! - `after-copy`: the copy is made and verified, the row not yet updated;
 //! - `after-commit`: the row is updated, the source not yet deleted;
 //! - `mid-multipart`: one part of a multipart upload is sent;
-//! - `mid-download`: a download to disk has written its first chunk.
+//! - `mid-download`: a download to disk has received a chunk.
 
 /// Aborts the process here when `FAILPOINTS` says so.
 #[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]

@@ -18,7 +18,8 @@ use crate::db::ledger::{Committed, PathChange, Unmoved};
 use crate::failpoint::crash_point;
 use crate::model::{Direction, FileKind, Reason};
 use crate::paths::{Location, Plan};
-use crate::store::disk::TempFile;
+use crate::store::disk::{Loaded, TempFile};
+use crate::store::s3::MULTIPART_THRESHOLD;
 use crate::store::{Digest, Hasher, ObjectMeta, StoreError, WriteIf};
 use actix::{Actor, Addr, AtomicResponse, Context, Handler, WrapFuture};
 use std::path::Path;
@@ -438,8 +439,15 @@ async fn upload(
 ) -> Result<Copied, Taken> {
     let (disk, s3) = (&run.shared.disk, &run.shared.s3);
     let skip_head = trust_listing && run.targets.known_absent(key);
-    let (size, write_if) =
-        match check_object_target(&run.shared, src, key, new_path, skip_head).await? {
+    let (write_if, source) = if skip_head {
+        // Nothing to compare with: one read gives the size, the bytes and
+        // their digest.
+        match disk.load(src, MULTIPART_THRESHOLD).await? {
+            None => return Err(source_missing(src).into()),
+            Some(loaded) => (WriteIf::Absent, loaded),
+        }
+    } else {
+        match check_object_target(&run.shared, src, key, new_path, false).await? {
             (_, Target::Identical(digest)) => {
                 return Ok(Copied {
                     digest,
@@ -448,12 +456,23 @@ async fn upload(
                     temp: None,
                 })
             }
-            (size, Target::Absent) => (size, WriteIf::Absent),
+            (size, Target::Absent) => (WriteIf::Absent, Loaded::Large(size)),
             // Replaced only if it is still the stale copy just looked at.
-            (size, Target::Stale(etag)) => (size, etag.map_or(WriteIf::Any, WriteIf::Matches)),
-        };
+            (size, Target::Stale(etag)) => (
+                etag.map_or(WriteIf::Any, WriteIf::Matches),
+                Loaded::Large(size),
+            ),
+        }
+    };
     let replaced = write_if != WriteIf::Absent;
-    let digest = match s3.put_file(disk, src, key, size, &write_if).await {
+    let sent = match source {
+        Loaded::Whole { data, digest } => s3
+            .put_whole(key, data, &digest, &write_if)
+            .await
+            .map(|()| digest),
+        Loaded::Large(size) => s3.put_file(disk, src, key, size, &write_if).await,
+    };
+    let digest = match sent {
         Err(StoreError::TargetTaken(_)) if skip_head => return Err(Taken::SinceListing),
         other => other?,
     };
@@ -500,12 +519,7 @@ pub(super) async fn check_object_target(
         }
     };
     let (size, existing) = tokio::join!(disk.stat(src), target_check);
-    let size = size?.ok_or_else(|| {
-        Stop::new(
-            Reason::SourceMissing,
-            format!("{} does not exist", src.display()),
-        )
-    })?;
+    let size = size?.ok_or_else(|| source_missing(src))?;
     let Some(existing) = existing? else {
         return Ok((size, Target::Absent));
     };
@@ -544,6 +558,13 @@ pub(super) async fn check_disk_target(
     let names = [new_path.to_string()];
     refuse_if_referenced(shared, &names, &dst.display().to_string()).await?;
     Ok(Target::Stale(None))
+}
+
+fn source_missing(src: &Path) -> Stop {
+    Stop::new(
+        Reason::SourceMissing,
+        format!("{} does not exist", src.display()),
+    )
 }
 
 pub(super) fn object_missing(key: &str) -> Stop {
@@ -593,14 +614,22 @@ async fn to_disk(run: &RunContext, key: &str, dst: &Path, new_path: &str) -> Res
         Err(e) => return Err(e.into()),
     };
     let mut temp = disk.create_temp(dst).await?;
-    let mut hasher = Hasher::new();
+    // The SHA-1 we stored with the object decides alone; MD5 is only
+    // needed where a plain ETag is all there is to check against.
+    let mut hasher = if download.meta.sha1.is_some() {
+        Hasher::without_md5()
+    } else {
+        Hasher::new()
+    };
     let streamed: Result<(), StoreError> = async {
         while let Some(chunk) = download.next_chunk().await? {
             temp.write(&chunk).await?;
             hasher.update(chunk).await;
             crash_point("mid-download");
         }
-        Ok(())
+        // On disk before the mover takes its next file: what waits for the
+        // commit holds no memory.
+        temp.write_out().await
     }
     .await;
     if let Err(e) = streamed {
@@ -614,10 +643,10 @@ async fn to_disk(run: &RunContext, key: &str, dst: &Path, new_path: &str) -> Res
             "received {} bytes, expected {}",
             digest.size, meta.size
         ))
-    } else if meta.md5.is_some_and(|m| m != digest.md5) {
-        Some("MD5 of the data received does not match the ETag".to_string())
     } else if meta.sha1.is_some_and(|s| s != digest.sha1) {
         Some("SHA-1 of the data received does not match the object's metadata".to_string())
+    } else if meta.sha1.is_none() && meta.md5.is_some_and(|m| Some(m) != digest.md5) {
+        Some("MD5 of the data received does not match the ETag".to_string())
     } else {
         None
     };
@@ -646,7 +675,7 @@ async fn same_content(
 ) -> Result<bool, Stop> {
     Ok(match (object.sha1, object.md5) {
         (Some(sha1), _) => sha1 == local.sha1,
-        (None, Some(md5)) => md5 == local.md5,
+        (None, Some(md5)) => Some(md5) == local.md5,
         (None, None) => shared.s3.hash_object(key).await?.sha1 == local.sha1,
     })
 }

@@ -6,16 +6,23 @@
 
 use super::hash::{Digest, Hasher};
 use super::{Listed, Store, StoreError, StoreListing, StoreWriter};
-use bytes::BytesMut;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use tokio::fs;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Size of the read buffer used when hashing or uploading from disk.
 const READ_CHUNK: usize = 1024 * 1024;
 
 /// Marks our temporary files, so that leftovers of a crash are recognisable.
 pub const TEMP_MARKER: &str = ".noodle-tmp-";
+
+/// A file read for an upload.
+pub enum Loaded {
+    /// Small enough for one request: its bytes and their digest.
+    Whole { data: bytes::Bytes, digest: Digest },
+    /// Sent in parts: its size.
+    Large(u64),
+}
 
 /// Files live under one root; symbolic links must not lead out of it.
 #[derive(Debug, Clone, Default)]
@@ -26,7 +33,10 @@ impl DiskStore {
     /// resolved. Either may not exist yet (a first copy to disk): the part
     /// that exists is resolved, the rest is taken as written.
     pub async fn stays_under(&self, root: &Path, path: &Path) -> Result<bool, StoreError> {
-        Ok(resolve(path).await?.starts_with(resolve(root).await?))
+        let (root, path) = (root.to_path_buf(), path.to_path_buf());
+        // One trip to the blocking pool for the whole walk: this runs for
+        // every file, and each trip costs two thread wake-ups.
+        blocking(move || Ok(resolve(&path)?.starts_with(resolve(&root)?))).await
     }
 
     /// The size of a regular file, or `None` when nothing is there.
@@ -54,42 +64,92 @@ impl DiskStore {
         Ok((meta.len(), meta.modified().ok()))
     }
 
-    pub async fn open(&self, path: &Path) -> Result<fs::File, StoreError> {
-        fs::File::open(path)
-            .await
-            .map_err(|e| StoreError::io("cannot open", path, e))
-    }
-
-    /// Reads one chunk of at most `READ_CHUNK` bytes; empty at the end.
-    pub async fn read_chunk(
+    /// `len` bytes of a file from `offset` (fewer at its end) and their
+    /// MD5, in one trip to the blocking pool.
+    pub async fn read_part(
         &self,
-        file: &mut fs::File,
         path: &Path,
-    ) -> Result<bytes::Bytes, StoreError> {
-        let mut buf = BytesMut::with_capacity(READ_CHUNK);
-        while buf.len() < READ_CHUNK {
-            let n = file
-                .read_buf(&mut buf)
-                .await
-                .map_err(|e| StoreError::io("cannot read", path, e))?;
-            if n == 0 {
-                break;
+        offset: u64,
+        len: usize,
+    ) -> Result<(bytes::Bytes, [u8; 16]), StoreError> {
+        let path = path.to_path_buf();
+        blocking(move || {
+            use md5::Digest as _;
+            use std::os::unix::fs::FileExt;
+            let file =
+                std::fs::File::open(&path).map_err(|e| StoreError::io("cannot open", &path, e))?;
+            let mut part = vec![0u8; len];
+            let mut filled = 0;
+            while filled < len {
+                let n = file
+                    .read_at(&mut part[filled..], offset + filled as u64)
+                    .map_err(|e| StoreError::io("cannot read", &path, e))?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
             }
-        }
-        Ok(buf.freeze())
+            part.truncate(filled);
+            let md5 = md5::Md5::digest(&part).into();
+            Ok((bytes::Bytes::from(part), md5))
+        })
+        .await
     }
 
-    /// Hashes a whole file, streaming.
+    /// Hashes a whole file, streaming, in one trip to the blocking pool.
     pub async fn hash_file(&self, path: &Path) -> Result<Digest, StoreError> {
-        let mut file = self.open(path).await?;
-        let mut hasher = Hasher::new();
-        loop {
-            let chunk = self.read_chunk(&mut file, path).await?;
-            if chunk.is_empty() {
-                return Ok(hasher.finish());
+        let path = path.to_path_buf();
+        blocking(move || {
+            let mut file =
+                std::fs::File::open(&path).map_err(|e| StoreError::io("cannot open", &path, e))?;
+            let mut hasher = Hasher::new();
+            let mut buf = vec![0u8; READ_CHUNK];
+            loop {
+                let n = std::io::Read::read(&mut file, &mut buf)
+                    .map_err(|e| StoreError::io("cannot read", &path, e))?;
+                if n == 0 {
+                    return Ok(hasher.finish());
+                }
+                hasher.update_sync(&buf[..n]);
             }
-            hasher.update(chunk).await;
-        }
+        })
+        .await
+    }
+
+    /// A file to upload, in one trip to the blocking pool: read whole and
+    /// hashed when it is at most `whole_up_to` bytes, else only its size;
+    /// `None` when nothing is there.
+    pub async fn load(&self, path: &Path, whole_up_to: u64) -> Result<Option<Loaded>, StoreError> {
+        let path = path.to_path_buf();
+        blocking(move || {
+            let mut file = match std::fs::File::open(&path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(StoreError::io("cannot open", &path, e)),
+            };
+            let meta = file
+                .metadata()
+                .map_err(|e| StoreError::io("cannot stat", &path, e))?;
+            if !meta.is_file() {
+                return Err(StoreError::io(
+                    "not a regular file:",
+                    &path,
+                    std::io::Error::other("expected a file"),
+                ));
+            }
+            if meta.len() > whole_up_to {
+                return Ok(Some(Loaded::Large(meta.len())));
+            }
+            let mut data = Vec::with_capacity(meta.len() as usize);
+            std::io::Read::read_to_end(&mut file, &mut data)
+                .map_err(|e| StoreError::io("cannot read", &path, e))?;
+            let digest = super::hash::digest_of(&data);
+            Ok(Some(Loaded::Whole {
+                data: bytes::Bytes::from(data),
+                digest,
+            }))
+        })
+        .await
     }
 
     /// Reads a small file whole.
@@ -99,34 +159,27 @@ impl DiskStore {
             .map_err(|e| StoreError::io("cannot read", path, e))
     }
 
-    /// Starts an atomic write of `target`.
+    /// Starts an atomic write of `target`. Nothing is created until the
+    /// first bytes are written out.
     pub async fn create_temp(&self, target: &Path) -> Result<TempFile, StoreError> {
-        let dir = target.parent().ok_or_else(|| {
-            StoreError::io(
+        if target.parent().is_none() {
+            return Err(StoreError::io(
                 "no parent folder for",
                 target,
                 std::io::Error::other("root"),
-            )
-        })?;
-        fs::create_dir_all(dir)
-            .await
-            .map_err(|e| StoreError::io("cannot create folder", dir, e))?;
+            ));
+        }
         let name = target
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let temp = dir.join(format!(
+        let temp = target.with_file_name(format!(
             ".{name}{TEMP_MARKER}{}",
             uuid::Uuid::new_v4().simple()
         ));
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)
-            .await
-            .map_err(|e| StoreError::io("cannot create", &temp, e))?;
         Ok(TempFile {
-            file: Some(file),
+            file: None,
+            buffer: Vec::new(),
             temp,
             target: target.to_path_buf(),
             written: 0,
@@ -145,11 +198,11 @@ impl DiskStore {
 }
 
 /// `path` with its longest existing prefix canonicalised.
-async fn resolve(path: &Path) -> Result<PathBuf, StoreError> {
+fn resolve(path: &Path) -> Result<PathBuf, StoreError> {
     let mut existing = path.to_path_buf();
     let mut rest = Vec::new();
     loop {
-        match fs::canonicalize(&existing).await {
+        match std::fs::canonicalize(&existing) {
             Ok(mut real) => {
                 real.extend(rest.iter().rev());
                 return Ok(real);
@@ -166,14 +219,35 @@ async fn resolve(path: &Path) -> Result<PathBuf, StoreError> {
     }
 }
 
+/// Runs blocking file work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        StoreError::io(
+            "file work stopped:",
+            Path::new(""),
+            std::io::Error::other(e),
+        )
+    })?
+}
+
+/// Bytes a temporary file gathers before they are written out: a small
+/// download goes to disk in one trip to the blocking pool, and a large one
+/// in trips of this size.
+const WRITE_BUFFER: usize = 1024 * 1024;
+
 /// A file being written next to its final name. Dropped without `commit`
 /// (its caller went away), it removes the temporary file; `discard` does
 /// the same and waits for it.
 pub struct TempFile {
-    file: Option<fs::File>,
+    /// Created with the first bytes written out.
+    file: Option<std::fs::File>,
+    /// Bytes received and not yet written out.
+    buffer: Vec<u8>,
     temp: PathBuf,
     target: PathBuf,
-    /// Bytes written so far.
+    /// Bytes taken so far.
     written: u64,
     /// Renamed into place or removed: nothing left to clean up.
     settled: bool,
@@ -181,13 +255,41 @@ pub struct TempFile {
 
 impl TempFile {
     pub async fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
-        let Some(file) = self.file.as_mut() else {
+        if self.settled {
             return Err(self.closed());
-        };
-        file.write_all(data)
-            .await
-            .map_err(|e| StoreError::io("cannot write", &self.temp, e))?;
+        }
+        self.buffer.extend_from_slice(data);
         self.written += data.len() as u64;
+        if self.buffer.len() >= WRITE_BUFFER {
+            self.write_out().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes what was received to the temporary file (creating it and its
+    /// folders first), so that memory holds no more than one buffer.
+    pub async fn write_out(&mut self) -> Result<(), StoreError> {
+        if self.settled {
+            return Err(self.closed());
+        }
+        let buffer = std::mem::take(&mut self.buffer);
+        let file = self.file.take();
+        let temp = self.temp.clone();
+        let offset = self.written - buffer.len() as u64;
+        let file = blocking(move || {
+            let mut file = match file {
+                Some(file) => file,
+                None => create_new(&temp)?,
+            };
+            file.write_all(&buffer)
+                .map_err(|e| StoreError::io("cannot write", &temp, e))?;
+            if buffer.len() >= WRITE_BUFFER {
+                start_writeback(&file, offset, buffer.len());
+            }
+            Ok(file)
+        })
+        .await?;
+        self.file = Some(file);
         Ok(())
     }
 
@@ -211,56 +313,107 @@ impl TempFile {
         self.settle(true).await
     }
 
+    /// The rest of the write in one trip to the blocking pool: what is
+    /// left of the buffer, the fsync, the rename and the folder's fsync.
     async fn settle(mut self, only_new: bool) -> Result<(), StoreError> {
-        let mut file = self.file.take().ok_or_else(|| self.closed())?;
-        let result = async {
-            file.flush()
-                .await
-                .map_err(|e| StoreError::io("cannot flush", &self.temp, e))?;
-            file.sync_all()
-                .await
-                .map_err(|e| StoreError::io("cannot fsync", &self.temp, e))?;
-            drop(file);
-            if only_new {
-                place_new(&self.temp, &self.target).await?;
-            } else {
-                fs::rename(&self.temp, &self.target)
-                    .await
-                    .map_err(|e| StoreError::io("cannot rename into", &self.target, e))?;
-            }
-            self.settled = true;
-            if let Some(dir) = self.target.parent() {
-                // The rename is durable only once the folder entry is.
-                if let Ok(d) = fs::File::open(dir).await {
-                    let _ = d.sync_all().await;
-                }
-            }
-            Ok(())
+        if self.settled {
+            return Err(self.closed());
         }
-        .await;
-        if result.is_err() {
-            let _ = fs::remove_file(&self.temp).await;
-            self.settled = true;
+        if !self.buffer.is_empty() || self.file.is_none() {
+            self.write_out().await?;
         }
-        result
+        let file = self.file.take().ok_or_else(|| self.closed())?;
+        let (temp, target) = (self.temp.clone(), self.target.clone());
+        // Whatever happens now, the temporary name is dealt with here.
+        self.settled = true;
+        blocking(move || {
+            let result = place(file, &temp, &target, only_new);
+            if result.is_err() {
+                let _ = std::fs::remove_file(&temp);
+            }
+            result
+        })
+        .await
     }
 
     pub async fn discard(mut self) {
-        self.file.take();
-        let _ = fs::remove_file(&self.temp).await;
         self.settled = true;
+        self.buffer = Vec::new();
+        self.file.take();
+        // Even a file never handed back may exist (a write that failed).
+        let temp = self.temp.clone();
+        let _ = blocking(move || {
+            let _ = std::fs::remove_file(&temp);
+            Ok(())
+        })
+        .await;
     }
+}
+
+/// Starts writing a large file's pages to disk as they come, so that the
+/// fsync at its end finds little left to do (and the download and the
+/// disk work at the same time). Only a hint: the fsync is what counts.
+fn start_writeback(file: &std::fs::File, offset: u64, len: usize) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain system call on a descriptor this function borrows;
+    // it reads no memory of ours.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
+}
+
+/// Creates the temporary file, and its folders if need be.
+fn create_new(temp: &Path) -> Result<std::fs::File, StoreError> {
+    if let Some(dir) = temp.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::io("cannot create folder", dir, e))?;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(temp)
+        .map_err(|e| StoreError::io("cannot create", temp, e))
+}
+
+/// Makes `temp` durable and gives it the name `target`, then makes the
+/// folder entry durable too.
+fn place(
+    file: std::fs::File,
+    temp: &Path,
+    target: &Path,
+    only_new: bool,
+) -> Result<(), StoreError> {
+    file.sync_all()
+        .map_err(|e| StoreError::io("cannot fsync", temp, e))?;
+    drop(file);
+    if only_new {
+        place_new(temp, target)?;
+    } else {
+        std::fs::rename(temp, target)
+            .map_err(|e| StoreError::io("cannot rename into", target, e))?;
+    }
+    if let Some(dir) = target.parent() {
+        // The rename is durable only once the folder entry is.
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
 }
 
 /// Gives `temp` the name `target` unless that name is taken, atomically:
 /// a hard link fails when the name exists, where a rename would replace
 /// it. On a file system without hard links, the name is checked just
 /// before the rename instead.
-async fn place_new(temp: &Path, target: &Path) -> Result<(), StoreError> {
+fn place_new(temp: &Path, target: &Path) -> Result<(), StoreError> {
     let taken = || StoreError::TargetTaken(target.display().to_string());
-    match fs::hard_link(temp, target).await {
+    match std::fs::hard_link(temp, target) {
         Ok(()) => {
-            let _ = fs::remove_file(temp).await;
+            let _ = std::fs::remove_file(temp);
             Ok(())
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(taken()),
@@ -270,11 +423,10 @@ async fn place_new(temp: &Path, target: &Path) -> Result<(), StoreError> {
                 Some(libc_codes::EPERM | libc_codes::ENOTSUP | libc_codes::EMLINK)
             ) =>
         {
-            if fs::symlink_metadata(target).await.is_ok() {
+            if std::fs::symlink_metadata(target).is_ok() {
                 return Err(taken());
             }
-            fs::rename(temp, target)
-                .await
+            std::fs::rename(temp, target)
                 .map_err(|e| StoreError::io("cannot rename into", target, e))
         }
         Err(e) => Err(StoreError::io("cannot link into", target, e)),

@@ -11,24 +11,46 @@ const BLOCKING_HASH_THRESHOLD: usize = 512 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Digest {
     pub size: u64,
-    pub md5: [u8; 16],
+    /// `None` from a hasher made `without_md5`.
+    pub md5: Option<[u8; 16]>,
     pub sha1: [u8; 20],
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Hasher {
-    md5: md5::Md5,
+    md5: Option<md5::Md5>,
     sha1: sha1::Sha1,
     size: u64,
 }
 
+impl Default for Hasher {
+    fn default() -> Hasher {
+        Hasher::new()
+    }
+}
+
 impl Hasher {
     pub fn new() -> Hasher {
-        Hasher::default()
+        Hasher {
+            md5: Some(md5::Md5::default()),
+            sha1: sha1::Sha1::default(),
+            size: 0,
+        }
+    }
+
+    /// SHA-1 alone, for a download whose object carries the SHA-1 we
+    /// stored: MD5 is the costlier of the two, and nothing needs it then.
+    pub fn without_md5() -> Hasher {
+        Hasher {
+            md5: None,
+            ..Hasher::new()
+        }
     }
 
     pub fn update_sync(&mut self, data: &[u8]) {
-        self.md5.update(data);
+        if let Some(md5) = &mut self.md5 {
+            md5.update(data);
+        }
         self.sha1.update(data);
         self.size += data.len() as u64;
     }
@@ -56,7 +78,7 @@ impl Hasher {
     pub fn finish(self) -> Digest {
         Digest {
             size: self.size,
-            md5: self.md5.finalize().into(),
+            md5: self.md5.map(|m| m.finalize().into()),
             sha1: self.sha1.finalize().into(),
         }
     }
@@ -90,7 +112,10 @@ mod tests {
     #[test]
     fn known_values() {
         let d = digest_of(b"abc");
-        assert_eq!(hex::encode(d.md5), "900150983cd24fb0d6963f7d28e17f72");
+        assert_eq!(
+            hex::encode(d.md5.unwrap()),
+            "900150983cd24fb0d6963f7d28e17f72"
+        );
         assert_eq!(
             hex::encode(d.sha1),
             "a9993e364706816aba3e25717850c26c9cd0d89d"

@@ -9,6 +9,7 @@
 //! every S3 server accepts): the Content-MD5 already protects the bytes,
 //! and a SHA-256 of every byte sent would cost more CPU than the copy.
 
+use super::disk::Loaded;
 use super::hash::{digest_of, md5_of, Digest, Hasher};
 use super::{BucketProblem, DiskStore, Listed, Store, StoreError, StoreListing, StoreWriter};
 use crate::bandwidth::Throttle;
@@ -68,6 +69,9 @@ pub struct S3Store {
     metrics: Arc<Metrics>,
     /// Every object byte sent or received passes through it.
     throttle: Arc<Throttle>,
+    /// The extra streams large downloads may open, for the whole process:
+    /// each holds up to one segment in memory.
+    extra_streams: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for S3Store {
@@ -172,6 +176,7 @@ impl S3Store {
             sse: config.sse.clone(),
             metrics,
             throttle: Default::default(),
+            extra_streams: Arc::new(tokio::sync::Semaphore::new(EXTRA_STREAMS)),
         }
     }
 
@@ -280,7 +285,8 @@ impl S3Store {
     }
 
     /// Starts a streamed download; a missing object is an `S3` error with
-    /// status 404.
+    /// status 404. A large object comes over several connections at once,
+    /// in order all the same (see `SEGMENT`).
     pub async fn get(&self, key: &str) -> Result<Download, StoreError> {
         let out = object_call!(self, get_object, key)
             .send()
@@ -293,16 +299,108 @@ impl S3Store {
                     self.failed("GetObject", e)
                 }
             })?;
+        let meta = ObjectMeta {
+            size: out.content_length().unwrap_or(0).max(0) as u64,
+            md5: self.etag_md5(out.e_tag()),
+            sha1: Self::meta_sha1(out.metadata()),
+            etag: out.e_tag().map(str::to_string),
+        };
+        let extra = match (&meta.etag, meta.size >= SEGMENTED_FROM) {
+            (Some(_), true) => self
+                .extra_streams
+                .clone()
+                .try_acquire_many_owned(STREAMS_PER_DOWNLOAD - 1)
+                .ok(),
+            _ => None,
+        };
+        let body = match (extra, &meta.etag) {
+            (Some(permits), Some(etag)) => {
+                Body::Segments(self.segments(key, etag, meta.size, out.body, permits))
+            }
+            _ => Body::Stream(out.body),
+        };
         Ok(Download {
-            meta: ObjectMeta {
-                size: out.content_length().unwrap_or(0).max(0) as u64,
-                md5: self.etag_md5(out.e_tag()),
-                sha1: Self::meta_sha1(out.metadata()),
-                etag: out.e_tag().map(str::to_string),
-            },
-            body: out.body,
+            meta,
+            body,
             throttle: self.throttle.clone(),
         })
+    }
+
+    /// A large object's bytes, `SEGMENT` at a time and in order, fetched
+    /// `STREAMS_PER_DOWNLOAD` at a time: the first from the GET already
+    /// open (cut short after one segment), the rest by ranged GETs that
+    /// must find the same object (`If-Match`), or the download fails
+    /// rather than mix two versions.
+    fn segments(
+        &self,
+        key: &str,
+        etag: &str,
+        size: u64,
+        first: ByteStream,
+        permits: tokio::sync::OwnedSemaphorePermit,
+    ) -> futures_util::stream::BoxStream<'static, Result<Bytes, StoreError>> {
+        use futures_util::StreamExt;
+        let count = size.div_ceil(SEGMENT);
+        let mut first = Some(first);
+        let (client, bucket, key, etag) = (
+            self.client.clone(),
+            self.bucket.clone(),
+            key.to_string(),
+            etag.to_string(),
+        );
+        let (throttle, metrics) = (self.throttle.clone(), self.metrics.clone());
+        futures_util::stream::iter(0..count)
+            .map(move |n| {
+                let start = n * SEGMENT;
+                let len = SEGMENT.min(size - start);
+                let (throttle, metrics) = (throttle.clone(), metrics.clone());
+                let part = match first.take() {
+                    Some(body) => Part::Opened(body),
+                    None => Part::Ranged(Box::new(
+                        client
+                            .get_object()
+                            .bucket(&bucket)
+                            .key(&key)
+                            .if_match(&etag)
+                            .range(format!("bytes={start}-{}", start + len - 1)),
+                    )),
+                };
+                async move {
+                    let body = match part {
+                        Part::Opened(body) => body,
+                        Part::Ranged(request) => {
+                            let out = request.send().await.map_err(|e| {
+                                metrics.s3_error("GetObject");
+                                s3_error("GetObject", e)
+                            })?;
+                            // Range is part of every S3 API: a server that
+                            // answers with other bytes fails the file.
+                            let range = format!("bytes {start}-{}/{size}", start + len - 1);
+                            if out.content_length() != Some(len as i64)
+                                || out.content_range() != Some(range.as_str())
+                            {
+                                return Err(StoreError::S3 {
+                                    operation: "GetObject",
+                                    status: None,
+                                    message: format!(
+                                        "a ranged GET for {range} answered {:?} ({:?} bytes)",
+                                        out.content_range(),
+                                        out.content_length()
+                                    ),
+                                });
+                            }
+                            out.body
+                        }
+                    };
+                    read_segment(body, len, &throttle).await
+                }
+            })
+            .buffered(STREAMS_PER_DOWNLOAD as usize)
+            // The permits go when the stream does.
+            .inspect(move |_| {
+                let _ = &permits;
+            })
+            .boxed()
     }
 
     /// Reads a whole object to hash it (used only when no cheaper
@@ -351,22 +449,36 @@ impl S3Store {
             };
             return self.put_multipart(&source, key, write_if).await;
         }
-        let data = disk.read_all(path).await?;
-        if data.len() as u64 != expected_size {
-            return Err(StoreError::SourceChanged(format!(
-                "{} was {} bytes, read {}",
-                path.display(),
-                expected_size,
-                data.len()
-            )));
-        }
-        let digest = digest_of(&data);
-        let data = Bytes::from(data);
-        self.write_if(key, write_if, |condition| {
-            self.put_bytes(key, data.clone(), &digest, condition)
-        })
-        .await?;
+        let (data, digest) = match disk.load(path, MULTIPART_THRESHOLD).await? {
+            Some(Loaded::Whole { data, digest }) if digest.size == expected_size => (data, digest),
+            found => {
+                let now = match found {
+                    Some(Loaded::Whole { digest, .. }) => format!("read {}", digest.size),
+                    Some(Loaded::Large(size)) => format!("now {size}"),
+                    None => "now gone".to_string(),
+                };
+                return Err(StoreError::SourceChanged(format!(
+                    "{} was {expected_size} bytes, {now}",
+                    path.display()
+                )));
+            }
+        };
+        self.put_whole(key, data, &digest, write_if).await?;
         Ok(digest)
+    }
+
+    /// Uploads bytes already read and hashed, in one PutObject.
+    pub async fn put_whole(
+        &self,
+        key: &str,
+        data: Bytes,
+        digest: &Digest,
+        write_if: &WriteIf,
+    ) -> Result<(), StoreError> {
+        self.write_if(key, write_if, |condition| {
+            self.put_bytes(key, data.clone(), digest, condition)
+        })
+        .await
     }
 
     /// Runs `write` under `write_if`. A server without conditional writes
@@ -415,7 +527,7 @@ impl S3Store {
             .set_if_none_match(if_none_match)
             .set_if_match(if_match)
             .content_length(data.len() as i64)
-            .content_md5(aws_smithy_types::base64::encode(digest.md5))
+            .set_content_md5(digest.md5.map(aws_smithy_types::base64::encode))
             .content_type(Self::content_type(key))
             .metadata(SHA1_METADATA, hex::encode(digest.sha1))
             .set_server_side_encryption(sse)
@@ -426,8 +538,8 @@ impl S3Store {
             .send()
             .await
             .map_err(|e| self.write_failed("PutObject", key, e))?;
-        if let Some(md5) = self.etag_md5(out.e_tag()) {
-            if md5 != digest.md5 {
+        if let (Some(md5), Some(sent)) = (self.etag_md5(out.e_tag()), digest.md5) {
+            if md5 != sent {
                 return Err(StoreError::S3 {
                     operation: "PutObject",
                     status: None,
@@ -509,8 +621,8 @@ impl S3Store {
         upload_id: &str,
         part_number: i32,
         part: Bytes,
+        md5: [u8; 16],
     ) -> Result<CompletedPart, StoreError> {
-        let md5 = md5_of(part.clone()).await;
         self.throttle.pass(part.len() as u64).await;
         let out = object_call!(self, upload_part, key)
             .upload_id(upload_id)
@@ -559,25 +671,16 @@ impl S3Store {
         key: &str,
         upload_id: &str,
     ) -> Result<Vec<CompletedPart>, StoreError> {
-        let mut file = disk.open(path).await?;
         let mut parts = Vec::new();
+        let mut offset = 0u64;
         loop {
-            let mut part = bytes::BytesMut::with_capacity(PART_SIZE);
-            while part.len() < PART_SIZE {
-                let chunk = disk.read_chunk(&mut file, path).await?;
-                if chunk.is_empty() {
-                    break;
-                }
-                part.extend_from_slice(&chunk);
-            }
+            let (part, md5) = disk.read_part(path, offset, PART_SIZE).await?;
             if part.is_empty() {
                 break;
             }
+            offset += part.len() as u64;
             let number = parts.len() as i32 + 1;
-            parts.push(
-                self.upload_part(key, upload_id, number, part.freeze())
-                    .await?,
-            );
+            parts.push(self.upload_part(key, upload_id, number, part, md5).await?);
             crate::failpoint::crash_point("mid-multipart");
         }
         Ok(parts)
@@ -744,9 +847,10 @@ impl ObjectWriter<'_> {
             }
         };
         let number = self.parts.len() as i32 + 1;
+        let md5 = md5_of(part.clone()).await;
         let done = self
             .store
-            .upload_part(&self.key, &upload_id, number, part)
+            .upload_part(&self.key, &upload_id, number, part, md5)
             .await?;
         self.parts.push(done);
         Ok(())
@@ -819,26 +923,86 @@ impl WriteIf {
     }
 }
 
+/// Objects at least this large come over several connections.
+const SEGMENTED_FROM: u64 = 32 * 1024 * 1024;
+/// The bytes each of those connections brings at a time.
+const SEGMENT: u64 = 2 * 1024 * 1024;
+/// Connections per large download, the first GET's included.
+const STREAMS_PER_DOWNLOAD: u32 = 4;
+/// Extra connections for the whole process: at most this many segments
+/// (of `SEGMENT` bytes) wait in memory. A large download that finds none
+/// free comes over its one connection.
+const EXTRA_STREAMS: usize = 12;
+
+/// Where a segment's bytes come from.
+enum Part {
+    /// The GET that started the download.
+    Opened(ByteStream),
+    /// A ranged GET still to send.
+    Ranged(Box<aws_sdk_s3::operation::get_object::builders::GetObjectFluentBuilder>),
+}
+
+/// Reads `len` bytes of a body (the start of a longer one, for the first
+/// segment: the rest is dropped with the connection).
+async fn read_segment(
+    mut body: ByteStream,
+    len: u64,
+    throttle: &Throttle,
+) -> Result<Bytes, StoreError> {
+    let mut segment = bytes::BytesMut::with_capacity(len as usize);
+    while (segment.len() as u64) < len {
+        let Some(chunk) = body.try_next().await.map_err(body_failed)? else {
+            break;
+        };
+        let wanted = (len - segment.len() as u64).min(chunk.len() as u64) as usize;
+        throttle.pass(wanted as u64).await;
+        segment.extend_from_slice(&chunk[..wanted]);
+    }
+    if (segment.len() as u64) < len {
+        return Err(StoreError::S3 {
+            operation: "GetObject",
+            status: None,
+            message: format!("the body ended after {} of {len} bytes", segment.len()),
+        });
+    }
+    Ok(segment.freeze())
+}
+
+fn body_failed(e: impl std::fmt::Display) -> StoreError {
+    StoreError::S3 {
+        operation: "GetObject",
+        status: None,
+        message: format!("reading the body: {e}"),
+    }
+}
+
+enum Body {
+    Stream(ByteStream),
+    Segments(futures_util::stream::BoxStream<'static, Result<Bytes, StoreError>>),
+}
+
 /// A GetObject in progress.
 pub struct Download {
     pub meta: ObjectMeta,
-    body: ByteStream,
+    body: Body,
     throttle: Arc<Throttle>,
 }
 
 impl Download {
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, StoreError> {
-        let chunk = self.body.try_next().await.map_err(|e| StoreError::S3 {
-            operation: "GetObject",
-            status: None,
-            message: format!("reading the body: {e}"),
-        })?;
-        // Paid after it came: while this waits, the connection's window
-        // fills and the server slows down to the limit.
-        if let Some(chunk) = &chunk {
-            self.throttle.pass(chunk.len() as u64).await;
+        match &mut self.body {
+            Body::Stream(body) => {
+                let chunk = body.try_next().await.map_err(body_failed)?;
+                // Paid after it came: while this waits, the connection's
+                // window fills and the server slows down to the limit.
+                if let Some(chunk) = &chunk {
+                    self.throttle.pass(chunk.len() as u64).await;
+                }
+                Ok(chunk)
+            }
+            // Each segment paid as it came.
+            Body::Segments(segments) => futures_util::StreamExt::next(segments).await.transpose(),
         }
-        Ok(chunk)
     }
 }
 
