@@ -1,18 +1,25 @@
 #!/usr/bin/env python3
-"""The server's own latency, as a bare client sees it: one kept-alive
-HTTP/1.1 socket, one request at a time, signed with botocore (which
-the AWS CLI brings). Prints the mean PUT, HEAD and GET times of small
-objects in milliseconds, as JSON; GET twice, once as any client does and
-once re-arming TCP_QUICKACK before each read (what a server that waits on
-the client's delayed ACK costs, and what it can do without it).
+"""The server's own latency, as a bare client sees it: kept-alive HTTP/1.1
+sockets, requests signed with botocore (which the AWS CLI brings) before
+the clock starts, so that the client's own work stays out of the times.
+Prints, as JSON, in milliseconds:
 
-  bench/bare-client.py <endpoint> <bucket> <count> <size> <access> <secret>
+- put_ms, head_ms, get_ms: one socket, one request at a time; GET once as
+  any client does and once re-arming TCP_QUICKACK before each read
+  (get_quickack_ms: what a server that waits on the client's delayed ACK
+  costs, and what it can do without it);
+- put_concurrent_ms: the mean PUT time with <concurrency> sockets sending
+  at once, each its own share of the objects (what the server does when
+  as many requests as a migration sends are in flight on this machine).
+
+  bench/bare-client.py <endpoint> <bucket> <count> <size> <access> <secret> [concurrency]
 """
 import hashlib
 import json
 import os
 import socket
 import sys
+import threading
 import time
 from urllib.parse import urlparse
 
@@ -22,13 +29,31 @@ from botocore.credentials import Credentials
 
 ENDPOINT, BUCKET, COUNT, SIZE, ACCESS, SECRET = sys.argv[1:7]
 COUNT, SIZE = int(COUNT), int(SIZE)
+CONCURRENCY = int(sys.argv[7]) if len(sys.argv) > 7 else 5
 url = urlparse(ENDPOINT)
 signer = SigV4Auth(Credentials(ACCESS, SECRET), "s3", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
-sock = socket.create_connection((url.hostname, url.port or 80))
-sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def receive(quickack):
+def connect():
+    sock = socket.create_connection((url.hostname, url.port or 80))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def signed(method, key, body=b""):
+    """The bytes of one signed request."""
+    path = f"/{BUCKET}/{key}"
+    req = AWSRequest(method=method, url=f"{ENDPOINT}{path}", data=body)
+    req.headers["x-amz-content-sha256"] = hashlib.sha256(body).hexdigest()
+    signer.add_auth(req)
+    headers = dict(req.headers)
+    headers["Host"] = url.netloc
+    headers["Content-Length"] = str(len(body))
+    head = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    return method, path, head.encode() + body
+
+
+def receive(sock, quickack):
     # Linux drops out of quick-ACK mode on its own: re-arm before each read.
     if quickack:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
@@ -38,21 +63,14 @@ def receive(quickack):
     return data
 
 
-def call(method, key, body=b"", quickack=False):
-    """One request on the kept-alive socket; returns the seconds it took."""
-    path = f"/{BUCKET}/{key}"
-    req = AWSRequest(method=method, url=f"{ENDPOINT}{path}", data=body)
-    req.headers["x-amz-content-sha256"] = hashlib.sha256(body).hexdigest()
-    signer.add_auth(req)
-    headers = dict(req.headers)
-    headers["Host"] = url.netloc
-    headers["Content-Length"] = str(len(body))
-    head = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+def send(sock, request, quickack=False):
+    """One request on a kept-alive socket; returns the seconds it took."""
+    method, path, raw = request
     started = time.perf_counter()
-    sock.sendall(head.encode() + body)
+    sock.sendall(raw)
     buf = b""
     while b"\r\n\r\n" not in buf:
-        buf += receive(quickack)
+        buf += receive(sock, quickack)
     head, rest = buf.split(b"\r\n\r\n", 1)
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1])
@@ -64,7 +82,7 @@ def call(method, key, body=b"", quickack=False):
     if method == "HEAD":
         length = 0
     while len(rest) < length:
-        rest += receive(quickack)
+        rest += receive(sock, quickack)
     took = time.perf_counter() - started
     if status >= 300:
         sys.exit(f"{method} {path}: HTTP {status} {rest[:200]!r}")
@@ -75,18 +93,45 @@ def mean_ms(times):
     return round(1000 * sum(times) / len(times), 2)
 
 
+def concurrent_puts(payload):
+    """COUNT PUTs over CONCURRENCY sockets at once: their times, and the
+    keys written."""
+    keys = [[f"bare/c{n}/{i:06d}" for i in range(n, COUNT, CONCURRENCY)] for n in range(CONCURRENCY)]
+    shares = [[signed("PUT", k, payload) for k in share] for share in keys]
+    socks = [connect() for _ in shares]
+    times = [[] for _ in shares]
+    go = threading.Barrier(len(shares))
+
+    def worker(n):
+        go.wait()
+        times[n] = [send(socks[n], r) for r in shares[n]]
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(len(shares))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for s in socks:
+        s.close()
+    return [t for share in times for t in share], [k for share in keys for k in share]
+
+
 payload = os.urandom(SIZE)
 keys = [f"bare/{i:06d}" for i in range(COUNT)]
-call("PUT", "bare/warm-up", payload)
-put = [call("PUT", k, payload) for k in keys]
-head = [call("HEAD", k) for k in keys]
-get = [call("GET", k) for k in keys]
-get_quickack = [call("GET", k, quickack=True) for k in keys]
-for k in keys + ["bare/warm-up"]:
-    call("DELETE", k)
+sock = connect()
+send(sock, signed("PUT", "bare/warm-up", payload))
+put = [send(sock, r) for r in [signed("PUT", k, payload) for k in keys]]
+head = [send(sock, r) for r in [signed("HEAD", k) for k in keys]]
+get = [send(sock, r) for r in [signed("GET", k) for k in keys]]
+get_quickack = [send(sock, r, quickack=True) for r in [signed("GET", k) for k in keys]]
+put_concurrent, concurrent_keys = concurrent_puts(payload)
+for r in [signed("DELETE", k) for k in keys + concurrent_keys + ["bare/warm-up"]]:
+    send(sock, r)
 print(json.dumps({
     "put_ms": mean_ms(put),
     "head_ms": mean_ms(head),
     "get_ms": mean_ms(get),
     "get_quickack_ms": mean_ms(get_quickack),
+    "concurrency": CONCURRENCY,
+    "put_concurrent_ms": mean_ms(put_concurrent),
 }))

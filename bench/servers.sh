@@ -42,6 +42,8 @@ trap cleanup EXIT
 fresh_db() { psqla -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)" -c "CREATE DATABASE $1 TEMPLATE $2"; }
 xacts() { psqla -c "SELECT xact_commit FROM pg_stat_database WHERE datname = '$1'"; }
 pct() { python3 -c "print(f'{100 * $1 / $2:.0f} %')"; }
+median() { python3 -c "import statistics, sys; print(f'{statistics.median(map(float, sys.argv[1:])):.1f}')" "$@"; }
+max() { python3 -c "import sys; print(max(map(int, sys.argv[1:])))" "$@"; }
 # A proxy in front of $ENDPOINT that adds $1 seconds per request; sets
 # PROXY to its endpoint.
 PROXY=
@@ -68,48 +70,95 @@ bench_server() {
   b() { echo "$1-$RID"; }
   log "$label: bare client"
   make_bucket "$(b bare)"
-  read -r put get get_qa < <(python3 bench/bare-client.py "$ENDPOINT" "$(b bare)" 300 "$SIZE" "$AK" "$SK" |
-    python3 -c "import json,sys; d=json.load(sys.stdin); print(d['put_ms'], d['get_ms'], d['get_quickack_ms'])")
-  R[put_ms]=$put; R[get_ms]=$get; R[get_qa_ms]=$get_qa
+  read -r put get get_qa put_c < <(python3 bench/bare-client.py "$ENDPOINT" "$(b bare)" 1000 "$SIZE" "$AK" "$SK" 5 |
+    python3 -c "import json,sys; d=json.load(sys.stdin); print(d['put_ms'], d['get_ms'], d['get_quickack_ms'], d['put_concurrent_ms'])")
+  R[put_ms]=$put; R[get_ms]=$get; R[get_qa_ms]=$get_qa; R[put_c_ms]=$put_c
 
-  for c in 5 20; do
-    log "$label: $FILES small files up and down, concurrency $c"
-    fresh_db bench_run bench_small; make_bucket "$(b nm-small-$c)"
-    x0=$(xacts bench_run)
-    read -r t rss < <(nm_run bench_run "$WORK/small" s3 toS3 "$c" "$(b nm-small-$c)")
-    x1=$(xacts bench_run)
-    R[nm_up_$c]=$(rate "$FILES" 0 "$t"); R[rss_$c]=$((rss / 1024))
-    R[xact_$c]=$(python3 -c "print(f'{($x1 - $x0) / $FILES:.3f}')")
-    R[ledger_$c]=$(python3 -c "import json; print(f\"{json.load(open('$WORK/last-run.json'))['ledgerCommits'] / $FILES:.4f}\")")
-    make_bucket "$(b rc-small-$c)"
-    R[rc_up_$c]=$(rate "$FILES" 0 "$(timed rclone copy -q --transfers "$c" "$WORK/small" "bench:$(b rc-small-$c)")")
-    fresh_db bench_back bench_run
-    read -r t rss < <(nm_run bench_back "$WORK/down-nm" disk toDisk "$c" "$(b nm-small-$c)")
-    R[nm_down_$c]=$(rate "$FILES" 0 "$t")
-    R[rc_down_$c]=$(rate "$FILES" 0 "$(timed rclone copy -q --transfers "$c" "bench:$(b nm-small-$c)" "$WORK/down-rc")")
-    rm -rf "$WORK/down-nm" "$WORK/down-rc"
-    [ "$c" = 5 ] && fresh_db bench_small_s3 bench_run
+  # The rows the targets are read from, three rounds each, the clients'
+  # order alternating from round to round (the server slows down as it
+  # fills, and this machine's speed drifts): the medians are reported.
+  start_proxy 0; quick=$PROXY
+  local up_nm=() up_rc=() down_nm=() down_rc=() quick_nm=() quick_rc=() lup_nm=() lup_rc=() ldown_nm=() ldown_rc=()
+  local round order client
+  for round in 1 2 3; do
+    order="nm rc"; [ $((round % 2)) = 0 ] && order="rc nm"
+    log "$label: round $round of 3 ($order): $FILES small files up and down at concurrency 5, $LARGE_COUNT × $LARGE_MB MB"
+    for client in $order; do
+      if [ "$client" = nm ]; then
+        fresh_db bench_run bench_small; make_bucket "$(b nm-small-5-$round)"
+        x0=$(xacts bench_run)
+        read -r t rss < <(nm_run bench_run "$WORK/small" s3 toS3 5 "$(b nm-small-5-$round)")
+        x1=$(xacts bench_run)
+        up_nm+=("$(rate "$FILES" 0 "$t")"); R[rss_5]=$((rss / 1024))
+        R[xact_5]=$(python3 -c "print(f'{($x1 - $x0) / $FILES:.3f}')")
+        R[ledger_5]=$(python3 -c "import json; print(f\"{json.load(open('$WORK/last-run.json'))['ledgerCommits'] / $FILES:.4f}\")")
+        [ "$round" = 1 ] && fresh_db bench_small_s3 bench_run
+      else
+        make_bucket "$(b rc-small-5-$round)"
+        up_rc+=("$(rate "$FILES" 0 "$(timed rclone copy -q --transfers 5 "$WORK/small" "bench:$(b rc-small-5-$round)")")")
+      fi
+    done
+    # Downloads, straight and through the quick proxy, all from the first
+    # round's bucket.
+    for client in $order; do
+      if [ "$client" = nm ]; then
+        fresh_db bench_back bench_small_s3
+        read -r t rss < <(nm_run bench_back "$WORK/down-nm" disk toDisk 5 "$(b nm-small-5-1)")
+        down_nm+=("$(rate "$FILES" 0 "$t")"); rm -rf "$WORK/down-nm"
+        fresh_db bench_back bench_small_s3
+        read -r t rss < <(nm_run bench_back "$WORK/down-nm" disk toDisk 5 "$(b nm-small-5-1)" "$quick")
+        quick_nm+=("$(rate "$FILES" 0 "$t")"); rm -rf "$WORK/down-nm"
+      else
+        down_rc+=("$(rate "$FILES" 0 "$(timed rclone copy -q --transfers 5 "bench:$(b nm-small-5-1)" "$WORK/down-rc")")")
+        rm -rf "$WORK/down-rc"
+        quick_rc+=("$(rate "$FILES" 0 "$(timed rclone_via "$quick" copy -q --transfers 5 "bench:$(b nm-small-5-1)" "$WORK/down-rc")")")
+        rm -rf "$WORK/down-rc"
+      fi
+    done
+    for client in $order; do
+      if [ "$client" = nm ]; then
+        fresh_db bench_run bench_large; make_bucket "$(b nm-large-$round)"
+        read -r t rss < <(nm_run bench_run "$WORK/large" s3 toS3 5 "$(b nm-large-$round)")
+        lup_nm+=("$(rate "$MB" 0 "$t")"); R[rss_large_up]=$(max "${R[rss_large_up]:-0}" $((rss / 1024)))
+        read -r t rss < <(nm_run bench_run "$WORK/down-nm" disk toDisk 5 "$(b nm-large-$round)")
+        ldown_nm+=("$(rate "$MB" 0 "$t")"); R[rss_large_down]=$(max "${R[rss_large_down]:-0}" $((rss / 1024)))
+        rm -rf "$WORK/down-nm"
+      else
+        make_bucket "$(b rc-large-$round)"
+        lup_rc+=("$(rate "$MB" 0 "$(timed rclone copy -q --transfers 5 "$WORK/large" "bench:$(b rc-large-$round)")")")
+        ldown_rc+=("$(rate "$MB" 0 "$(timed rclone copy -q --transfers 5 "bench:$(b rc-large-$round)" "$WORK/down-rc")")")
+        rm -rf "$WORK/down-rc"
+      fi
+    done
+    drop_bucket "$(b rc-small-5-$round)"; drop_bucket "$(b nm-large-$round)"; drop_bucket "$(b rc-large-$round)"
+    [ "$round" = 1 ] || drop_bucket "$(b nm-small-5-$round)"
   done
+  R[nm_up_5]=$(median "${up_nm[@]}"); R[rc_up_5]=$(median "${up_rc[@]}")
+  R[nm_down_5]=$(median "${down_nm[@]}"); R[rc_down_5]=$(median "${down_rc[@]}")
+  R[nm_quick]=$(median "${quick_nm[@]}"); R[rc_quick]=$(median "${quick_rc[@]}")
+  R[nm_large_up]=$(median "${lup_nm[@]}"); R[rc_large_up]=$(median "${lup_rc[@]}")
+  R[nm_large_down]=$(median "${ldown_nm[@]}"); R[rc_large_down]=$(median "${ldown_rc[@]}")
+  R[runs_up]="${up_nm[*]} / ${up_rc[*]}"; R[runs_down]="${down_nm[*]} / ${down_rc[*]}"
+  R[runs_quick]="${quick_nm[*]} / ${quick_rc[*]}"
+  R[runs_lup]="${lup_nm[*]} / ${lup_rc[*]}"; R[runs_ldown]="${ldown_nm[*]} / ${ldown_rc[*]}"
+
+  log "$label: $FILES small files up and down, concurrency 20"
+  fresh_db bench_run bench_small; make_bucket "$(b nm-small-20)"
+  x0=$(xacts bench_run)
+  read -r t rss < <(nm_run bench_run "$WORK/small" s3 toS3 20 "$(b nm-small-20)")
+  x1=$(xacts bench_run)
+  R[nm_up_20]=$(rate "$FILES" 0 "$t"); R[rss_20]=$((rss / 1024))
+  R[xact_20]=$(python3 -c "print(f'{($x1 - $x0) / $FILES:.3f}')")
+  R[ledger_20]=$(python3 -c "import json; print(f\"{json.load(open('$WORK/last-run.json'))['ledgerCommits'] / $FILES:.4f}\")")
+  make_bucket "$(b rc-small-20)"
+  R[rc_up_20]=$(rate "$FILES" 0 "$(timed rclone copy -q --transfers 20 "$WORK/small" "bench:$(b rc-small-20)")")
+  fresh_db bench_back bench_run
+  read -r t rss < <(nm_run bench_back "$WORK/down-nm" disk toDisk 20 "$(b nm-small-20)")
+  R[nm_down_20]=$(rate "$FILES" 0 "$t")
+  R[rc_down_20]=$(rate "$FILES" 0 "$(timed rclone copy -q --transfers 20 "bench:$(b nm-small-20)" "$WORK/down-rc")")
+  rm -rf "$WORK/down-nm" "$WORK/down-rc"
   make_bucket "$(b aws-small)"
   R[aws_up]=$(rate "$FILES" 0 "$(timed aws --endpoint-url "$ENDPOINT" s3 sync --only-show-errors "$WORK/small" "s3://$(b aws-small)")")
-
-  log "$label: downloads through a proxy that answers at once"
-  start_proxy 0; quick=$PROXY
-  fresh_db bench_back bench_small_s3
-  read -r t rss < <(nm_run bench_back "$WORK/down-nm" disk toDisk 5 "$(b nm-small-5)" "$quick")
-  R[nm_quick]=$(rate "$FILES" 0 "$t")
-  R[rc_quick]=$(rate "$FILES" 0 "$(timed rclone_via "$quick" copy -q --transfers 5 "bench:$(b nm-small-5)" "$WORK/down-rc")")
-  rm -rf "$WORK/down-nm" "$WORK/down-rc"
-
-  log "$label: $LARGE_COUNT × $LARGE_MB MB up and down"
-  fresh_db bench_run bench_large; make_bucket "$(b nm-large)"; make_bucket "$(b rc-large)"
-  read -r t rss < <(nm_run bench_run "$WORK/large" s3 toS3 5 "$(b nm-large)")
-  R[nm_large_up]=$(rate "$MB" 0 "$t"); R[rss_large_up]=$((rss / 1024))
-  R[rc_large_up]=$(rate "$MB" 0 "$(timed rclone copy -q --transfers 5 "$WORK/large" "bench:$(b rc-large)")")
-  read -r t rss < <(nm_run bench_run "$WORK/down-nm" disk toDisk 5 "$(b nm-large)")
-  R[nm_large_down]=$(rate "$MB" 0 "$t"); R[rss_large_down]=$((rss / 1024))
-  R[rc_large_down]=$(rate "$MB" 0 "$(timed rclone copy -q --transfers 5 "bench:$(b rc-large)" "$WORK/down-rc")")
-  rm -rf "$WORK/down-nm" "$WORK/down-rc"
 
   start_proxy "$DELAY"; remote=$PROXY
   for c in 5 20; do
@@ -124,7 +173,12 @@ bench_server() {
     rm -rf "$WORK/down-nm" "$WORK/down-rc"
   done
 
-  bound=$(python3 -c "print(f'{5 / (${R[put_ms]} / 1000):.0f}')")
+  # The bound: concurrency ÷ the mean PUT time the bare client measures
+  # with as many PUTs in flight (what the server does at concurrency 5 on
+  # this machine); beside it, the same with one PUT at a time, which holds
+  # only if the server scales without limit.
+  bound=$(python3 -c "print(f'{5 / (${R[put_c_ms]} / 1000):.0f}')")
+  bound_one=$(python3 -c "print(f'{5 / (${R[put_ms]} / 1000):.0f}')")
   # What one file costs through the proxy at best: the 20 ms, plus the
   # server's own time for the one request each file needs (a PUT: the
   # bucket's listing spares the HEAD; a GET).
@@ -133,18 +187,20 @@ bench_server() {
   echo
   echo "### $label"
   echo
-  echo "Bare client, one kept-alive connection, $SIZE-byte objects: PUT ${R[put_ms]} ms, GET ${R[get_ms]} ms (${R[get_qa_ms]} ms when it re-arms TCP_QUICKACK before every read). Upload bound at concurrency 5: 5 ÷ PUT time = $bound files/s."
+  echo "Bare client, requests signed before the clock starts, $SIZE-byte objects. One kept-alive connection: PUT ${R[put_ms]} ms, GET ${R[get_ms]} ms (${R[get_qa_ms]} ms when it re-arms TCP_QUICKACK before every read). Five connections at once: PUT ${R[put_c_ms]} ms. Upload bound at concurrency 5: 5 ÷ ${R[put_c_ms]} ms = **$bound files/s** (5 ÷ the one-connection PUT time would be $bound_one)."
+  echo
+  echo "Rows marked ³ are the median of three rounds, the clients taking turns to go first (each round's figures, noodle-migrate / rclone: up ${R[runs_up]}; down ${R[runs_down]}; through the quick proxy ${R[runs_quick]}; large up ${R[runs_lup]}; large down ${R[runs_ldown]})."
   echo
   echo "| scenario | noodle-migrate | rclone, same concurrency | ratio |"
   echo "|---|---|---|---|"
-  echo "| $FILES × $SIZE B, disk → S3, c=5 | ${R[nm_up_5]} files/s ($(pct "${R[nm_up_5]}" "$bound") of the bound) | ${R[rc_up_5]} files/s | $(ratio "${R[nm_up_5]}" "${R[rc_up_5]}") |"
+  echo "| $FILES × $SIZE B, disk → S3, c=5 ³ | ${R[nm_up_5]} files/s ($(pct "${R[nm_up_5]}" "$bound") of the bound) | ${R[rc_up_5]} files/s | $(ratio "${R[nm_up_5]}" "${R[rc_up_5]}") |"
   echo "| $FILES × $SIZE B, disk → S3, c=20 | ${R[nm_up_20]} files/s | ${R[rc_up_20]} files/s | $(ratio "${R[nm_up_20]}" "${R[rc_up_20]}") |"
   echo "| $FILES × $SIZE B, disk → S3, aws s3 sync | | ${R[aws_up]} files/s (aws) | $(ratio "${R[nm_up_5]}" "${R[aws_up]}") (c=5) |"
-  echo "| $FILES × $SIZE B, S3 → disk, c=5 | ${R[nm_down_5]} files/s | ${R[rc_down_5]} files/s | $(ratio "${R[nm_down_5]}" "${R[rc_down_5]}") |"
+  echo "| $FILES × $SIZE B, S3 → disk, c=5 ³ | ${R[nm_down_5]} files/s | ${R[rc_down_5]} files/s | $(ratio "${R[nm_down_5]}" "${R[rc_down_5]}") |"
   echo "| $FILES × $SIZE B, S3 → disk, c=20 | ${R[nm_down_20]} files/s | ${R[rc_down_20]} files/s | $(ratio "${R[nm_down_20]}" "${R[rc_down_20]}") |"
-  echo "| $FILES × $SIZE B, S3 → disk, c=5, through a proxy that answers at once | ${R[nm_quick]} files/s | ${R[rc_quick]} files/s | $(ratio "${R[nm_quick]}" "${R[rc_quick]}") |"
-  echo "| $LARGE_COUNT × $LARGE_MB MB, disk → S3, c=5 | ${R[nm_large_up]} MB/s, peak RSS ${R[rss_large_up]} MB | ${R[rc_large_up]} MB/s | $(ratio "${R[nm_large_up]}" "${R[rc_large_up]}") |"
-  echo "| $LARGE_COUNT × $LARGE_MB MB, S3 → disk, c=5 | ${R[nm_large_down]} MB/s, peak RSS ${R[rss_large_down]} MB | ${R[rc_large_down]} MB/s | $(ratio "${R[nm_large_down]}" "${R[rc_large_down]}") |"
+  echo "| $FILES × $SIZE B, S3 → disk, c=5, through a proxy that answers at once ³ | ${R[nm_quick]} files/s | ${R[rc_quick]} files/s | $(ratio "${R[nm_quick]}" "${R[rc_quick]}") |"
+  echo "| $LARGE_COUNT × $LARGE_MB MB, disk → S3, c=5 ³ | ${R[nm_large_up]} MB/s, peak RSS ${R[rss_large_up]} MB | ${R[rc_large_up]} MB/s | $(ratio "${R[nm_large_up]}" "${R[rc_large_up]}") |"
+  echo "| $LARGE_COUNT × $LARGE_MB MB, S3 → disk, c=5 ³ | ${R[nm_large_down]} MB/s, peak RSS ${R[rss_large_down]} MB | ${R[rc_large_down]} MB/s | $(ratio "${R[nm_large_down]}" "${R[rc_large_down]}") |"
   for c in 5 20; do
     echo "| remote (+20 ms), $REMOTE_FILES × $SIZE B, disk → S3, c=$c | ${R[nm_rup_$c]} files/s (bound $(rbound_up "$c")) | ${R[rc_rup_$c]} files/s | $(ratio "${R[nm_rup_$c]}" "${R[rc_rup_$c]}") |"
     echo "| remote (+20 ms), $REMOTE_FILES × $SIZE B, S3 → disk, c=$c | ${R[nm_rdown_$c]} files/s (bound $(rbound_down "$c")) | ${R[rc_rdown_$c]} files/s | $(ratio "${R[nm_rdown_$c]}" "${R[rc_rdown_$c]}") |"
