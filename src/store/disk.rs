@@ -661,6 +661,83 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_large_write_goes_out_in_buffers_and_lands_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("v/big.mov");
+        let data: Vec<u8> = (0..3_500_000u32).map(|i| (i % 253) as u8).collect();
+        let mut temp = DiskStore.create_temp(&target).await.unwrap();
+        for chunk in data.chunks(100_000) {
+            temp.write(chunk).await.unwrap();
+        }
+        let names = |dir: &Path| std::fs::read_dir(dir).unwrap().count();
+        assert_eq!(
+            names(&dir.path().join("v")),
+            1,
+            "the temporary file, written out"
+        );
+        temp.commit_new().await.unwrap();
+        assert!(std::fs::read(&target).unwrap() == data);
+        assert_eq!(names(&dir.path().join("v")), 1, "only the file itself");
+    }
+
+    #[tokio::test]
+    async fn commit_new_never_replaces_a_file_written_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("x.jpg");
+        let mut temp = DiskStore.create_temp(&target).await.unwrap();
+        temp.write(b"ours").await.unwrap();
+        std::fs::write(&target, b"theirs").unwrap();
+        assert!(matches!(
+            temp.commit_new().await,
+            Err(StoreError::TargetTaken(_))
+        ));
+        assert_eq!(std::fs::read(&target).unwrap(), b"theirs");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[tokio::test]
+    async fn load_reads_small_files_whole_and_sizes_large_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"abcdef").unwrap();
+        match DiskStore.load(&path, 6).await.unwrap() {
+            Some(Loaded::Whole { data, digest }) => {
+                assert_eq!(&data[..], b"abcdef");
+                assert_eq!(digest, crate::store::hash::digest_of(b"abcdef"));
+            }
+            _ => panic!("read whole"),
+        }
+        assert!(matches!(
+            DiskStore.load(&path, 5).await.unwrap(),
+            Some(Loaded::Large(6))
+        ));
+        assert!(DiskStore
+            .load(&dir.path().join("missing"), 5)
+            .await
+            .unwrap()
+            .is_none());
+        assert!(DiskStore.load(dir.path(), 5).await.is_err(), "a folder");
+    }
+
+    #[tokio::test]
+    async fn read_part_reads_at_an_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"0123456789").unwrap();
+        let (part, md5) = DiskStore.read_part(&path, 4, 4).await.unwrap();
+        assert_eq!(&part[..], b"4567");
+        assert_eq!(Some(md5), crate::store::hash::digest_of(b"4567").md5);
+        let (tail, _) = DiskStore.read_part(&path, 8, 4).await.unwrap();
+        assert_eq!(&tail[..], b"89");
+        assert!(DiskStore
+            .read_part(&path, 10, 4)
+            .await
+            .unwrap()
+            .0
+            .is_empty());
+    }
+
+    #[tokio::test]
     async fn hash_and_stat() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");

@@ -354,6 +354,7 @@ impl S3Store {
                 let start = n * SEGMENT;
                 let len = SEGMENT.min(size - start);
                 let (throttle, metrics) = (throttle.clone(), metrics.clone());
+                let (expected, key_name) = (etag.clone(), key.clone());
                 let part = match first.take() {
                     Some(body) => Part::Opened(body),
                     None => Part::Ranged(Box::new(
@@ -369,10 +370,23 @@ impl S3Store {
                     let body = match part {
                         Part::Opened(body) => body,
                         Part::Ranged(request) => {
+                            let replaced = || {
+                                StoreError::SourceChanged(format!(
+                                    "object {key_name} was replaced during its download"
+                                ))
+                            };
                             let out = request.send().await.map_err(|e| {
+                                if status_of(&e) == Some(412) {
+                                    return replaced();
+                                }
                                 metrics.s3_error("GetObject");
                                 s3_error("GetObject", e)
                             })?;
+                            // A server that ignores If-Match still names
+                            // the version it sent.
+                            if out.e_tag() != Some(expected.as_str()) {
+                                return Err(replaced());
+                            }
                             // Range is part of every S3 API: a server that
                             // answers with other bytes fails the file.
                             let range = format!("bytes {start}-{}/{size}", start + len - 1);

@@ -318,3 +318,44 @@ async fn a_failed_multipart_upload_is_aborted() {
         "no object from the failed upload"
     );
 }
+
+/// A large object comes over several connections at once: whole and in
+/// order, and never mixed with another version written meanwhile.
+#[actix_rt::test]
+async fn a_large_download_is_whole_and_never_mixes_two_versions() {
+    use noodle_migrate::config::{Config, Vars};
+    use noodle_migrate::store::S3Store;
+    use noodle_migrate::telemetry::Metrics;
+    let env = TestEnv::new(EnvOptions::default()).await;
+    let config = Config::from_vars(&Vars::new(env.vars("disk", ""))).expect("config");
+    let metrics = std::sync::Arc::new(Metrics::new().expect("metrics"));
+    let s3 = S3Store::connect(&config.s3, metrics).await;
+    let first = crate::seed::content(11, 40 * 1024 * 1024 + 5);
+    env.put_object("big.mov", &first).await;
+
+    let mut download = s3.get("big.mov").await.expect("get");
+    let mut received = Vec::new();
+    let mut chunks = 0;
+    while let Some(chunk) = download.next_chunk().await.expect("chunk") {
+        received.extend_from_slice(&chunk);
+        chunks += 1;
+    }
+    assert!(chunks > 1, "came in segments");
+    assert!(received == first, "whole and in order");
+
+    let mut download = s3.get("big.mov").await.expect("get");
+    download.next_chunk().await.expect("first segment");
+    env.put_object("big.mov", &crate::seed::content(12, 40 * 1024 * 1024 + 5))
+        .await;
+    let error = loop {
+        match download.next_chunk().await {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("a download went on over a replaced object"),
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(error, noodle_migrate::store::StoreError::SourceChanged(_)),
+        "{error}"
+    );
+}
