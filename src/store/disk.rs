@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use tokio::fs;
 
-/// Size of the read buffer used when hashing or uploading from disk.
+/// Size of the read buffer used when hashing a file.
 const READ_CHUNK: usize = 1024 * 1024;
 
 /// Marks our temporary files, so that leftovers of a crash are recognisable.
@@ -152,13 +152,6 @@ impl DiskStore {
         .await
     }
 
-    /// Reads a small file whole.
-    pub async fn read_all(&self, path: &Path) -> Result<Vec<u8>, StoreError> {
-        fs::read(path)
-            .await
-            .map_err(|e| StoreError::io("cannot read", path, e))
-    }
-
     /// Starts an atomic write of `target`. Nothing is created until the
     /// first bytes are written out.
     pub async fn create_temp(&self, target: &Path) -> Result<TempFile, StoreError> {
@@ -272,6 +265,9 @@ impl TempFile {
         if self.settled {
             return Err(self.closed());
         }
+        if self.buffer.is_empty() && self.file.is_some() {
+            return Ok(());
+        }
         let buffer = std::mem::take(&mut self.buffer);
         let file = self.file.take();
         let temp = self.temp.clone();
@@ -319,9 +315,7 @@ impl TempFile {
         if self.settled {
             return Err(self.closed());
         }
-        if !self.buffer.is_empty() || self.file.is_none() {
-            self.write_out().await?;
-        }
+        self.write_out().await?;
         let file = self.file.take().ok_or_else(|| self.closed())?;
         let (temp, target) = (self.temp.clone(), self.target.clone());
         // Whatever happens now, the temporary name is dealt with here.

@@ -305,18 +305,18 @@ impl S3Store {
             sha1: Self::meta_sha1(out.metadata()),
             etag: out.e_tag().map(str::to_string),
         };
-        let extra = match (&meta.etag, meta.size >= SEGMENTED_FROM) {
-            (Some(_), true) => self
+        let body = match (&meta.etag, meta.size >= SEGMENTED_FROM) {
+            (Some(etag), true) => match self
                 .extra_streams
                 .clone()
                 .try_acquire_many_owned(STREAMS_PER_DOWNLOAD - 1)
-                .ok(),
-            _ => None,
-        };
-        let body = match (extra, &meta.etag) {
-            (Some(permits), Some(etag)) => {
-                Body::Segments(self.segments(key, etag, meta.size, out.body, permits))
-            }
+            {
+                Ok(permits) => Body::Segments {
+                    segments: self.segments(key, etag, meta.size, out.body),
+                    _permits: permits,
+                },
+                Err(_) => Body::Stream(out.body),
+            },
             _ => Body::Stream(out.body),
         };
         Ok(Download {
@@ -337,7 +337,6 @@ impl S3Store {
         etag: &str,
         size: u64,
         first: ByteStream,
-        permits: tokio::sync::OwnedSemaphorePermit,
     ) -> futures_util::stream::BoxStream<'static, Result<Bytes, StoreError>> {
         use futures_util::StreamExt;
         let count = size.div_ceil(SEGMENT);
@@ -410,10 +409,6 @@ impl S3Store {
                 }
             })
             .buffered(STREAMS_PER_DOWNLOAD as usize)
-            // The permits go when the stream does.
-            .inspect(move |_| {
-                let _ = &permits;
-            })
             .boxed()
     }
 
@@ -992,7 +987,11 @@ fn body_failed(e: impl std::fmt::Display) -> StoreError {
 
 enum Body {
     Stream(ByteStream),
-    Segments(futures_util::stream::BoxStream<'static, Result<Bytes, StoreError>>),
+    Segments {
+        segments: futures_util::stream::BoxStream<'static, Result<Bytes, StoreError>>,
+        /// The extra connections it holds, given back with the download.
+        _permits: tokio::sync::OwnedSemaphorePermit,
+    },
 }
 
 /// A GetObject in progress.
@@ -1015,7 +1014,9 @@ impl Download {
                 Ok(chunk)
             }
             // Each segment paid as it came.
-            Body::Segments(segments) => futures_util::StreamExt::next(segments).await.transpose(),
+            Body::Segments { segments, .. } => {
+                futures_util::StreamExt::next(segments).await.transpose()
+            }
         }
     }
 }
