@@ -180,6 +180,11 @@ TOML
     sleep 0.2
   done
   [ -n "${id:-}" ] || { echo "Garage did not start; see $dir.log" >&2; return 1; }
+  # The node's key is on disk before its RPC listens.
+  for i in $(seq 1 100); do
+    "$GARAGE" -c "$conf" status >/dev/null 2>&1 && break
+    sleep 0.2
+  done
   "$GARAGE" -c "$conf" layout assign -z dc1 -c 100G "${id%@*}" >/dev/null
   "$GARAGE" -c "$conf" layout apply --version 1 >/dev/null
   AK="GK$(hex 12)"; SK=$(hex 32)

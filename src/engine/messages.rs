@@ -62,6 +62,8 @@ pub struct MoveFile {
     pub candidate: Candidate,
     /// The lease of the file's chunk, which its records must name.
     pub lease: uuid::Uuid,
+    /// What was done for the file before a mover was free for it.
+    pub ahead: Option<super::mover::Ahead>,
 }
 
 /// A mover's answer: the file's outcome, to come.

@@ -62,7 +62,7 @@ impl Handler<MoveFile> for Mover {
                 let kind = msg.kind;
                 let item = msg.candidate;
                 let lease = msg.lease;
-                let copied = prepare(&run, kind, &item).await;
+                let copied = prepare(&run, kind, &item, msg.ahead).await;
                 let copy_seconds = clock.elapsed().as_secs_f64();
                 stats.do_send(StatsEvent::FileCopied);
                 let (tx, rx) = tokio::sync::oneshot::channel();
@@ -128,11 +128,69 @@ struct Ready {
     copied: Copied,
 }
 
-/// The mover's part: plan, check, copy, verify.
-async fn prepare(run: &RunContext, kind: FileKind, item: &Candidate) -> Result<Ready, Stop> {
-    let plan = plan_for(&run.shared, run.direction, item).await?;
-    let copied = copy(run, kind, item, &plan).await?;
+/// The mover's part: plan (unless done ahead), check, copy, verify.
+async fn prepare(
+    run: &RunContext,
+    kind: FileKind,
+    item: &Candidate,
+    ahead: Option<Ahead>,
+) -> Result<Ready, Stop> {
+    let (plan, loaded) = match ahead {
+        Some(ahead) => (ahead.plan?, ahead.loaded.filter(|l| l.fresh())),
+        None => (plan_for(&run.shared, run.direction, item).await?, None),
+    };
+    let copied = copy(run, kind, item, &plan, loaded.map(|l| l.source)).await?;
     Ok(Ready { plan, copied })
+}
+
+/// Files up to this size are read whole ahead of their mover.
+const AHEAD_WHOLE_UP_TO: u64 = 512 * 1024;
+/// Bytes read ahead are sent only this soon after the reading: after a
+/// pause, or a long wait for a mover, the mover reads the file again (the
+/// gallery may have rewritten it meanwhile).
+const AHEAD_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What is done for a file while the movers are still busy with the files
+/// before it, so that a mover set free goes straight to the transfer: the
+/// file's plan and, for a small upload whose key the bucket's listing
+/// does not hold, its bytes and their digest.
+pub struct Ahead {
+    plan: Result<Plan, Stop>,
+    loaded: Option<ReadAhead>,
+}
+
+struct ReadAhead {
+    source: Loaded,
+    at: std::time::Instant,
+}
+
+impl ReadAhead {
+    fn fresh(&self) -> bool {
+        self.at.elapsed() < AHEAD_FRESH
+    }
+}
+
+/// The work on a file that needs no mover; reads only. A file that cannot
+/// be read here is left for its mover to read, and to report.
+pub(super) async fn look_ahead(run: Arc<RunContext>, item: Candidate) -> Ahead {
+    let plan = plan_for(&run.shared, run.direction, &item).await;
+    let loaded = match &plan {
+        Ok(Plan {
+            source: Location::Disk(src),
+            target: Location::Object(key),
+            ..
+        }) if run.targets.known_absent(key) => {
+            match run.shared.disk.load(src, AHEAD_WHOLE_UP_TO).await {
+                Ok(Some(source @ Loaded::Whole { .. })) => Some(ReadAhead {
+                    source,
+                    at: std::time::Instant::now(),
+                }),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    Ahead { plan, loaded }
 }
 
 /// Where a file goes, or why it cannot: an external library's file, a path
@@ -347,16 +405,17 @@ async fn delete(run: &RunContext, location: &Location) -> Result<(), StoreError>
     }
 }
 
-/// Steps 1–4 for one file.
+/// Steps 1–4 for one file; `loaded`, the source read ahead.
 async fn copy(
     run: &RunContext,
     kind: FileKind,
     item: &Candidate,
     plan: &Plan,
+    loaded: Option<Loaded>,
 ) -> Result<Copied, Stop> {
     let copied = match (&plan.source, &plan.target, run.direction) {
         (Location::Disk(src), Location::Object(key), Direction::ToS3) => {
-            to_s3(run, src, key, &plan.new_path).await?
+            to_s3(run, src, key, &plan.new_path, loaded).await?
         }
         (Location::Object(key), Location::Disk(dst), Direction::ToDisk) => {
             to_disk(run, key, dst, &plan.new_path).await?
@@ -392,12 +451,18 @@ async fn copy(
     Ok(copied)
 }
 
-async fn to_s3(run: &RunContext, src: &Path, key: &str, new_path: &str) -> Result<Copied, Stop> {
-    match upload(run, src, key, new_path, true).await {
+async fn to_s3(
+    run: &RunContext,
+    src: &Path,
+    key: &str,
+    new_path: &str,
+    loaded: Option<Loaded>,
+) -> Result<Copied, Stop> {
+    match upload(run, src, key, new_path, true, loaded).await {
         // The object appeared since the bucket was listed. Another process
         // of the batch (one whose lease ran out) may have put this very
         // file there: look at it as at any target found by a HEAD.
-        Err(Taken::SinceListing) => upload(run, src, key, new_path, false)
+        Err(Taken::SinceListing) => upload(run, src, key, new_path, false, None)
             .await
             .map_err(Taken::into_stop),
         other => other.map_err(Taken::into_stop),
@@ -436,13 +501,18 @@ async fn upload(
     key: &str,
     new_path: &str,
     trust_listing: bool,
+    loaded: Option<Loaded>,
 ) -> Result<Copied, Taken> {
     let (disk, s3) = (&run.shared.disk, &run.shared.s3);
     let skip_head = trust_listing && run.targets.known_absent(key);
     let (write_if, source) = if skip_head {
         // Nothing to compare with: one read gives the size, the bytes and
-        // their digest.
-        match disk.load(src, MULTIPART_THRESHOLD).await? {
+        // their digest (unless it was done ahead).
+        let loaded = match loaded {
+            Some(loaded) => Some(loaded),
+            None => disk.load(src, MULTIPART_THRESHOLD).await?,
+        };
+        match loaded {
             None => return Err(source_missing(src).into()),
             Some(loaded) => (WriteIf::Absent, loaded),
         }

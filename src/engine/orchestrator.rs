@@ -19,12 +19,12 @@ use super::messages::{
     BatchCounts, Cancel, GetControl, GetStatus, Handoff, Join, MoveFile, Outcome, RunEnded, Start,
     StartReply, StatsEvent,
 };
-use super::mover::Mover;
+use super::mover::{self, Ahead, Mover};
 use super::run_state::{CancelSignal, RunState};
 use super::stats::Stats;
 use super::{EngineError, RunContext, Shared, StartOptions};
 use crate::db::batches;
-use crate::db::candidates::{self, PAGE_SIZE};
+use crate::db::candidates::{self, Candidate, PAGE_SIZE};
 use crate::db::chunks::{self, Lease, NewChunk};
 use crate::db::ledger::LedgerBatch;
 use crate::db::lock::MigrationLock;
@@ -34,9 +34,11 @@ use actix::{
     Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, ResponseActFuture, WrapFuture,
 };
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use tokio::task::JoinHandle;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -852,7 +854,7 @@ impl ChunkWork {
 /// movers copying (at most `concurrency`), and copied files waiting for
 /// their commit and source deletion (at most `MAX_UNCOMMITTED`).
 async fn dispatch_all(
-    run: &RunContext,
+    run: &Arc<RunContext>,
     new_mover: impl Fn() -> Addr<Mover>,
 ) -> Result<i64, EngineError> {
     let mut idle: Vec<Addr<Mover>> = Vec::new();
@@ -931,66 +933,82 @@ async fn dispatch_all(
             whole: AtomicBool::new(false),
         });
         let failed_in = lease.failed_only.then_some(run.batch_id);
-        let mut after = lease.after_id;
-        let whole = 'pages: loop {
-            let page = read_page(run, kind, after, lease.last_id, failed_in).await;
-            let page = match page {
-                Ok(page) => page,
-                Err(e) => {
-                    error = Some(e);
-                    break 'pages false;
+        let mut after = Some(lease.after_id);
+        let mut rows = Vec::<Candidate>::new().into_iter();
+        // The files about to be handed out, each with its look-ahead (see
+        // `mover::look_ahead`) under way: as many as the concurrency.
+        let mut ahead: VecDeque<(Candidate, JoinHandle<Ahead>)> = VecDeque::new();
+        let whole = 'files: loop {
+            let depth = usize::from(settings.borrow().concurrency);
+            while ahead.len() < depth {
+                if let Some(candidate) = rows.next() {
+                    let look = actix::spawn(mover::look_ahead(run.clone(), candidate.clone()));
+                    ahead.push_back((candidate, look));
+                    continue;
+                }
+                let Some(from) = after else { break };
+                match read_page(run, kind, from, lease.last_id, failed_in).await {
+                    Ok(page) => {
+                        rows = page.rows.into_iter();
+                        after = page.next;
+                    }
+                    Err(e) => {
+                        error = Some(e);
+                        break 'files false;
+                    }
+                }
+            }
+            let Some((candidate, look)) = ahead.pop_front() else {
+                break 'files true;
+            };
+            if run.cancelled() || run.ended() || chunk.lost() {
+                break 'files false;
+            }
+            while committing.len() >= MAX_UNCOMMITTED {
+                if let Some(outcome) = committing.next().await {
+                    count(outcome);
+                }
+            }
+            // Back-pressure: wait until fewer files than the concurrency in
+            // force are copying and the run is not paused, collecting the
+            // outcomes that come in meanwhile.
+            let mover = loop {
+                let now = settings.borrow_and_update().clone();
+                if !now.paused && copying.len() < usize::from(now.concurrency) {
+                    break idle.pop().unwrap_or_else(&new_mover);
+                }
+                tokio::select! {
+                    Some((mover, handoff, done)) = copying.next(), if !copying.is_empty() => {
+                        idle.push(mover);
+                        committing.push(settle_in(run, handoff, done));
+                    }
+                    Some(outcome) = committing.next(), if !committing.is_empty() => count(outcome),
+                    Ok(()) = settings.changed() => {}
+                    _ = run.cancel.wait() => {}
+                    // A close by another process is seen by the
+                    // heartbeat, not announced.
+                    _ = tokio::time::sleep(Duration::from_millis(500)), if now.paused => {}
+                }
+                if run.cancelled() || run.ended() || chunk.lost() {
+                    break 'files false;
                 }
             };
-            for candidate in page.rows {
-                if run.cancelled() || run.ended() || chunk.lost() {
-                    break 'pages false;
-                }
-                while committing.len() >= MAX_UNCOMMITTED {
-                    if let Some(outcome) = committing.next().await {
-                        count(outcome);
-                    }
-                }
-                // Back-pressure: wait until fewer files than the
-                // concurrency in force are copying and the run is not
-                // paused, collecting the outcomes that come in meanwhile.
-                let mover = loop {
-                    let now = settings.borrow_and_update().clone();
-                    if !now.paused && copying.len() < usize::from(now.concurrency) {
-                        break idle.pop().unwrap_or_else(&new_mover);
-                    }
-                    tokio::select! {
-                        Some((mover, handoff, done)) = copying.next(), if !copying.is_empty() => {
-                            idle.push(mover);
-                            committing.push(settle_in(run, handoff, done));
-                        }
-                        Some(outcome) = committing.next(), if !committing.is_empty() => count(outcome),
-                        Ok(()) = settings.changed() => {}
-                        _ = run.cancel.wait() => {}
-                        // A close by another process is seen by the
-                        // heartbeat, not announced.
-                        _ = tokio::time::sleep(Duration::from_millis(500)), if now.paused => {}
-                    }
-                    if run.cancelled() || run.ended() || chunk.lost() {
-                        break 'pages false;
-                    }
-                };
-                chunk.left.fetch_add(1, Ordering::SeqCst);
-                let this = chunk.clone();
-                copying.push(async move {
-                    let handoff = mover
-                        .send(MoveFile {
-                            kind,
-                            candidate,
-                            lease: this.lease,
-                        })
-                        .await;
-                    (mover, handoff, this)
-                });
-            }
-            match page.next {
-                Some(next) => after = next,
-                None => break 'pages true,
-            }
+            // A look-ahead that failed to finish leaves the work to the
+            // mover.
+            let ahead = look.await.ok();
+            chunk.left.fetch_add(1, Ordering::SeqCst);
+            let this = chunk.clone();
+            copying.push(async move {
+                let handoff = mover
+                    .send(MoveFile {
+                        kind,
+                        candidate,
+                        lease: this.lease,
+                        ahead,
+                    })
+                    .await;
+                (mover, handoff, this)
+            });
         };
         chunk.whole.store(whole, Ordering::SeqCst);
         // The reading's own share of the chunk.

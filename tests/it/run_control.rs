@@ -4,6 +4,7 @@
 use crate::helpers::{EnvOptions, TestApp, TestEnv};
 use crate::resume::{free_port, spawn_binary, terminate};
 use crate::seed::SeedSpec;
+use noodle_migrate::model::FileKind;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -288,4 +289,59 @@ async fn a_cancel_during_a_pause_cancels() {
     let finished = app.wait_idle().await;
     assert_eq!(finished["state"], "cancelled", "{finished}");
     assert_eq!(env.batch_state(batch).await, "cancelled");
+}
+
+/// Files are read ahead of a free mover, but their bytes are only sent
+/// within a moment of the reading: a file the gallery rewrites during a
+/// pause goes with its new bytes.
+#[actix_rt::test]
+async fn a_file_rewritten_during_a_pause_goes_with_its_new_bytes() {
+    let env = TestEnv::new(library(60, 2000)).await;
+    let app = env.app("s3", "").await;
+    let kinds = r#"{"originals":false,"thumbnails":true,"previews":false,"fullsize":false,"sidecars":false,"encodedVideos":false,"personThumbnails":false,"profileImages":false}"#;
+    let batch = app
+        .start(&format!(
+            r#"{{"direction":"toS3","concurrency":2,"bandwidthLimit":"16k","fileTypes":{kinds}}}"#
+        ))
+        .await;
+    until(&app, 30, "some progress", |s| n(s, "completed") >= 3).await;
+    let (code, s) = app.post("/storage-migration/pause", "").await;
+    assert_eq!(code, 200, "{s}");
+    until(&app, 30, "the files in flight to finish", |s| {
+        n(s, "active") == 0
+            && n(s, "completed") + n(s, "failed") + n(s, "skipped") + n(s, "paused")
+                == n(s, "total")
+    })
+    .await;
+    // Longer than bytes read ahead stay good.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut rewritten = Vec::new();
+    for file in env
+        .seeded
+        .files
+        .iter()
+        .filter(|f| f.kind == FileKind::Thumbnails)
+    {
+        let path = env.current_path(file.kind, file.row_id).await;
+        if path.starts_with('/') {
+            let new: Vec<u8> = file.content.iter().map(|b| b ^ 0x5a).collect();
+            std::fs::write(&path, &new).expect("rewrite a thumbnail");
+            rewritten.push((file, new));
+        }
+    }
+    assert!(!rewritten.is_empty(), "the pause came before the end");
+    let (code, s) = app
+        .patch("/storage-migration/run", r#"{"bandwidthLimit":"off"}"#)
+        .await;
+    assert_eq!(code, 200, "{s}");
+    let (code, s) = app.post("/storage-migration/resume", "").await;
+    assert_eq!(code, 200, "{s}");
+    let finished = app.wait_idle().await;
+    assert_eq!(finished["state"], "completed", "{finished}");
+    assert_eq!(finished["batchId"], batch.to_string());
+    for (file, new) in rewritten {
+        let path = env.current_path(file.kind, file.row_id).await;
+        assert!(!path.starts_with('/'), "{path} moved");
+        env.assert_whole(&path, &new).await;
+    }
 }
