@@ -684,6 +684,7 @@ async fn to_disk(run: &RunContext, key: &str, dst: &Path, new_path: &str) -> Res
         Err(e) => return Err(e.into()),
     };
     let mut temp = disk.create_temp(dst).await?;
+    temp.expect(download.meta.size);
     // The SHA-1 we stored with the object decides alone; MD5 is only
     // needed where a plain ETag is all there is to check against.
     let mut hasher = if download.meta.sha1.is_some() {

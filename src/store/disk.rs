@@ -4,9 +4,9 @@
 //! renamed over the final name, and the folder is fsynced: a crash leaves
 //! either no file or a whole one at the final path, never a partial one.
 
+use super::direct::{self, AlignedBuffer};
 use super::hash::{Digest, Hasher};
 use super::{Listed, Store, StoreError, StoreListing, StoreWriter};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use tokio::fs;
 
@@ -172,10 +172,12 @@ impl DiskStore {
         ));
         Ok(TempFile {
             file: None,
-            buffer: Vec::new(),
+            buffer: Buffer::Cached(Vec::new()),
+            direct: false,
             temp,
             target: target.to_path_buf(),
             written: 0,
+            flushed: 0,
             settled: false,
         })
     }
@@ -230,6 +232,28 @@ async fn blocking<T: Send + 'static>(
 /// in trips of this size.
 const WRITE_BUFFER: usize = 1024 * 1024;
 
+/// Files expected to be at least this large are written past the page
+/// cache (see `store::direct`).
+const DIRECT_FROM: u64 = 8 * 1024 * 1024;
+
+/// Where a temporary file's bytes wait to be written out.
+enum Buffer {
+    /// Through the page cache, gathered up to `WRITE_BUFFER`.
+    Cached(Vec<u8>),
+    /// Past it, in whole aligned blocks of `WRITE_BUFFER`; the buffer is
+    /// kept from block to block.
+    Direct(AlignedBuffer),
+}
+
+impl Buffer {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Buffer::Cached(data) => data,
+            Buffer::Direct(block) => block.filled(),
+        }
+    }
+}
+
 /// A file being written next to its final name. Dropped without `commit`
 /// (its caller went away), it removes the temporary file; `discard` does
 /// the same and waits for it.
@@ -237,55 +261,100 @@ pub struct TempFile {
     /// Created with the first bytes written out.
     file: Option<std::fs::File>,
     /// Bytes received and not yet written out.
-    buffer: Vec<u8>,
+    buffer: Buffer,
+    /// The file takes direct writes.
+    direct: bool,
     temp: PathBuf,
     target: PathBuf,
     /// Bytes taken so far.
     written: u64,
+    /// Bytes written out to the file so far.
+    flushed: u64,
     /// Renamed into place or removed: nothing left to clean up.
     settled: bool,
 }
 
 impl TempFile {
-    pub async fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
+    /// The size the file is expected to reach: a large one is written
+    /// past the page cache. Before the first write.
+    pub fn expect(&mut self, size: u64) {
+        if size >= DIRECT_FROM && self.written == 0 {
+            self.buffer = Buffer::Direct(AlignedBuffer::new(WRITE_BUFFER));
+        }
+    }
+
+    pub async fn write(&mut self, mut data: &[u8]) -> Result<(), StoreError> {
         if self.settled {
             return Err(self.closed());
         }
-        self.buffer.extend_from_slice(data);
         self.written += data.len() as u64;
-        if self.buffer.len() >= WRITE_BUFFER {
-            self.write_out().await?;
+        while !data.is_empty() {
+            let full = match &mut self.buffer {
+                Buffer::Cached(buffer) => {
+                    buffer.extend_from_slice(data);
+                    data = &[];
+                    buffer.len() >= WRITE_BUFFER
+                }
+                Buffer::Direct(block) => {
+                    data = &data[block.fill(data)..];
+                    block.is_full()
+                }
+            };
+            if full {
+                self.write_out().await?;
+            }
         }
         Ok(())
     }
 
     /// Writes what was received to the temporary file (creating it and its
-    /// folders first), so that memory holds no more than one buffer.
+    /// folders first), so that memory holds no more than one buffer. A
+    /// direct file's last, partial block goes through the page cache.
     pub async fn write_out(&mut self) -> Result<(), StoreError> {
         if self.settled {
             return Err(self.closed());
         }
-        if self.buffer.is_empty() && self.file.is_some() {
+        if self.buffer.bytes().is_empty() && self.file.is_some() {
             return Ok(());
         }
-        let buffer = std::mem::take(&mut self.buffer);
+        let buffer = std::mem::replace(&mut self.buffer, Buffer::Cached(Vec::new()));
         let file = self.file.take();
-        let temp = self.temp.clone();
-        let offset = self.written - buffer.len() as u64;
-        let file = blocking(move || {
+        let (temp, offset, mut direct) = (self.temp.clone(), self.flushed, self.direct);
+        let (file, buffer, direct, len) = blocking(move || {
             let mut file = match file {
                 Some(file) => file,
-                None => create_new(&temp)?,
+                None => {
+                    let file = create_new(&temp)?;
+                    direct = matches!(buffer, Buffer::Direct(_)) && direct::start_direct(&file);
+                    file
+                }
             };
-            file.write_all(&buffer)
-                .map_err(|e| StoreError::io("cannot write", &temp, e))?;
-            if buffer.len() >= WRITE_BUFFER {
-                start_writeback(&file, offset, buffer.len());
+            let failed = |e| StoreError::io("cannot write", &temp, e);
+            let len = buffer.bytes().len();
+            if direct && len % direct::ALIGN != 0 {
+                direct::stop_direct(&file).map_err(failed)?;
+                direct = false;
             }
-            Ok(file)
+            direct::write_all(&mut file, buffer.bytes(), &mut direct).map_err(failed)?;
+            if !direct && len >= WRITE_BUFFER {
+                start_writeback(&file, offset, len);
+            }
+            // A whole block's buffer serves the next; any other is done
+            // with (what waits for its commit holds no memory).
+            let buffer = match buffer {
+                Buffer::Direct(mut block) if block.is_full() => {
+                    block.clear();
+                    Buffer::Direct(block)
+                }
+                _ => Buffer::Cached(Vec::new()),
+            };
+            Ok((file, buffer, direct, len))
         })
         .await?;
         self.file = Some(file);
+        self.buffer = buffer;
+        self.direct = direct;
+        self.flushed += len as u64;
         Ok(())
     }
 
@@ -332,7 +401,7 @@ impl TempFile {
 
     pub async fn discard(mut self) {
         self.settled = true;
-        self.buffer = Vec::new();
+        self.buffer = Buffer::Cached(Vec::new());
         self.file.take();
         // Even a file never handed back may exist (a write that failed).
         let temp = self.temp.clone();
@@ -672,6 +741,23 @@ mod tests {
         temp.commit_new().await.unwrap();
         assert!(std::fs::read(&target).unwrap() == data);
         assert_eq!(names(&dir.path().join("v")), 1, "only the file itself");
+    }
+
+    #[tokio::test]
+    async fn a_large_file_written_past_the_page_cache_lands_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("big.mp4");
+        let len = DIRECT_FROM as usize + 3 * WRITE_BUFFER / 2 + 123;
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let mut temp = DiskStore.create_temp(&target).await.unwrap();
+        temp.expect(len as u64);
+        // Chunks as a connection brings them: no size lines up with a block.
+        for chunk in data.chunks(65_537) {
+            temp.write(chunk).await.unwrap();
+        }
+        temp.write_out().await.unwrap();
+        temp.commit_new().await.unwrap();
+        assert!(std::fs::read(&target).unwrap() == data);
     }
 
     #[tokio::test]

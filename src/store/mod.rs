@@ -8,6 +8,7 @@
 //! here knows about the database; nothing here ever leaves a half-written
 //! file at a final path or a half-finished multipart upload.
 
+mod direct;
 pub mod disk;
 pub mod hash;
 pub mod quickack;
