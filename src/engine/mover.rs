@@ -135,62 +135,79 @@ async fn prepare(
     item: &Candidate,
     ahead: Option<Ahead>,
 ) -> Result<Ready, Stop> {
-    let (plan, loaded) = match ahead {
-        Some(ahead) => (ahead.plan?, ahead.loaded.filter(|l| l.fresh())),
+    let (plan, learnt) = match ahead {
+        Some(ahead) => (ahead.plan?, ahead.learnt.filter(|l| l.fresh())),
         None => (plan_for(&run.shared, run.direction, item).await?, None),
     };
-    let copied = copy(run, kind, item, &plan, loaded.map(|l| l.source)).await?;
+    let copied = copy(run, kind, item, &plan, learnt.map(|l| l.what)).await?;
     Ok(Ready { plan, copied })
 }
 
 /// Files up to this size are read whole ahead of their mover.
 const AHEAD_WHOLE_UP_TO: u64 = 512 * 1024;
-/// Bytes read ahead are sent only this soon after the reading: after a
-/// pause, or a long wait for a mover, the mover reads the file again (the
-/// gallery may have rewritten it meanwhile).
+/// What the look-ahead learnt is used only this soon after: after a
+/// pause, or a long wait for a mover, the mover looks again (the gallery
+/// may have rewritten the file, or written the target, meanwhile).
 const AHEAD_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What is done for a file while the movers are still busy with the files
 /// before it, so that a mover set free goes straight to the transfer: the
-/// file's plan and, for a small upload whose key the bucket's listing
-/// does not hold, its bytes and their digest.
+/// file's plan and, where it is the usual case, the first check.
 pub struct Ahead {
     plan: Result<Plan, Stop>,
-    loaded: Option<ReadAhead>,
+    learnt: Option<Learnt>,
 }
 
-struct ReadAhead {
-    source: Loaded,
+struct Learnt {
+    what: Foreseen,
     at: std::time::Instant,
 }
 
-impl ReadAhead {
+impl Learnt {
     fn fresh(&self) -> bool {
         self.at.elapsed() < AHEAD_FRESH
     }
+}
+
+/// The first check of a file, made ahead.
+enum Foreseen {
+    /// A small upload whose key the bucket's listing does not hold: its
+    /// bytes and their digest.
+    Source(Loaded),
+    /// A download with nothing at its target yet. Still placed only if
+    /// nothing is there by then (`commit_new`).
+    NoTarget,
 }
 
 /// The work on a file that needs no mover; reads only. A file that cannot
 /// be read here is left for its mover to read, and to report.
 pub(super) async fn look_ahead(run: Arc<RunContext>, item: Candidate) -> Ahead {
     let plan = plan_for(&run.shared, run.direction, &item).await;
-    let loaded = match &plan {
+    let disk = &run.shared.disk;
+    let what = match &plan {
         Ok(Plan {
             source: Location::Disk(src),
             target: Location::Object(key),
             ..
-        }) if run.targets.known_absent(key) => {
-            match run.shared.disk.load(src, AHEAD_WHOLE_UP_TO).await {
-                Ok(Some(source @ Loaded::Whole { .. })) => Some(ReadAhead {
-                    source,
-                    at: std::time::Instant::now(),
-                }),
-                _ => None,
-            }
-        }
+        }) if run.targets.known_absent(key) => match disk.load(src, AHEAD_WHOLE_UP_TO).await {
+            Ok(Some(source @ Loaded::Whole { .. })) => Some(Foreseen::Source(source)),
+            _ => None,
+        },
+        Ok(Plan {
+            source: Location::Object(_),
+            target: Location::Disk(dst),
+            ..
+        }) => match disk.stat(dst).await {
+            Ok(None) => Some(Foreseen::NoTarget),
+            _ => None,
+        },
         _ => None,
     };
-    Ahead { plan, loaded }
+    let learnt = what.map(|what| Learnt {
+        what,
+        at: std::time::Instant::now(),
+    });
+    Ahead { plan, learnt }
 }
 
 /// Where a file goes, or why it cannot: an external library's file, a path
@@ -405,20 +422,25 @@ async fn delete(run: &RunContext, location: &Location) -> Result<(), StoreError>
     }
 }
 
-/// Steps 1–4 for one file; `loaded`, the source read ahead.
+/// Steps 1–4 for one file; `foreseen`, its first check made ahead.
 async fn copy(
     run: &RunContext,
     kind: FileKind,
     item: &Candidate,
     plan: &Plan,
-    loaded: Option<Loaded>,
+    foreseen: Option<Foreseen>,
 ) -> Result<Copied, Stop> {
     let copied = match (&plan.source, &plan.target, run.direction) {
         (Location::Disk(src), Location::Object(key), Direction::ToS3) => {
+            let loaded = match foreseen {
+                Some(Foreseen::Source(loaded)) => Some(loaded),
+                _ => None,
+            };
             to_s3(run, src, key, &plan.new_path, loaded).await?
         }
         (Location::Object(key), Location::Disk(dst), Direction::ToDisk) => {
-            to_disk(run, key, dst, &plan.new_path).await?
+            let no_target = matches!(foreseen, Some(Foreseen::NoTarget));
+            to_disk(run, key, dst, &plan.new_path, no_target).await?
         }
         _ => {
             return Err(Stop::new(
@@ -658,9 +680,20 @@ async fn refuse_if_referenced(shared: &Shared, names: &[String], what: &str) -> 
     Ok(())
 }
 
-async fn to_disk(run: &RunContext, key: &str, dst: &Path, new_path: &str) -> Result<Copied, Stop> {
+async fn to_disk(
+    run: &RunContext,
+    key: &str,
+    dst: &Path,
+    new_path: &str,
+    no_target: bool,
+) -> Result<Copied, Stop> {
     let (disk, s3) = (&run.shared.disk, &run.shared.s3);
-    let replaced = match check_disk_target(&run.shared, key, dst, new_path).await? {
+    let target = if no_target {
+        Target::Absent
+    } else {
+        check_disk_target(&run.shared, key, dst, new_path).await?
+    };
+    let replaced = match target {
         Target::Identical(digest) => {
             return Ok(Copied {
                 digest,
