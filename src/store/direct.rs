@@ -65,7 +65,7 @@ pub fn start_direct(file: &File) -> bool {
 }
 
 /// Turns direct writes off: for a tail that is not a whole block.
-pub fn stop_direct(file: &File) -> std::io::Result<()> {
+fn stop_direct(file: &File) -> std::io::Result<()> {
     set_direct(file, false)
 }
 
@@ -89,10 +89,15 @@ fn set_direct(file: &File, on: bool) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Writes all of `data`. A direct write the file system refuses after all
-/// (`EINVAL`: an alignment it does not take) turns direct writes off for
-/// the file, and the rest goes through the page cache.
+/// Writes all of `data`. Data that is not whole blocks (a file's tail), or
+/// a direct write the file system refuses after all (`EINVAL`: an
+/// alignment it does not take), turns direct writes off for the file, and
+/// the rest goes through the page cache.
 pub fn write_all(file: &mut File, mut data: &[u8], direct: &mut bool) -> std::io::Result<()> {
+    if *direct && data.len() % ALIGN != 0 {
+        stop_direct(file)?;
+        *direct = false;
+    }
     while !data.is_empty() {
         match file.write(data) {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
@@ -139,14 +144,11 @@ mod tests {
             let n = buffer.fill(rest);
             rest = &rest[n..];
             if buffer.is_full() || rest.is_empty() {
-                if !buffer.is_full() && direct {
-                    stop_direct(&file).unwrap();
-                    direct = false;
-                }
                 write_all(&mut file, buffer.filled(), &mut direct).unwrap();
                 buffer.clear();
             }
         }
+        assert!(!direct, "the tail went through the page cache");
         file.sync_all().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), data);
     }

@@ -331,10 +331,6 @@ impl TempFile {
             };
             let failed = |e| StoreError::io("cannot write", &temp, e);
             let len = buffer.bytes().len();
-            if direct && len % direct::ALIGN != 0 {
-                direct::stop_direct(&file).map_err(failed)?;
-                direct = false;
-            }
             direct::write_all(&mut file, buffer.bytes(), &mut direct).map_err(failed)?;
             if !direct && len >= WRITE_BUFFER {
                 start_writeback(&file, offset, len);
