@@ -10,10 +10,15 @@ Prints, as JSON, in milliseconds:
   costs, and what it can do without it);
 - put_concurrent_ms: the mean PUT time with <concurrency> sockets sending
   at once, each its own share of the objects (what the server does when
-  as many requests as a migration sends are in flight on this machine).
+  as many requests as a migration sends are in flight on this machine);
+- shaped_ms, shaped_concurrent_ms: the same two for the PUT a migration
+  sends (If-None-Match: *, Content-MD5, a Content-Type and the file's SHA-1
+  as metadata, the payload unsigned), which asks the server for more: a
+  look for an object already there, and a digest to check.
 
   bench/bare-client.py <endpoint> <bucket> <count> <size> <access> <secret> [concurrency]
 """
+import base64
 import hashlib
 import json
 import os
@@ -40,11 +45,19 @@ def connect():
     return sock
 
 
-def signed(method, key, body=b""):
-    """The bytes of one signed request."""
+def signed(method, key, body=b"", shaped=False):
+    """The bytes of one signed request; `shaped`, a PUT as a migration
+    sends it."""
     path = f"/{BUCKET}/{key}"
     req = AWSRequest(method=method, url=f"{ENDPOINT}{path}", data=body)
-    req.headers["x-amz-content-sha256"] = hashlib.sha256(body).hexdigest()
+    if shaped:
+        req.headers["x-amz-content-sha256"] = "UNSIGNED-PAYLOAD"
+        req.headers["If-None-Match"] = "*"
+        req.headers["Content-MD5"] = base64.b64encode(hashlib.md5(body).digest()).decode()
+        req.headers["Content-Type"] = "image/jpeg"
+        req.headers["x-amz-meta-noodle-sha1"] = hashlib.sha1(body).hexdigest()
+    else:
+        req.headers["x-amz-content-sha256"] = hashlib.sha256(body).hexdigest()
     signer.add_auth(req)
     headers = dict(req.headers)
     headers["Host"] = url.netloc
@@ -93,11 +106,11 @@ def mean_ms(times):
     return round(1000 * sum(times) / len(times), 2)
 
 
-def concurrent_puts(payload):
+def concurrent_puts(payload, prefix, shaped=False):
     """COUNT PUTs over CONCURRENCY sockets at once: their times, and the
     keys written."""
-    keys = [[f"bare/c{n}/{i:06d}" for i in range(n, COUNT, CONCURRENCY)] for n in range(CONCURRENCY)]
-    shares = [[signed("PUT", k, payload) for k in share] for share in keys]
+    keys = [[f"{prefix}/c{n}/{i:06d}" for i in range(n, COUNT, CONCURRENCY)] for n in range(CONCURRENCY)]
+    shares = [[signed("PUT", k, payload, shaped) for k in share] for share in keys]
     socks = [connect() for _ in shares]
     times = [[] for _ in shares]
     go = threading.Barrier(len(shares))
@@ -124,8 +137,12 @@ put = [send(sock, r) for r in [signed("PUT", k, payload) for k in keys]]
 head = [send(sock, r) for r in [signed("HEAD", k) for k in keys]]
 get = [send(sock, r) for r in [signed("GET", k) for k in keys]]
 get_quickack = [send(sock, r, quickack=True) for r in [signed("GET", k) for k in keys]]
-put_concurrent, concurrent_keys = concurrent_puts(payload)
-for r in [signed("DELETE", k) for k in keys + concurrent_keys + ["bare/warm-up"]]:
+put_concurrent, concurrent_keys = concurrent_puts(payload, "bare")
+shaped_keys = [f"shaped/{i:06d}" for i in range(COUNT)]
+shaped = [send(sock, r) for r in [signed("PUT", k, payload, shaped=True) for k in shaped_keys]]
+shaped_concurrent, shaped_concurrent_keys = concurrent_puts(payload, "shaped", shaped=True)
+written = keys + concurrent_keys + shaped_keys + shaped_concurrent_keys + ["bare/warm-up"]
+for r in [signed("DELETE", k) for k in written]:
     send(sock, r)
 print(json.dumps({
     "put_ms": mean_ms(put),
@@ -134,4 +151,6 @@ print(json.dumps({
     "get_quickack_ms": mean_ms(get_quickack),
     "concurrency": CONCURRENCY,
     "put_concurrent_ms": mean_ms(put_concurrent),
+    "shaped_ms": mean_ms(shaped),
+    "shaped_concurrent_ms": mean_ms(shaped_concurrent),
 }))
