@@ -86,6 +86,10 @@ pub enum Outcome {
     /// Left to another process: the chunk's lease was taken over while the
     /// file was in flight, so nothing of it was written here.
     HandedOver,
+    /// Handed to a mover behind the file it was busy with, and not begun:
+    /// the run was cancelled (or closed elsewhere) meanwhile. Its chunk is
+    /// not done.
+    NotStarted,
 }
 
 /// Mover → ledger: write this down. The answer says whether it was

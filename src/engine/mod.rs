@@ -212,6 +212,31 @@ impl RunContext {
     pub fn ended(&self) -> bool {
         self.ended.load(std::sync::atomic::Ordering::SeqCst)
     }
+
+    /// Waits while the run is paused; false once it is cancelled or
+    /// closed, when no new file may begin.
+    pub async fn may_begin(&self) -> bool {
+        let mut settings = self.control.watch();
+        loop {
+            if self.cancelled() || self.ended() {
+                return false;
+            }
+            if !settings.borrow_and_update().paused {
+                return true;
+            }
+            tokio::select! {
+                changed = settings.changed() => {
+                    if changed.is_err() {
+                        return false;
+                    }
+                }
+                _ = self.cancel.wait() => {}
+                // A close by another process is seen by the heartbeat,
+                // not announced.
+                _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+            }
+        }
+    }
 }
 
 /// The handle the HTTP layer (and the CLI) use.

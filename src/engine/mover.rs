@@ -57,6 +57,14 @@ impl Handler<MoveFile> for Mover {
         let span = tracing::info_span!("file", batch_id = %run.batch_id, kind = %msg.kind, id = %msg.candidate.entity_id);
         AtomicResponse::new(Box::pin(
             async move {
+                // A file handed over while the mover was busy begins only
+                // once the run is not paused, and not at all once it is
+                // cancelled.
+                if !run.may_begin().await {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    let _ = tx.send(Outcome::NotStarted);
+                    return Handoff(rx);
+                }
                 stats.do_send(StatsEvent::FileStarted);
                 let clock = std::time::Instant::now();
                 let kind = msg.kind;

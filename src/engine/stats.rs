@@ -342,6 +342,8 @@ impl Handler<StatsEvent> for Stats {
                         *run.reasons.entry(reason.as_str().to_string()).or_default() += 1;
                     }
                     Outcome::HandedOver => m.files_handed_over.inc(),
+                    // Never reported: the file did not begin.
+                    Outcome::NotStarted => {}
                 }
             }
             StatsEvent::RunFinished { state, error } => {

@@ -410,3 +410,75 @@ async fn resume_unlimited(app: &TestApp) -> Value {
     assert_eq!(finished["state"], "completed", "{finished}");
     finished
 }
+
+/// A mover is handed its next file while it copies one. A cancel that
+/// comes before that file begins leaves it unbegun, and its chunk, though
+/// wholly handed out, is not marked done: another process of the batch,
+/// or the next start, moves it.
+#[actix_rt::test]
+async fn a_file_not_begun_before_a_cancel_leaves_its_chunk_undone() {
+    let env = TestEnv::new(library(4, 4000)).await;
+    let total = env.seeded.files.len() as i64;
+    let app = env.app("s3", "").await;
+    let batch = app
+        .start(r#"{"direction":"toS3","concurrency":1,"bandwidthLimit":"4k"}"#)
+        .await;
+    // The last but one copying, the last handed over behind it.
+    let settled = |s: &Value| n(s, "completed") + n(s, "skipped") + n(s, "failed");
+    until(&app, 60, "all but two settled", |s| settled(s) == total - 2).await;
+    let (code, s) = app.post("/storage-migration/cancel", "").await;
+    assert_eq!(code, 202, "{s}");
+    let cancelled = app.wait_idle().await;
+    assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
+    assert_eq!(settled(&cancelled), total - 1, "{cancelled}");
+    assert_eq!(n(&cancelled, "active"), 0, "{cancelled}");
+    // No chunk is marked done while a file of it is where it was (in a
+    // batch shared by several processes, no other would take it).
+    let mut unmoved = 0;
+    for file in &env.seeded.files {
+        if !env
+            .current_path(file.kind, file.row_id)
+            .await
+            .starts_with('/')
+        {
+            continue;
+        }
+        unmoved += 1;
+        let done: i64 = env
+            .db
+            .query_one(
+                "SELECT count(*) FROM noodle_migrate_chunk WHERE batch_id = $1 AND kind = $2
+                   AND after_id < $3 AND $3 <= last_id AND state = 'done'",
+                &[&batch, &file.kind.api_key(), &file.row_id],
+            )
+            .await
+            .expect("chunk of a file")
+            .get(0);
+        assert_eq!(
+            done, 0,
+            "the chunk of {:?} {} is done",
+            file.kind, file.row_id
+        );
+    }
+    assert!(unmoved > 0, "the cancel came too late: {cancelled}");
+
+    let (code, json) = app
+        .post(
+            "/storage-migration/start",
+            r#"{"direction":"toS3","bandwidthLimit":"off"}"#,
+        )
+        .await;
+    assert_eq!(code, 201, "{json}");
+    assert_eq!(json["resumed"], true, "{json}");
+    let finished = app.wait_idle().await;
+    assert_eq!(finished["state"], "completed", "{finished}");
+    assert_eq!(
+        env.log_rows(batch).await,
+        env.seeded.files.len() as i64,
+        "every file was moved, the one not begun included: {finished}"
+    );
+    for file in &env.seeded.files {
+        let path = env.current_path(file.kind, file.row_id).await;
+        assert!(!path.starts_with('/'), "{path} was left behind");
+    }
+}
