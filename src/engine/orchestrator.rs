@@ -905,8 +905,8 @@ async fn dispatch_all(
                 loop {
                     tokio::select! {
                         _ = &mut pause => break,
-                        Some((mover, handoff, chunk)) = copying.next(), if !copying.is_empty() => {
-                            movers.done(mover);
+                        Some((slot, handoff, chunk)) = copying.next(), if !copying.is_empty() => {
+                            movers.done(slot);
                             committing.push(settle_in(run, handoff, chunk));
                         }
                         Some(outcome) = committing.next(), if !committing.is_empty() => count(outcome),
@@ -976,16 +976,16 @@ async fn dispatch_all(
             // Back-pressure: wait until a mover may take the file and the
             // run is not paused, collecting the outcomes that come in
             // meanwhile.
-            let mover = loop {
+            let slot = loop {
                 let now = settings.borrow_and_update().clone();
                 if !now.paused {
-                    if let Some(mover) = movers.pick(usize::from(now.concurrency), &new_mover) {
-                        break mover;
+                    if let Some(slot) = movers.pick(usize::from(now.concurrency), &new_mover) {
+                        break slot;
                     }
                 }
                 tokio::select! {
-                    Some((mover, handoff, done)) = copying.next(), if !copying.is_empty() => {
-                        movers.done(mover);
+                    Some((slot, handoff, done)) = copying.next(), if !copying.is_empty() => {
+                        movers.done(slot);
                         committing.push(settle_in(run, handoff, done));
                     }
                     Some(outcome) = committing.next(), if !committing.is_empty() => count(outcome),
@@ -1004,9 +1004,9 @@ async fn dispatch_all(
             let ahead = look.await.ok();
             chunk.left.fetch_add(1, Ordering::SeqCst);
             let this = chunk.clone();
-            let movers_addr = movers.addr(mover);
+            let mover = movers.addr(slot);
             copying.push(async move {
-                let handoff = movers_addr
+                let handoff = mover
                     .send(MoveFile {
                         kind,
                         candidate,
@@ -1014,7 +1014,7 @@ async fn dispatch_all(
                         ahead,
                     })
                     .await;
-                (mover, handoff, this)
+                (slot, handoff, this)
             });
         };
         chunk.whole.store(whole, Ordering::SeqCst);
@@ -1078,7 +1078,8 @@ struct Slot {
     addr: Addr<Mover>,
     /// Files handed to it and not yet copied: 0, 1 or 2.
     holds: usize,
-    /// When it was last handed a file while free.
+    /// When it began the file it copies (as the orchestrator knows it:
+    /// handed over while free, or the file before it done).
     since: std::time::Instant,
 }
 
@@ -1091,21 +1092,17 @@ impl Movers {
         let copying = self.slots.iter().filter(|s| s.holds > 0).count();
         if copying < concurrency {
             let now = std::time::Instant::now();
-            let free = match self.slots.iter().position(|s| s.holds == 0) {
-                Some(i) => i,
-                None => {
-                    self.slots.push(Slot {
-                        addr: new_mover(),
-                        holds: 0,
-                        since: now,
-                    });
-                    self.slots.len() - 1
-                }
-            };
-            let slot = &mut self.slots[free];
-            slot.holds = 1;
-            slot.since = now;
-            return Some(free);
+            if let Some(i) = self.slots.iter().position(|s| s.holds == 0) {
+                self.slots[i].holds = 1;
+                self.slots[i].since = now;
+                return Some(i);
+            }
+            self.slots.push(Slot {
+                addr: new_mover(),
+                holds: 1,
+                since: now,
+            });
+            return Some(self.slots.len() - 1);
         }
         if copying > concurrency {
             // The concurrency was lowered: let the movers drain first.
