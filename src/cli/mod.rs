@@ -322,6 +322,9 @@ pub async fn run(config: Config, options: StartOptions, as_json: bool) -> Exit {
     }
     let bar = progress::Bar::new(!as_json);
     let mut interrupted = Box::pin(crate::shutdown_signal());
+    // The status is read every 250 ms for the bar, and at once when the run
+    // closes: a run should not end up to a quarter second after its work.
+    let mut closed = false;
     loop {
         let status = match engine.status().await {
             Ok(s) => s,
@@ -340,6 +343,7 @@ pub async fn run(config: Config, options: StartOptions, as_json: bool) -> Exit {
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = engine.until_idle(), if !closed => closed = true,
             _ = &mut interrupted => {
                 eprintln!("noodle-migrate: stopping; the files in flight finish first");
                 engine.shutdown(engine.config().shutdown_deadline).await;

@@ -630,6 +630,14 @@ impl Engine {
         !*self.idle.borrow()
     }
 
+    /// Returns once no run is preparing or in progress in this process.
+    pub async fn until_idle(&self) {
+        let mut idle = self.idle.clone();
+        // The sender lives as long as the orchestrator; were it gone, no
+        // run would be either.
+        let _ = idle.wait_for(|idle| *idle).await;
+    }
+
     /// Cancels the run, if any, and waits up to `deadline` for it to close.
     pub async fn shutdown(&self, deadline: Duration) {
         if !self.stop_here().await {
