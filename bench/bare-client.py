@@ -14,7 +14,13 @@ Prints, as JSON, in milliseconds:
 - shaped_ms, shaped_concurrent_ms: the same two for the PUT a migration
   sends (If-None-Match: *, Content-MD5, a Content-Type and the file's SHA-1
   as metadata, the payload unsigned), which asks the server for more: a
-  look for an object already there, and a digest to check.
+  look for an object already there, and a digest to check; at the keys a
+  migration writes (upload/<owner>/<xx>/<yy>/<uuid>.jpg), which a server
+  that keeps a file per object pays for in folders.
+
+Every object has bytes of its own, as every file of a library does: a
+server that stores a block once per content (Garage) would otherwise write
+the data once and count references after that.
 
   bench/bare-client.py <endpoint> <bucket> <count> <size> <access> <secret> [concurrency]
 """
@@ -26,6 +32,7 @@ import socket
 import sys
 import threading
 import time
+import uuid
 from urllib.parse import urlparse
 
 from botocore.auth import SigV4Auth
@@ -106,11 +113,26 @@ def mean_ms(times):
     return round(1000 * sum(times) / len(times), 2)
 
 
-def concurrent_puts(payload, prefix, shaped=False):
-    """COUNT PUTs over CONCURRENCY sockets at once: their times, and the
-    keys written."""
-    keys = [[f"{prefix}/c{n}/{i:06d}" for i in range(n, COUNT, CONCURRENCY)] for n in range(CONCURRENCY)]
-    shares = [[signed("PUT", k, payload, shaped) for k in share] for share in keys]
+def content(i):
+    """The bytes of object i: its own, without paying for os.urandom each
+    time."""
+    return i.to_bytes(8, "little") + payload[8:]
+
+
+def gallery_key(_):
+    """A key as a migration writes an original: upload/<owner>/<xx>/<yy>/<uuid>.jpg."""
+    asset = uuid.uuid4().hex
+    return f"upload/{OWNER}/{asset[0:2]}/{asset[2:4]}/{uuid.UUID(asset)}.jpg"
+
+
+def concurrent_puts(name, first, shaped=False):
+    """COUNT PUTs over CONCURRENCY sockets at once, object `first + i`
+    at key name(i): their times, and the keys written."""
+    keys = [[name(i) for i in range(n, COUNT, CONCURRENCY)] for n in range(CONCURRENCY)]
+    shares = [
+        [signed("PUT", k, content(first + i), shaped) for i, k in zip(range(n, COUNT, CONCURRENCY), share)]
+        for n, share in enumerate(keys)
+    ]
     socks = [connect() for _ in shares]
     times = [[] for _ in shares]
     go = threading.Barrier(len(shares))
@@ -130,17 +152,18 @@ def concurrent_puts(payload, prefix, shaped=False):
 
 
 payload = os.urandom(SIZE)
+OWNER = uuid.uuid4()
 keys = [f"bare/{i:06d}" for i in range(COUNT)]
 sock = connect()
 send(sock, signed("PUT", "bare/warm-up", payload))
-put = [send(sock, r) for r in [signed("PUT", k, payload) for k in keys]]
+put = [send(sock, r) for r in [signed("PUT", k, content(i)) for i, k in enumerate(keys)]]
 head = [send(sock, r) for r in [signed("HEAD", k) for k in keys]]
 get = [send(sock, r) for r in [signed("GET", k) for k in keys]]
 get_quickack = [send(sock, r, quickack=True) for r in [signed("GET", k) for k in keys]]
-put_concurrent, concurrent_keys = concurrent_puts(payload, "bare")
-shaped_keys = [f"shaped/{i:06d}" for i in range(COUNT)]
-shaped = [send(sock, r) for r in [signed("PUT", k, payload, shaped=True) for k in shaped_keys]]
-shaped_concurrent, shaped_concurrent_keys = concurrent_puts(payload, "shaped", shaped=True)
+put_concurrent, concurrent_keys = concurrent_puts(lambda i: f"bare/c/{i:06d}", COUNT)
+shaped_keys = [gallery_key(i) for i in range(COUNT)]
+shaped = [send(sock, r) for r in [signed("PUT", k, content(2 * COUNT + i), shaped=True) for i, k in enumerate(shaped_keys)]]
+shaped_concurrent, shaped_concurrent_keys = concurrent_puts(gallery_key, 3 * COUNT, shaped=True)
 written = keys + concurrent_keys + shaped_keys + shaped_concurrent_keys + ["bare/warm-up"]
 for r in [signed("DELETE", k) for k in written]:
     send(sock, r)

@@ -191,7 +191,7 @@ bench_server() {
   echo
   echo "### $label"
   echo
-  echo "Bare client, requests signed before the clock starts, $SIZE-byte objects. One kept-alive connection: PUT ${R[put_ms]} ms, GET ${R[get_ms]} ms (${R[get_qa_ms]} ms when it re-arms TCP_QUICKACK before every read). Five connections at once: PUT ${R[put_c_ms]} ms. Upload bound at concurrency 5: 5 ÷ ${R[put_c_ms]} ms = **$bound files/s** (5 ÷ the one-connection PUT time would be $bound_one). The PUT a migration sends (If-None-Match, Content-MD5, Content-Type, the SHA-1 as metadata, payload unsigned): ${R[shaped_ms]} ms on one connection, ${R[shaped_c_ms]} ms with five at once, a bound of **$bound_shaped files/s**."
+  echo "Bare client, requests signed before the clock starts, $SIZE-byte objects, each with bytes of its own. One kept-alive connection: PUT ${R[put_ms]} ms, GET ${R[get_ms]} ms (${R[get_qa_ms]} ms when it re-arms TCP_QUICKACK before every read). Five connections at once: PUT ${R[put_c_ms]} ms. Upload bound at concurrency 5: 5 ÷ ${R[put_c_ms]} ms = **$bound files/s** (5 ÷ the one-connection PUT time would be $bound_one). The PUT a migration sends (If-None-Match, Content-MD5, Content-Type, the SHA-1 as metadata, payload unsigned), at keys shaped as a migration writes them (upload/<owner>/<xx>/<yy>/<uuid>.jpg): ${R[shaped_ms]} ms on one connection, ${R[shaped_c_ms]} ms with five at once, a bound of **$bound_shaped files/s**."
   echo
   echo "Rows marked ³ are the median of three rounds, the clients taking turns to go first (each round's figures, noodle-migrate / rclone: up ${R[runs_up]}; down ${R[runs_down]}; through the quick proxy ${R[runs_quick]}; large up ${R[runs_lup]}; large down ${R[runs_ldown]})."
   echo
