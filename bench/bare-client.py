@@ -22,7 +22,12 @@ Every object has bytes of its own, as every file of a library does: a
 server that stores a block once per content (Garage) would otherwise write
 the data once and count references after that.
 
-  bench/bare-client.py <endpoint> <bucket> <count> <size> <access> <secret> [concurrency]
+With a last argument `bound`, only the two series with <concurrency>
+sockets at once, and the objects are left for the caller to drop with the
+bucket: what a server does just then, measured beside a migration's
+upload, since a server's speed drifts as it fills.
+
+  bench/bare-client.py <endpoint> <bucket> <count> <size> <access> <secret> [concurrency [bound]]
 """
 import base64
 import hashlib
@@ -42,6 +47,7 @@ from botocore.credentials import Credentials
 ENDPOINT, BUCKET, COUNT, SIZE, ACCESS, SECRET = sys.argv[1:7]
 COUNT, SIZE = int(COUNT), int(SIZE)
 CONCURRENCY = int(sys.argv[7]) if len(sys.argv) > 7 else 5
+BOUND_ONLY = len(sys.argv) > 8 and sys.argv[8] == "bound"
 url = urlparse(ENDPOINT)
 signer = SigV4Auth(Credentials(ACCESS, SECRET), "s3", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
 
@@ -153,6 +159,15 @@ def concurrent_puts(name, first, shaped=False):
 
 payload = os.urandom(SIZE)
 OWNER = uuid.uuid4()
+if BOUND_ONLY:
+    put_concurrent, _ = concurrent_puts(lambda i: f"bare/c/{i:06d}", 0)
+    shaped_concurrent, _ = concurrent_puts(gallery_key, COUNT, shaped=True)
+    print(json.dumps({
+        "concurrency": CONCURRENCY,
+        "put_concurrent_ms": mean_ms(put_concurrent),
+        "shaped_concurrent_ms": mean_ms(shaped_concurrent),
+    }))
+    sys.exit(0)
 keys = [f"bare/{i:06d}" for i in range(COUNT)]
 sock = connect()
 send(sock, signed("PUT", "bare/warm-up", payload))
