@@ -596,9 +596,8 @@ impl Engine {
                         Err(EngineError::AlreadyRunning) => {}
                         Err(e) => return Err(e),
                     }
-                    let mut idle = self.idle.clone();
                     tokio::select! {
-                        _ = idle.wait_for(|idle| *idle) => {}
+                        _ = self.until_idle() => {}
                         _ = &mut shutdown => {
                             tracing::info!(batch_id = %batch, "Shutting down: letting the files in flight finish");
                             self.shutdown(self.shared.config.shutdown_deadline).await;
@@ -643,8 +642,7 @@ impl Engine {
         if !self.stop_here().await {
             return;
         }
-        let mut idle = self.idle.clone();
-        let waited = tokio::time::timeout(deadline, idle.wait_for(|idle| *idle)).await;
+        let waited = tokio::time::timeout(deadline, self.until_idle()).await;
         if waited.is_err() {
             tracing::warn!(
                 "Files still in flight at the shutdown deadline; the next start resumes the batch"
@@ -656,8 +654,7 @@ impl Engine {
     /// the webhook: what a process that exits after a run does last.
     pub async fn settle(&self, deadline: Duration) {
         let started = std::time::Instant::now();
-        let mut idle = self.idle.clone();
-        let closed = tokio::time::timeout(deadline, idle.wait_for(|idle| *idle)).await;
+        let closed = tokio::time::timeout(deadline, self.until_idle()).await;
         let left = deadline.saturating_sub(started.elapsed());
         if closed.is_err() || !self.shared.deliveries.wait(left).await {
             tracing::warn!("The run's end may not have reached the webhook before exiting");
