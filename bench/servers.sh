@@ -50,6 +50,8 @@ nm_library() { seed_library "$2" "$WORK/$1" "$FILES" "$SIZE"; sync; }
 rc_library() { python3 bench/seed.py "$WORK/$1" "$OWNER" "$FILES" "$SIZE" >/dev/null; sync; }
 xacts() { psqla -c "SELECT xact_commit FROM pg_stat_database WHERE datname = '$1'"; }
 pct() { python3 -c "print(f'{100 * $1 / $2:.0f} %')"; }
+# The upload bound at concurrency 5, in files/s, from a mean PUT time in ms.
+bound_of() { python3 -c "print(f'{5 / ($1 / 1000):.0f}')"; }
 median() { python3 -c "import statistics, sys; print(f'{statistics.median(map(float, sys.argv[1:])):.1f}')" "$@"; }
 max() { python3 -c "import sys; print(max(map(int, sys.argv[1:])))" "$@"; }
 # A proxy in front of $ENDPOINT that adds $1 seconds per request; sets
@@ -107,8 +109,8 @@ bench_server() {
         read -r t rss < <(nm_run bench_run "$WORK/up-$round-nm" s3 toS3 5 "$(b nm-small-5-$round)")
         x1=$(xacts bench_run)
         up_nm+=("$(rate "$FILES" 0 "$t")"); R[rss_5]=$((rss / 1024))
-        bound_r+=("$(python3 -c "print(f'{5 / ($pc / 1000):.0f}')")")
-        shaped_r+=("$(python3 -c "print(f'{5 / ($sc / 1000):.0f}')")")
+        bound_r+=("$(bound_of "$pc")")
+        shaped_r+=("$(bound_of "$sc")")
         pct_r+=("$(python3 -c "print(f'{100 * ${up_nm[-1]} / ${bound_r[-1]}:.0f}')")")
         pct_shaped_r+=("$(python3 -c "print(f'{100 * ${up_nm[-1]} / ${shaped_r[-1]}:.0f}')")")
         R[xact_5]=$(python3 -c "print(f'{($x1 - $x0) / $FILES:.3f}')")
@@ -203,11 +205,11 @@ bench_server() {
   # with as many PUTs in flight (what the server does at concurrency 5 on
   # this machine); beside it, the same with one PUT at a time, which holds
   # only if the server scales without limit.
-  bound=$(python3 -c "print(f'{5 / (${R[put_c_ms]} / 1000):.0f}')")
-  bound_one=$(python3 -c "print(f'{5 / (${R[put_ms]} / 1000):.0f}')")
+  bound=$(bound_of "${R[put_c_ms]}")
+  bound_one=$(bound_of "${R[put_ms]}")
   # The same for the PUT a migration has to send (conditional, with its
   # digest and metadata).
-  bound_shaped=$(python3 -c "print(f'{5 / (${R[shaped_c_ms]} / 1000):.0f}')")
+  bound_shaped=$(bound_of "${R[shaped_c_ms]}")
   # What one file costs through the proxy at best: the 20 ms, plus the
   # server's own time for the one request each file needs (a PUT: the
   # bucket's listing spares the HEAD; a GET).
