@@ -278,8 +278,7 @@ impl Engine {
             media_dir = %layout.media_dir.display(),
             "Media location"
         );
-        let media_root_real =
-            std::fs::canonicalize(&layout.media_dir).unwrap_or_else(|_| layout.media_dir.clone());
+        let media_root_real = crate::store::disk::real_root(&layout.media_dir);
         let dumps = Dumps::new(
             DumpSettings {
                 database_url: config.database_url.clone(),

@@ -190,32 +190,53 @@ enum Foreseen {
 /// The work on a file that needs no mover; reads only. A file that cannot
 /// be read here is left for its mover to read, and to report.
 pub(super) async fn look_ahead(run: Arc<RunContext>, item: Candidate) -> Ahead {
-    let plan = plan_for(&run.shared, run.direction, &item).await;
-    let disk = &run.shared.disk;
-    let what = match &plan {
-        Ok(Plan {
-            source: Location::Disk(src),
-            target: Location::Object(key),
-            ..
-        }) if run.targets.known_absent(key) => match disk.load(src, AHEAD_WHOLE_UP_TO).await {
-            Ok(Some(source @ Loaded::Whole { .. })) => Some(Foreseen::Source(source)),
-            _ => None,
-        },
-        Ok(Plan {
-            source: Location::Object(_),
-            target: Location::Disk(dst),
-            ..
-        }) => match disk.stat(dst).await {
-            Ok(None) => Some(Foreseen::NoTarget),
-            _ => None,
-        },
-        _ => None,
+    let shared = &run.shared;
+    let plan = match lexical_plan(shared, run.direction, &item) {
+        Ok(plan) => plan,
+        Err(stop) => return Ahead::stopped(stop),
     };
-    let learnt = what.map(|what| Learnt {
-        what,
-        at: std::time::Instant::now(),
-    });
-    Ahead { plan, learnt }
+    let disk = &shared.disk;
+    let what = match (&plan.source, &plan.target) {
+        // The usual upload: the confinement check and the read in one
+        // trip, on the file opened.
+        (Location::Disk(src), Location::Object(key)) if run.targets.known_absent(key) => {
+            match disk
+                .load_under(&shared.media_root_real, src, AHEAD_WHOLE_UP_TO)
+                .await
+            {
+                Ok(Some(source @ Loaded::Whole { .. })) => Some(Foreseen::Source(source)),
+                Ok(_) => None,
+                Err(outside @ StoreError::Outside(_)) => return Ahead::stopped(outside.into()),
+                // Unreadable: confined below, read (and reported) by its mover.
+                Err(_) => return Ahead::planned(confined(shared, plan).await, None),
+            }
+        }
+        (Location::Object(_), Location::Disk(dst)) => {
+            let dst = dst.clone();
+            let plan = confined(shared, plan).await;
+            let what = match (&plan, disk.stat(&dst).await) {
+                (Ok(_), Ok(None)) => Some(Foreseen::NoTarget),
+                _ => None,
+            };
+            return Ahead::planned(plan, what);
+        }
+        _ => return Ahead::planned(confined(shared, plan).await, None),
+    };
+    Ahead::planned(Ok(plan), what)
+}
+
+impl Ahead {
+    fn planned(plan: Result<Plan, Stop>, what: Option<Foreseen>) -> Ahead {
+        let learnt = what.map(|what| Learnt {
+            what,
+            at: std::time::Instant::now(),
+        });
+        Ahead { plan, learnt }
+    }
+
+    fn stopped(stop: Stop) -> Ahead {
+        Ahead::planned(Err(stop), None)
+    }
 }
 
 /// Where a file goes, or why it cannot: an external library's file, a path
@@ -225,6 +246,11 @@ pub(super) async fn plan_for(
     direction: Direction,
     item: &Candidate,
 ) -> Result<Plan, Stop> {
+    confined(shared, lexical_plan(shared, direction, item)?).await
+}
+
+/// Where a file goes, from its path alone (no file is looked at).
+fn lexical_plan(shared: &Shared, direction: Direction, item: &Candidate) -> Result<Plan, Stop> {
     if item.external {
         return Err(Stop::new(
             Reason::ExternalLibrary,
@@ -235,12 +261,15 @@ pub(super) async fn plan_for(
             ),
         ));
     }
-    let plan = match shared.layout.plan(direction, &item.path) {
-        Ok(plan) => plan,
-        Err(refusal) => return Err(Stop::new(refusal.code(), refusal.to_string())),
-    };
-    // The path is lexically safe; make sure no symbolic link leads out of
-    // the media location either (a file sent out, or written outside).
+    shared
+        .layout
+        .plan(direction, &item.path)
+        .map_err(|refusal| Stop::new(refusal.code(), refusal.to_string()))
+}
+
+/// `plan`, once its disk side is checked to lead nowhere outside the media
+/// location through a symbolic link (the path is lexically safe already).
+async fn confined(shared: &Shared, plan: Plan) -> Result<Plan, Stop> {
     let local = match (&plan.source, &plan.target) {
         (Location::Disk(p), _) | (_, Location::Disk(p)) => p,
         _ => return Err(Stop::new(Reason::Internal, "no disk side in the plan")),
@@ -250,13 +279,7 @@ pub(super) async fn plan_for(
         .stays_under(&shared.media_root_real, local)
         .await?
     {
-        return Err(Stop::new(
-            Reason::UnsafePath,
-            format!(
-                "{} leads outside the media location through a symbolic link",
-                local.display()
-            ),
-        ));
+        return Err(StoreError::Outside(local.display().to_string()).into());
     }
     Ok(plan)
 }

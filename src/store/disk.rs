@@ -29,14 +29,15 @@ pub enum Loaded {
 pub struct DiskStore;
 
 impl DiskStore {
-    /// Whether `path` really lies under `root` once symbolic links are
-    /// resolved. Either may not exist yet (a first copy to disk): the part
-    /// that exists is resolved, the rest is taken as written.
+    /// Whether `path` really lies under `root` (already resolved, see
+    /// [`real_root`]) once symbolic links are resolved. `path` may not
+    /// exist yet (a first copy to disk): the part that exists is resolved,
+    /// the rest is taken as written.
     pub async fn stays_under(&self, root: &Path, path: &Path) -> Result<bool, StoreError> {
         let (root, path) = (root.to_path_buf(), path.to_path_buf());
         // One trip to the blocking pool for the whole walk: this runs for
         // every file, and each trip costs two thread wake-ups.
-        blocking(move || Ok(resolve(&path)?.starts_with(resolve(&root)?))).await
+        blocking(move || Ok(resolve(&path)?.starts_with(&root))).await
     }
 
     /// The size of a regular file, or `None` when nothing is there.
@@ -121,33 +122,36 @@ impl DiskStore {
     /// `None` when nothing is there.
     pub async fn load(&self, path: &Path, whole_up_to: u64) -> Result<Option<Loaded>, StoreError> {
         let path = path.to_path_buf();
+        blocking(move || match open_existing(&path)? {
+            Some(file) => read_loaded(file, &path, whole_up_to).map(Some),
+            None => Ok(None),
+        })
+        .await
+    }
+
+    /// As [`DiskStore::load`], and refused with [`StoreError::Outside`]
+    /// unless the file really lies under `root` (already resolved): the
+    /// check and the read in one trip to the blocking pool, and the check
+    /// made on the file opened, not on its name walked beforehand.
+    pub async fn load_under(
+        &self,
+        root: &Path,
+        path: &Path,
+        whole_up_to: u64,
+    ) -> Result<Option<Loaded>, StoreError> {
+        let (root, path) = (root.to_path_buf(), path.to_path_buf());
         blocking(move || {
-            let mut file = match std::fs::File::open(&path) {
-                Ok(file) => file,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(StoreError::io("cannot open", &path, e)),
+            let outside = || StoreError::Outside(path.display().to_string());
+            let Some(file) = open_existing(&path)? else {
+                return match resolve(&path)?.starts_with(&root) {
+                    true => Ok(None),
+                    false => Err(outside()),
+                };
             };
-            let meta = file
-                .metadata()
-                .map_err(|e| StoreError::io("cannot stat", &path, e))?;
-            if !meta.is_file() {
-                return Err(StoreError::io(
-                    "not a regular file:",
-                    &path,
-                    std::io::Error::other("expected a file"),
-                ));
+            if !opened_path(&file, &path)?.starts_with(&root) {
+                return Err(outside());
             }
-            if meta.len() > whole_up_to {
-                return Ok(Some(Loaded::Large(meta.len())));
-            }
-            let mut data = Vec::with_capacity(meta.len() as usize);
-            std::io::Read::read_to_end(&mut file, &mut data)
-                .map_err(|e| StoreError::io("cannot read", &path, e))?;
-            let digest = super::hash::digest_of(&data);
-            Ok(Some(Loaded::Whole {
-                data: bytes::Bytes::from(data),
-                digest,
-            }))
+            read_loaded(file, &path, whole_up_to).map(Some)
         })
         .await
     }
@@ -190,6 +194,62 @@ impl DiskStore {
             Err(e) => Err(StoreError::io("cannot delete", path, e)),
         }
     }
+}
+
+/// The media folder with symbolic links resolved, as the confinement
+/// checks compare with it; as written where it cannot be resolved.
+pub fn real_root(root: &Path) -> PathBuf {
+    resolve(root).unwrap_or_else(|_| root.to_path_buf())
+}
+
+/// The file at `path`, or `None` when nothing is there.
+fn open_existing(path: &Path) -> Result<Option<std::fs::File>, StoreError> {
+    match std::fs::File::open(path) {
+        Ok(file) => Ok(Some(file)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StoreError::io("cannot open", path, e)),
+    }
+}
+
+/// Where an open file really is: the kernel's name for it (one call,
+/// where walking `path` takes one per folder), or `path` resolved where
+/// /proc is not mounted.
+fn opened_path(file: &std::fs::File, path: &Path) -> Result<PathBuf, StoreError> {
+    use std::os::fd::AsRawFd;
+    match std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())) {
+        Ok(real) if real.is_absolute() => Ok(real),
+        _ => resolve(path),
+    }
+}
+
+/// An open file to upload: whole and hashed when at most `whole_up_to`
+/// bytes, else its size.
+fn read_loaded(
+    mut file: std::fs::File,
+    path: &Path,
+    whole_up_to: u64,
+) -> Result<Loaded, StoreError> {
+    let meta = file
+        .metadata()
+        .map_err(|e| StoreError::io("cannot stat", path, e))?;
+    if !meta.is_file() {
+        return Err(StoreError::io(
+            "not a regular file:",
+            path,
+            std::io::Error::other("expected a file"),
+        ));
+    }
+    if meta.len() > whole_up_to {
+        return Ok(Loaded::Large(meta.len()));
+    }
+    let mut data = Vec::with_capacity(meta.len() as usize);
+    std::io::Read::read_to_end(&mut file, &mut data)
+        .map_err(|e| StoreError::io("cannot read", path, e))?;
+    let digest = super::hash::digest_of(&data);
+    Ok(Loaded::Whole {
+        data: bytes::Bytes::from(data),
+        digest,
+    })
 }
 
 /// `path` with its longest existing prefix canonicalised.
@@ -700,7 +760,8 @@ mod tests {
     #[tokio::test]
     async fn confinement_resolves_links_and_allows_missing_folders() {
         let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("media-not-created-yet");
+        // Resolved before it exists, as at start-up before a first copy.
+        let root = real_root(&dir.path().join("media-not-created-yet"));
         let store = DiskStore;
         assert!(store
             .stays_under(&root, &root.join("upload/a/b.jpg"))
@@ -717,6 +778,44 @@ mod tests {
             .stays_under(&root, &root.join("upload/x.jpg"))
             .await
             .unwrap());
+    }
+
+    #[tokio::test]
+    async fn load_under_reads_only_files_that_stay_under_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = real_root(dir.path());
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret.jpg"), b"not ours").unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.join("link")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret.jpg"), root.join("alias.jpg"))
+            .unwrap();
+        std::fs::create_dir_all(root.join("upload")).unwrap();
+        std::fs::write(root.join("upload/a.jpg"), b"1234").unwrap();
+        let store = DiskStore;
+
+        match store
+            .load_under(&root, &root.join("upload/a.jpg"), 1024)
+            .await
+        {
+            Ok(Some(Loaded::Whole { data, digest })) => {
+                assert_eq!(&data[..], b"1234");
+                assert_eq!(digest, crate::store::hash::digest_of(b"1234"));
+            }
+            _ => panic!("a file under the root is read"),
+        }
+        assert!(matches!(
+            store
+                .load_under(&root, &root.join("upload/gone.jpg"), 1024)
+                .await,
+            Ok(None)
+        ));
+        for escape in ["link/secret.jpg", "alias.jpg", "link/gone.jpg"] {
+            let refused = store.load_under(&root, &root.join(escape), 1024).await;
+            assert!(
+                matches!(refused, Err(StoreError::Outside(_))),
+                "{escape} leads outside"
+            );
+        }
     }
 
     #[tokio::test]

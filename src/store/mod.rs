@@ -96,6 +96,8 @@ pub enum StoreError {
     SourceChanged(String),
     #[error("{0} was written by someone else during the migration; it is left as it is")]
     TargetTaken(String),
+    #[error("{0} leads outside the media location through a symbolic link")]
+    Outside(String),
     #[error("bucket {bucket}: {problem}")]
     Bucket {
         bucket: String,
@@ -133,6 +135,7 @@ impl StoreError {
             StoreError::S3 { .. } | StoreError::Bucket { .. } => Reason::S3Error,
             StoreError::SourceChanged(_) => Reason::SourceChanged,
             StoreError::TargetTaken(_) => Reason::TargetInUse,
+            StoreError::Outside(_) => Reason::UnsafePath,
         }
     }
 }
