@@ -311,10 +311,9 @@ impl S3Store {
                 .clone()
                 .try_acquire_many_owned(STREAMS_PER_DOWNLOAD - 1)
             {
-                Ok(permits) => Body::Segments {
-                    segments: self.segments(key, etag, meta.size, out.body),
-                    _permits: permits,
-                },
+                Ok(permits) => Body::Segments(Box::new(
+                    self.segments(key, etag, meta.size, out.body, permits),
+                )),
                 Err(_) => Body::Stream(out.body),
             },
             _ => Body::Stream(out.body),
@@ -326,90 +325,35 @@ impl S3Store {
         })
     }
 
-    /// A large object's bytes, `SEGMENT` at a time and in order, fetched
-    /// `STREAMS_PER_DOWNLOAD` at a time: the first from the GET already
-    /// open (cut short after one segment), the rest by ranged GETs that
-    /// must find the same object (`If-Match`), or the download fails
-    /// rather than mix two versions.
+    /// A large object's bytes in order, `SEGMENT` at a time, over
+    /// `STREAMS_PER_DOWNLOAD` connections: the first from the GET already
+    /// open (cut short after one segment), the rest by ranged GETs sent
+    /// ahead, which must find the same object (`If-Match`), or the
+    /// download fails rather than mix two versions.
     fn segments(
         &self,
         key: &str,
         etag: &str,
         size: u64,
         first: ByteStream,
-    ) -> futures_util::stream::BoxStream<'static, Result<Bytes, StoreError>> {
-        use futures_util::StreamExt;
-        let count = size.div_ceil(SEGMENT);
-        let mut first = Some(first);
-        let (client, bucket, key, etag) = (
-            self.client.clone(),
-            self.bucket.clone(),
-            key.to_string(),
-            etag.to_string(),
-        );
-        let (throttle, metrics) = (self.throttle.clone(), self.metrics.clone());
-        futures_util::stream::iter(0..count)
-            .map(move |n| {
-                let start = n * SEGMENT;
-                let len = SEGMENT.min(size - start);
-                let (throttle, metrics) = (throttle.clone(), metrics.clone());
-                let (expected, key_name) = (etag.clone(), key.clone());
-                let part = match first.take() {
-                    Some(body) => Part::Opened(body),
-                    None => Part::Ranged(Box::new(
-                        client
-                            .get_object()
-                            .bucket(&bucket)
-                            .key(&key)
-                            .if_match(&etag)
-                            .range(format!("bytes={start}-{}", start + len - 1)),
-                    )),
-                };
-                async move {
-                    let body = match part {
-                        Part::Opened(body) => body,
-                        Part::Ranged(request) => {
-                            let replaced = || {
-                                StoreError::SourceChanged(format!(
-                                    "object {key_name} was replaced during its download"
-                                ))
-                            };
-                            let out = request.send().await.map_err(|e| {
-                                if status_of(&e) == Some(412) {
-                                    return replaced();
-                                }
-                                metrics.s3_error("GetObject");
-                                s3_error("GetObject", e)
-                            })?;
-                            // A server that ignores If-Match still names
-                            // the version it sent.
-                            if out.e_tag() != Some(expected.as_str()) {
-                                return Err(replaced());
-                            }
-                            // Range is part of every S3 API: a server that
-                            // answers with other bytes fails the file.
-                            let range = format!("bytes {start}-{}/{size}", start + len - 1);
-                            if out.content_length() != Some(len as i64)
-                                || out.content_range() != Some(range.as_str())
-                            {
-                                return Err(StoreError::S3 {
-                                    operation: "GetObject",
-                                    status: None,
-                                    message: format!(
-                                        "a ranged GET for {range} answered {:?} ({:?} bytes)",
-                                        out.content_range(),
-                                        out.content_length()
-                                    ),
-                                });
-                            }
-                            out.body
-                        }
-                    };
-                    read_segment(body, len, &throttle).await
-                }
-            })
-            .buffered(STREAMS_PER_DOWNLOAD as usize)
-            .boxed()
+        permits: tokio::sync::OwnedSemaphorePermit,
+    ) -> Segmented {
+        let mut segmented = Segmented {
+            current: Some((first, SEGMENT.min(size))),
+            ahead: std::collections::VecDeque::new(),
+            next_start: SEGMENT.min(size),
+            size,
+            request: RangedGet {
+                client: self.client.clone(),
+                bucket: self.bucket.clone(),
+                key: key.to_string(),
+                etag: etag.to_string(),
+                metrics: self.metrics.clone(),
+            },
+            _permits: permits,
+        };
+        segmented.send_ahead();
+        segmented
     }
 
     /// Reads a whole object to hash it (used only when no cheaper
@@ -934,47 +878,144 @@ impl WriteIf {
 
 /// Objects at least this large come over several connections.
 const SEGMENTED_FROM: u64 = 32 * 1024 * 1024;
-/// The bytes each of those connections brings at a time.
-const SEGMENT: u64 = 2 * 1024 * 1024;
+/// The bytes each ranged GET asks for: large, because a server pays for
+/// every request (Garage looks the object up again for each), while the
+/// bytes of a segment not yet read wait in its connection, not here.
+const SEGMENT: u64 = 8 * 1024 * 1024;
 /// Connections per large download, the first GET's included.
 const STREAMS_PER_DOWNLOAD: u32 = 4;
-/// Extra connections for the whole process: at most this many segments
-/// (of `SEGMENT` bytes) wait in memory. A large download that finds none
-/// free comes over its one connection.
+/// Extra connections for the whole process. A large download that finds
+/// none free comes over its one connection.
 const EXTRA_STREAMS: usize = 12;
 
-/// Where a segment's bytes come from.
-enum Part {
-    /// The GET that started the download.
-    Opened(ByteStream),
-    /// A ranged GET still to send.
-    Ranged(Box<aws_sdk_s3::operation::get_object::builders::GetObjectFluentBuilder>),
+/// What a ranged GET of a large download asks for.
+#[derive(Clone)]
+struct RangedGet {
+    client: Client,
+    bucket: String,
+    key: String,
+    etag: String,
+    metrics: Arc<Metrics>,
 }
 
-/// Reads `len` bytes of a body (the start of a longer one, for the first
-/// segment: the rest is dropped with the connection).
-async fn read_segment(
-    mut body: ByteStream,
-    len: u64,
-    throttle: &Throttle,
-) -> Result<Bytes, StoreError> {
-    let mut segment = bytes::BytesMut::with_capacity(len as usize);
-    while (segment.len() as u64) < len {
-        let Some(chunk) = body.try_next().await.map_err(body_failed)? else {
-            break;
+impl RangedGet {
+    /// The body of `len` bytes from `start` of an object of `size` bytes,
+    /// once the server has answered (its bytes not read yet).
+    async fn send(&self, start: u64, len: u64, size: u64) -> Result<ByteStream, StoreError> {
+        let last = start + len - 1;
+        let replaced = || {
+            StoreError::SourceChanged(format!(
+                "object {} was replaced during its download",
+                self.key
+            ))
         };
-        let wanted = (len - segment.len() as u64).min(chunk.len() as u64) as usize;
-        throttle.pass(wanted as u64).await;
-        segment.extend_from_slice(&chunk[..wanted]);
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .if_match(&self.etag)
+            .range(format!("bytes={start}-{last}"))
+            .send()
+            .await
+            .map_err(|e| {
+                if status_of(&e) == Some(412) {
+                    return replaced();
+                }
+                self.metrics.s3_error("GetObject");
+                s3_error("GetObject", e)
+            })?;
+        // A server that ignores If-Match still names the version it sent.
+        if out.e_tag() != Some(self.etag.as_str()) {
+            return Err(replaced());
+        }
+        // Range is part of every S3 API: a server that answers with other
+        // bytes fails the file.
+        let range = format!("bytes {start}-{last}/{size}");
+        if out.content_length() != Some(len as i64) || out.content_range() != Some(range.as_str()) {
+            return Err(StoreError::S3 {
+                operation: "GetObject",
+                status: None,
+                message: format!(
+                    "a ranged GET for {range} answered {:?} ({:?} bytes)",
+                    out.content_range(),
+                    out.content_length()
+                ),
+            });
+        }
+        Ok(out.body)
     }
-    if (segment.len() as u64) < len {
-        return Err(StoreError::S3 {
-            operation: "GetObject",
-            status: None,
-            message: format!("the body ended after {} of {len} bytes", segment.len()),
-        });
+}
+
+/// A large download over several connections. The segments after the
+/// one being read are asked for ahead, each in a task of its own; their
+/// bytes wait in the connections (the kernel's buffers, then the server)
+/// until their turn, not in this process's memory.
+struct Segmented {
+    /// The segment being read, and the bytes still to take from it.
+    current: Option<(ByteStream, u64)>,
+    /// The ranged GETs sent ahead, in order, with their lengths.
+    ahead:
+        std::collections::VecDeque<(tokio::task::JoinHandle<Result<ByteStream, StoreError>>, u64)>,
+    /// Where the next segment to ask for starts.
+    next_start: u64,
+    size: u64,
+    request: RangedGet,
+    /// The extra connections it holds, given back with the download.
+    _permits: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Segmented {
+    /// Keeps `STREAMS_PER_DOWNLOAD - 1` ranged GETs ahead of the segment
+    /// being read.
+    fn send_ahead(&mut self) {
+        while self.ahead.len() < (STREAMS_PER_DOWNLOAD - 1) as usize && self.next_start < self.size
+        {
+            let (start, size) = (self.next_start, self.size);
+            let len = SEGMENT.min(size - start);
+            let request = self.request.clone();
+            let task = tokio::spawn(async move { request.send(start, len, size).await });
+            self.ahead.push_back((task, len));
+            self.next_start += len;
+        }
     }
-    Ok(segment.freeze())
+
+    async fn next_chunk(&mut self, throttle: &Throttle) -> Result<Option<Bytes>, StoreError> {
+        loop {
+            if let Some((body, left)) = &mut self.current {
+                if *left > 0 {
+                    let Some(chunk) = body.try_next().await.map_err(body_failed)? else {
+                        return Err(body_failed(format!("the body ended {left} bytes short")));
+                    };
+                    // The first GET asked for the whole object: it is cut
+                    // short where the ranged GETs take over.
+                    let chunk = chunk.slice(..chunk.len().min(*left as usize));
+                    *left -= chunk.len() as u64;
+                    throttle.pass(chunk.len() as u64).await;
+                    return Ok(Some(chunk));
+                }
+            }
+            self.current = None;
+            let Some((task, len)) = self.ahead.pop_front() else {
+                return Ok(None);
+            };
+            self.send_ahead();
+            let body = task
+                .await
+                .map_err(|e| body_failed(format!("the request stopped: {e}")))??;
+            self.current = Some((body, len));
+        }
+    }
+}
+
+impl Drop for Segmented {
+    fn drop(&mut self) {
+        // A download given up (a failed file, a cancelled run) asks for
+        // nothing more.
+        for (task, _) in &self.ahead {
+            task.abort();
+        }
+    }
 }
 
 fn body_failed(e: impl std::fmt::Display) -> StoreError {
@@ -987,11 +1028,7 @@ fn body_failed(e: impl std::fmt::Display) -> StoreError {
 
 enum Body {
     Stream(ByteStream),
-    Segments {
-        segments: futures_util::stream::BoxStream<'static, Result<Bytes, StoreError>>,
-        /// The extra connections it holds, given back with the download.
-        _permits: tokio::sync::OwnedSemaphorePermit,
-    },
+    Segments(Box<Segmented>),
 }
 
 /// A GetObject in progress.
@@ -1013,10 +1050,7 @@ impl Download {
                 }
                 Ok(chunk)
             }
-            // Each segment paid as it came.
-            Body::Segments { segments, .. } => {
-                futures_util::StreamExt::next(segments).await.transpose()
-            }
+            Body::Segments(segments) => segments.next_chunk(&self.throttle).await,
         }
     }
 }
