@@ -37,7 +37,7 @@ impl DiskStore {
         let (root, path) = (root.to_path_buf(), path.to_path_buf());
         // One trip to the blocking pool for the whole walk: this runs for
         // every file, and each trip costs two thread wake-ups.
-        blocking(move || Ok(resolve(&path)?.starts_with(&root))).await
+        blocking(move || resolves_under(&root, &path)).await
     }
 
     /// The size of a regular file, or `None` when nothing is there.
@@ -143,7 +143,7 @@ impl DiskStore {
         blocking(move || {
             let outside = || StoreError::Outside(path.display().to_string());
             let Some(file) = open_existing(&path)? else {
-                return match resolve(&path)?.starts_with(&root) {
+                return match resolves_under(&root, &path)? {
                     true => Ok(None),
                     false => Err(outside()),
                 };
@@ -200,6 +200,12 @@ impl DiskStore {
 /// checks compare with it; as written where it cannot be resolved.
 pub fn real_root(root: &Path) -> PathBuf {
     resolve(root).unwrap_or_else(|_| root.to_path_buf())
+}
+
+/// Whether `path`, with the part that exists resolved, lies under `root`
+/// (already resolved).
+fn resolves_under(root: &Path, path: &Path) -> Result<bool, StoreError> {
+    Ok(resolve(path)?.starts_with(root))
 }
 
 /// The file at `path`, or `None` when nothing is there.
