@@ -3,14 +3,15 @@
 //! per group. The orchestrator's own writes (opening and closing the
 //! batch) and the movers' reads go straight to the pool. A group
 //! commits once it holds `GROUP_TARGET` records or its first record has
-//! waited `LINGER`; records that arrive while one commit is in flight go
+//! waited `LINGER`, or at once when the orchestrator says no mover is
+//! copying (`Flush`); records that arrive while one commit is in flight go
 //! into the next.
 //!
 //! Movers do not wait for commits; each file's own task does, and deletes
 //! the source only after its record is committed, so a source is never
 //! deleted before the database stops needing it.
 
-use super::messages::{Record, StatsEvent};
+use super::messages::{Flush, Record, StatsEvent};
 use super::stats::Stats;
 use super::EngineError;
 use crate::db::ledger::{commit, Committed, GroupResult, LedgerBatch, PathChange, Unmoved};
@@ -50,6 +51,9 @@ pub struct Ledger {
     timer: Option<actix::SpawnHandle>,
     /// A commit is in flight; records arriving meanwhile form the next group.
     committing: bool,
+    /// No more records are on their way for now: what is pending commits
+    /// without lingering.
+    hurry: bool,
     /// The connection commits run on, between commits.
     conn: Option<DbConn>,
     stats: Addr<Stats>,
@@ -64,6 +68,7 @@ impl Ledger {
             first_at: None,
             timer: None,
             committing: false,
+            hurry: false,
             conn: None,
             stats,
         }
@@ -76,7 +81,7 @@ impl Ledger {
             return;
         }
         let waited = self.first_at.map(|t| t.elapsed()).unwrap_or(LINGER);
-        if self.pending.len() >= GROUP_TARGET || waited >= LINGER {
+        if self.pending.len() >= GROUP_TARGET || waited >= LINGER || self.hurry {
             if let Some(timer) = self.timer.take() {
                 ctx.cancel_future(timer);
             }
@@ -95,6 +100,9 @@ impl Ledger {
         self.committing = true;
         let take = self.pending.len().min(MAX_GROUP);
         let group: Vec<Pending> = self.pending.drain(..take).collect();
+        if self.pending.is_empty() {
+            self.hurry = false;
+        }
         self.first_at = if self.pending.is_empty() {
             None
         } else {
@@ -194,6 +202,17 @@ async fn commit_with_retry(
 
 impl Actor for Ledger {
     type Context = Context<Self>;
+}
+
+impl Handler<Flush> for Ledger {
+    type Result = ();
+
+    fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) {
+        if !self.pending.is_empty() {
+            self.hurry = true;
+            self.consider(ctx);
+        }
+    }
 }
 
 impl Handler<Record> for Ledger {

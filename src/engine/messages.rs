@@ -102,6 +102,12 @@ pub enum Record {
     Unmoved(Unmoved),
 }
 
+/// Orchestrator → ledger: no mover is copying, so no record is coming to
+/// keep the pending ones company: commit them without lingering.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Flush;
+
 /// Events for the stats actor (fire-and-forget: they are tiny and there is
 /// at most a handful per file in flight).
 #[derive(Message)]

@@ -16,8 +16,8 @@ use super::control::{RunControl, Settings};
 use super::lease::Heartbeat;
 use super::ledger::Ledger;
 use super::messages::{
-    BatchCounts, Cancel, GetControl, GetStatus, Handoff, Join, MoveFile, Outcome, RunEnded, Start,
-    StartReply, StatsEvent,
+    BatchCounts, Cancel, Flush, GetControl, GetStatus, Handoff, Join, MoveFile, Outcome, RunEnded,
+    Start, StartReply, StatsEvent,
 };
 use super::mover::{self, Ahead, Mover};
 use super::run_state::{CancelSignal, RunState};
@@ -686,6 +686,7 @@ async fn work_on_chunks(run: &Arc<RunContext>, stats: &Addr<Stats>) -> Result<i6
     let movers = {
         let run = run.clone();
         let stats = stats.clone();
+        let ledger = ledger.clone();
         move || Mover::new(run.clone(), ledger.clone(), stats.clone()).start()
     };
     if run.direction == Direction::ToS3 {
@@ -702,7 +703,7 @@ async fn work_on_chunks(run: &Arc<RunContext>, stats: &Addr<Stats>) -> Result<i6
             Err(e) => tracing::warn!(error = %e, "Cannot list the bucket: every file gets a HEAD"),
         }
     }
-    dispatch_all(run, movers).await
+    dispatch_all(run, movers, ledger).await
 }
 
 /// How long a database call that fails because the database is away is
@@ -859,6 +860,7 @@ impl ChunkWork {
 async fn dispatch_all(
     run: &Arc<RunContext>,
     new_mover: impl Fn() -> Addr<Mover>,
+    ledger: Addr<Ledger>,
 ) -> Result<i64, EngineError> {
     let mut movers = Movers::default();
     let mut settings = run.control.watch();
@@ -897,12 +899,18 @@ async fn dispatch_all(
                         break;
                     }
                 }
-                // Chunks still being cut, or held by processes that may
-                // stop renewing them: look again soon, collecting the
-                // outcomes that come in meanwhile.
+                // Chunks still being cut, held by processes that may stop
+                // renewing them, or our own last ones still in flight: look
+                // again soon, collecting the outcomes that come in
+                // meanwhile, and at once when our own have all settled (the
+                // end of a run waits on nothing else).
+                let ours = !copying.is_empty() || !committing.is_empty();
                 let pause = tokio::time::sleep(Duration::from_millis(250));
                 tokio::pin!(pause);
                 loop {
+                    if copying.is_empty() {
+                        ledger.do_send(Flush);
+                    }
                     tokio::select! {
                         _ = &mut pause => break,
                         Some((slot, handoff, chunk)) = copying.next(), if !copying.is_empty() => {
@@ -910,6 +918,9 @@ async fn dispatch_all(
                             committing.push(settle_in(run, handoff, chunk));
                         }
                         Some(outcome) = committing.next(), if !committing.is_empty() => count(outcome),
+                    }
+                    if ours && copying.is_empty() && committing.is_empty() {
+                        break;
                     }
                 }
                 continue;
@@ -1031,6 +1042,7 @@ async fn dispatch_all(
     while let Some((_, handoff, chunk)) = copying.next().await {
         committing.push(settle_in(run, handoff, chunk));
     }
+    ledger.do_send(Flush);
     while let Some(outcome) = committing.next().await {
         count(outcome);
     }
