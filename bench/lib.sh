@@ -18,8 +18,32 @@ export RCLONE_CONFIG_BENCH_TYPE=s3 RCLONE_CONFIG_BENCH_PROVIDER=Other \
 
 psqla() { psql "$ADMIN_URL" -qtAX "$@"; }
 now() { date +%s.%N; }
-# Seconds a command takes (its output discarded).
-timed() { local start end; start=$(now); "$@" >/dev/null; end=$(now); python3 -c "print(f'{$end - $start:.2f}')"; }
+# Waits, before a timed run, until the previous one has left nothing
+# behind: dirty pages written out (on ext4 a client's fsync commits the
+# journal and waits for all data written before it, so a client that
+# fsyncs each file would pay for the writeback of one that never does),
+# and the machine idle (Garage goes on updating its tables for a while
+# after a run, and that work would fall into the next client's time):
+# at most 5 % of the CPUs busy for two seconds running, or 90 s at most.
+settle() {
+  sync
+  python3 - <<'PY'
+import time
+def busy():
+    f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    idle = f[3] + f[4]
+    return sum(f) - idle, sum(f)
+quiet, deadline = 0, time.time() + 90
+b0, t0 = busy()
+while quiet < 2 and time.time() < deadline:
+    time.sleep(1)
+    b1, t1 = busy()
+    quiet = quiet + 1 if (b1 - b0) <= 0.05 * max(t1 - t0, 1) else 0
+    b0, t0 = b1, t1
+PY
+}
+# Seconds a command takes (its output discarded), from a settled machine.
+timed() { local start end; settle; start=$(now); "$@" >/dev/null; end=$(now); python3 -c "print(f'{$end - $start:.2f}')"; }
 rate() { python3 -c "print(f'{$1 / ($3 - $2):.1f}')"; }
 secs() { python3 -c "print(f'{$2 - $1:.2f}')"; }
 ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
@@ -120,6 +144,7 @@ seed_library() {
 nm_run() {
   local db=$1 media=$2 backend=$3 direction=$4 conc=$5 bkt=$6 endpoint=${7:-$ENDPOINT}
   local start end rss
+  settle
   start=$(now)
   rss=$(env -i PATH="$PATH" DB_URL="$BASE_URL/$db" IMMICH_MEDIA_LOCATION="$media" \
     IMMICH_STORAGE_BACKEND="$backend" S3_BUCKET="$bkt" S3_ENDPOINT="$endpoint" \

@@ -80,6 +80,7 @@ bench_server() {
   b() { echo "$1-$RID"; }
   log "$label: bare client"
   make_bucket "$(b bare)"
+  settle
   read -r put get get_qa put_c shaped shaped_c < <(python3 bench/bare-client.py "$ENDPOINT" "$(b bare)" 1000 "$SIZE" "$AK" "$SK" 5 |
     python3 -c "import json,sys; d=json.load(sys.stdin); print(d['put_ms'], d['get_ms'], d['get_quickack_ms'], d['put_concurrent_ms'], d['shaped_ms'], d['shaped_concurrent_ms'])")
   R[put_ms]=$put; R[get_ms]=$get; R[get_qa_ms]=$get_qa; R[put_c_ms]=$put_c
@@ -103,6 +104,7 @@ bench_server() {
         # folders per object), so one measured at the start holds only for
         # the first round.
         make_bucket "$(b bound-$round)"
+        settle
         read -r pc sc < <(python3 bench/bare-client.py "$ENDPOINT" "$(b bound-$round)" 1000 "$SIZE" "$AK" "$SK" 5 bound |
           python3 -c "import json,sys; d=json.load(sys.stdin); print(d['put_concurrent_ms'], d['shaped_concurrent_ms'])")
         x0=$(xacts bench_run)
