@@ -363,9 +363,11 @@ async fn a_worker_waits_and_joins_only_its_own_batch() {
     );
 
     let app = env.app("s3", "").await;
-    let batch = app.start(r#"{"direction":"toS3","concurrency":2}"#).await;
-    let status = wait_finished(&app).await;
-    assert_eq!(status["state"], "completed", "{status}");
+    // Held back until the misconfigured worker has seen it: a batch this
+    // small could otherwise end between two of the worker's looks.
+    let batch = app
+        .start(r#"{"direction":"toS3","concurrency":2,"bandwidthLimit":"1k"}"#)
+        .await;
     let deadline = Instant::now() + Duration::from_secs(15);
     let code = loop {
         if let Some(code) = wrong.exited() {
@@ -377,6 +379,12 @@ async fn a_worker_waits_and_joins_only_its_own_batch() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    let (code_lifted, s) = app
+        .patch("/storage-migration/run", r#"{"bandwidthLimit":"off"}"#)
+        .await;
+    assert_eq!(code_lifted, 200, "{s}");
+    let status = wait_finished(&app).await;
+    assert_eq!(status["state"], "completed", "{status}");
     assert!(!code.success());
     let log = wrong.log();
     assert!(
