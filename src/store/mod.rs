@@ -13,6 +13,7 @@ pub mod disk;
 pub mod hash;
 pub mod quickack;
 pub mod s3;
+mod small_put;
 
 pub use disk::DiskStore;
 pub use hash::{Digest, Hasher};

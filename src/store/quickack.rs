@@ -38,6 +38,8 @@ impl QuickAckConnector {
         // Our own small writes (a request's head) go out at once too.
         inner.set_nodelay(true);
         inner.enforce_http(true);
+        // The SDK sets its own too; small uploads have only this one.
+        inner.set_connect_timeout(Some(super::s3::CONNECT_TIMEOUT));
         QuickAckConnector { inner }
     }
 }

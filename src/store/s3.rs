@@ -11,6 +11,7 @@
 
 use super::disk::Loaded;
 use super::hash::{digest_of, md5_of, Digest, Hasher};
+use super::small_put::{SmallPut, SmallPutClient, SMALL_PUT_MAX};
 use super::{BucketProblem, DiskStore, Listed, Store, StoreError, StoreListing, StoreWriter};
 use crate::bandwidth::Throttle;
 use crate::config::{S3Config, Sse};
@@ -29,7 +30,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Object metadata key holding the SHA-1 of the content, hex.
-const SHA1_METADATA: &str = "noodle-sha1";
+macro_rules! sha1_metadata {
+    () => {
+        "noodle-sha1"
+    };
+}
+const SHA1_METADATA: &str = sha1_metadata!();
+/// The same, as the header a PutObject carries it in.
+pub(super) const SHA1_HEADER: &str = concat!("x-amz-meta-", sha1_metadata!());
+/// How long a connection may take to open, on either request path.
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request may wait for its answer, on either request path.
+pub(super) const READ_TIMEOUT: Duration = Duration::from_secs(120);
 /// Files above this size are uploaded in parts.
 pub const MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
 /// Size of each part: large enough to keep the request count low, small
@@ -72,6 +84,8 @@ pub struct S3Store {
     /// The extra streams large downloads may open, for the whole process:
     /// each holds up to one segment in memory.
     extra_streams: Arc<tokio::sync::Semaphore>,
+    /// Small uploads to a plain-HTTP endpoint, when the settings allow it.
+    small_put: Option<SmallPutClient>,
 }
 
 impl std::fmt::Debug for S3Store {
@@ -135,8 +149,8 @@ impl S3Store {
             .retry_config(RetryConfig::standard().with_max_attempts(5))
             .timeout_config(
                 TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(10))
-                    .read_timeout(Duration::from_secs(120))
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .read_timeout(READ_TIMEOUT)
                     .build(),
             );
         if let (Some(key), Some(secret)) = (&config.access_key_id, &config.secret_access_key) {
@@ -177,6 +191,7 @@ impl S3Store {
             metrics,
             throttle: Default::default(),
             extra_streams: Arc::new(tokio::sync::Semaphore::new(EXTRA_STREAMS)),
+            small_put: SmallPutClient::for_config(config),
         }
     }
 
@@ -473,25 +488,50 @@ impl S3Store {
         digest: &Digest,
         write_if: &WriteIf,
     ) -> Result<(), StoreError> {
-        let (sse, kms_key) = self.sse_params();
         let (if_none_match, if_match) = write_if.headers();
         self.throttle.pass(data.len() as u64).await;
-        let out = object_call!(self, put_object, key)
-            .set_if_none_match(if_none_match)
-            .set_if_match(if_match)
-            .content_length(data.len() as i64)
-            .set_content_md5(digest.md5.map(aws_smithy_types::base64::encode))
-            .content_type(Self::content_type(key))
-            .metadata(SHA1_METADATA, hex::encode(digest.sha1))
-            .set_server_side_encryption(sse)
-            .set_ssekms_key_id(kms_key)
-            .body(ByteStream::from(data))
-            .customize()
-            .disable_payload_signing()
-            .send()
-            .await
-            .map_err(|e| self.write_failed("PutObject", key, e))?;
-        if let (Some(md5), Some(sent)) = (self.etag_md5(out.e_tag()), digest.md5) {
+        let etag = match &self.small_put {
+            Some(client) if data.len() <= SMALL_PUT_MAX => {
+                let put = SmallPut {
+                    key,
+                    data,
+                    digest,
+                    content_type: &Self::content_type(key),
+                    if_none_match: if_none_match.as_deref(),
+                    if_match: if_match.as_deref(),
+                };
+                match client.put(&put).await {
+                    Ok(etag) => etag,
+                    Err(StoreError::S3 {
+                        status: Some(412), ..
+                    }) => return Err(taken(key)),
+                    Err(e) => {
+                        self.metrics.s3_error("PutObject");
+                        return Err(e);
+                    }
+                }
+            }
+            _ => {
+                let (sse, kms_key) = self.sse_params();
+                object_call!(self, put_object, key)
+                    .set_if_none_match(if_none_match)
+                    .set_if_match(if_match)
+                    .content_length(data.len() as i64)
+                    .set_content_md5(digest.md5.map(aws_smithy_types::base64::encode))
+                    .content_type(Self::content_type(key))
+                    .metadata(SHA1_METADATA, hex::encode(digest.sha1))
+                    .set_server_side_encryption(sse)
+                    .set_ssekms_key_id(kms_key)
+                    .body(ByteStream::from(data))
+                    .customize()
+                    .disable_payload_signing()
+                    .send()
+                    .await
+                    .map_err(|e| self.write_failed("PutObject", key, e))?
+                    .e_tag
+            }
+        };
+        if let (Some(md5), Some(sent)) = (self.etag_md5(etag.as_deref()), digest.md5) {
             if md5 != sent {
                 return Err(StoreError::S3 {
                     operation: "PutObject",

@@ -24,4 +24,5 @@ mod rollback;
 mod run_control;
 mod scale;
 mod seed;
+mod uploads;
 mod workers;

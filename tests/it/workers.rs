@@ -314,7 +314,10 @@ async fn a_cancel_reaches_every_worker_and_a_start_finishes_the_batch() {
     let env = TestEnv::new(spec(150)).await;
     let crew = workers(2, &env.vars("s3", ""), &[]).await;
     let app = env.app("s3", "").await;
-    let batch = app.start(r#"{"direction":"toS3","concurrency":1}"#).await;
+    // Held back, so that the cancel finds files still to move.
+    let batch = app
+        .start(r#"{"direction":"toS3","concurrency":1,"bandwidthLimit":"256k"}"#)
+        .await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while busy_workers(&env, batch).await.len() < 3 {
         assert!(Instant::now() < deadline, "the workers never joined");
