@@ -153,23 +153,13 @@ impl S3Store {
                     .read_timeout(READ_TIMEOUT)
                     .build(),
             );
-        if let (Some(key), Some(secret)) = (&config.access_key_id, &config.secret_access_key) {
-            loader = loader.credentials_provider(Credentials::new(
-                key.clone(),
-                secret.expose().to_string(),
-                None,
-                None,
-                "noodle-migrate",
-            ));
+        if let Some(credentials) = static_credentials(config) {
+            loader = loader.credentials_provider(credentials);
         }
         // Plain HTTP (a bucket on the local network): acknowledge every
         // segment at once, or small downloads wait on delayed ACKs (see
         // `quickack`). HTTPS keeps the SDK's default client.
-        let plain_http = config
-            .endpoint
-            .as_deref()
-            .is_some_and(|e| e.to_ascii_lowercase().starts_with("http://"));
-        if plain_http {
+        if plain_http(config) {
             loader = loader.http_client(
                 aws_smithy_http_client::hyper_014::HyperClientBuilder::new()
                     .build(super::quickack::QuickAckConnector::new()),
@@ -219,10 +209,22 @@ impl S3Store {
     where
         E: std::error::Error + 'static,
     {
-        if status_of(&err) == Some(412) {
-            return taken(key);
+        self.write_refused(key, s3_error(operation, err))
+    }
+
+    /// As [`S3Store::write_failed`], for an error already made a store
+    /// error (a small upload sent without the SDK).
+    fn write_refused(&self, key: &str, err: StoreError) -> StoreError {
+        match err {
+            StoreError::S3 {
+                status: Some(412), ..
+            } => taken(key),
+            StoreError::S3 { operation, .. } => {
+                self.metrics.s3_error(operation);
+                err
+            }
+            other => other,
         }
-        self.failed(operation, err)
     }
 
     /// The bandwidth limit of this process's transfers.
@@ -500,16 +502,10 @@ impl S3Store {
                     if_none_match: if_none_match.as_deref(),
                     if_match: if_match.as_deref(),
                 };
-                match client.put(&put).await {
-                    Ok(etag) => etag,
-                    Err(StoreError::S3 {
-                        status: Some(412), ..
-                    }) => return Err(taken(key)),
-                    Err(e) => {
-                        self.metrics.s3_error("PutObject");
-                        return Err(e);
-                    }
-                }
+                client
+                    .put(&put)
+                    .await
+                    .map_err(|e| self.write_refused(key, e))?
             }
             _ => {
                 let (sse, kms_key) = self.sse_params();
@@ -898,6 +894,29 @@ impl Drop for ObjectWriter<'_> {
             }
         }
     }
+}
+
+/// The keys the settings give, when they give them (else the SDK's
+/// credential chain applies).
+pub(super) fn static_credentials(config: &S3Config) -> Option<Credentials> {
+    let (Some(key), Some(secret)) = (&config.access_key_id, &config.secret_access_key) else {
+        return None;
+    };
+    Some(Credentials::new(
+        key.clone(),
+        secret.expose().to_string(),
+        None,
+        None,
+        "noodle-migrate",
+    ))
+}
+
+/// An `http://` endpoint: a bucket on the local network.
+pub(super) fn plain_http(config: &S3Config) -> bool {
+    config
+        .endpoint
+        .as_deref()
+        .is_some_and(|e| e.to_ascii_lowercase().starts_with("http://"))
 }
 
 /// The answer to a write whose key no longer holds what it expected.

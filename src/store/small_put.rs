@@ -19,10 +19,9 @@
 
 use super::hash::Digest;
 use super::quickack::QuickAckConnector;
-use super::s3::{READ_TIMEOUT, SHA1_HEADER};
+use super::s3::{plain_http, static_credentials, READ_TIMEOUT, SHA1_HEADER};
 use super::StoreError;
 use crate::config::S3Config;
-use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{
     sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
     UriPathNormalizationMode,
@@ -90,17 +89,14 @@ impl SmallPutClient {
     /// The client for `config`, or `None` when its uploads need the SDK.
     pub fn for_config(config: &S3Config) -> Option<SmallPutClient> {
         let endpoint = config.endpoint.as_deref()?;
-        let plain_http = endpoint
-            .get(..7)
-            .is_some_and(|s| s.eq_ignore_ascii_case("http://"));
-        let (Some(key), Some(secret)) = (&config.access_key_id, &config.secret_access_key) else {
-            return None;
-        };
-        if !plain_http || !config.force_path_style || config.use_accelerate || config.sse.is_some()
+        let credentials = static_credentials(config)?;
+        if !plain_http(config)
+            || !config.force_path_style
+            || config.use_accelerate
+            || config.sse.is_some()
         {
             return None;
         }
-        let credentials = Credentials::new(key, secret.expose(), None, None, "noodle-migrate");
         Some(SmallPutClient {
             http: Client::builder()
                 .pool_idle_timeout(Duration::from_secs(90))
