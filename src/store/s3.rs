@@ -470,16 +470,37 @@ impl S3Store {
             }) if *write_if != WriteIf::Any => {}
             done => return done,
         }
-        let found = self.head(key).await?;
-        let holds = match write_if {
-            WriteIf::Any => true,
-            WriteIf::Absent => found.is_none(),
-            WriteIf::Matches(etag) => found.and_then(|m| m.etag).as_deref() == Some(etag),
-        };
-        if !holds {
+        if !self.condition_holds(key, write_if).await? {
             return Err(taken(key));
         }
         write(&WriteIf::Any).await
+    }
+
+    /// Whether `key` holds what `write_if` expects, by a HEAD.
+    async fn condition_holds(&self, key: &str, write_if: &WriteIf) -> Result<bool, StoreError> {
+        let found = self.head(key).await?;
+        Ok(match write_if {
+            WriteIf::Any => true,
+            WriteIf::Absent => found.is_none(),
+            WriteIf::Matches(etag) => found.and_then(|m| m.etag).as_deref() == Some(etag),
+        })
+    }
+
+    /// A server may refuse a conditional write as soon as it has read the
+    /// headers and close the connection while the body is still on its
+    /// way: the client then sees a broken connection (or no answer), not
+    /// the 412. What the key holds now tells which it was; a write of ours
+    /// that landed unanswered reads as taken too, and the mover's check of
+    /// a taken target adopts identical bytes.
+    async fn unanswered_write(&self, key: &str, write_if: &WriteIf, err: StoreError) -> StoreError {
+        let unanswered = matches!(err, StoreError::S3 { status: None, .. });
+        if !unanswered || *write_if == WriteIf::Any {
+            return err;
+        }
+        match self.condition_holds(key, write_if).await {
+            Ok(false) => taken(key),
+            _ => err,
+        }
     }
 
     /// One PutObject, checked end to end with Content-MD5 and the ETag.
@@ -492,7 +513,7 @@ impl S3Store {
     ) -> Result<(), StoreError> {
         let (if_none_match, if_match) = write_if.headers();
         self.throttle.pass(data.len() as u64).await;
-        let etag = match &self.small_put {
+        let sent = match &self.small_put {
             Some(client) if data.len() <= SMALL_PUT_MAX => {
                 let put = SmallPut {
                     key,
@@ -505,7 +526,7 @@ impl S3Store {
                 client
                     .put(&put)
                     .await
-                    .map_err(|e| self.write_refused(key, e))?
+                    .map_err(|e| self.write_refused(key, e))
             }
             _ => {
                 let (sse, kms_key) = self.sse_params();
@@ -523,9 +544,13 @@ impl S3Store {
                     .disable_payload_signing()
                     .send()
                     .await
-                    .map_err(|e| self.write_failed("PutObject", key, e))?
-                    .e_tag
+                    .map(|out| out.e_tag)
+                    .map_err(|e| self.write_failed("PutObject", key, e))
             }
+        };
+        let etag = match sent {
+            Ok(etag) => etag,
+            Err(e) => return Err(self.unanswered_write(key, write_if, e).await),
         };
         if let (Some(md5), Some(sent)) = (self.etag_md5(etag.as_deref()), digest.md5) {
             if md5 != sent {

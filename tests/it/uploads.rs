@@ -11,8 +11,10 @@ use noodle_migrate::telemetry::Metrics;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Under the lean path's limit, and over it.
-const SIZES: [usize; 2] = [30_000, 2 * 1024 * 1024 + 3];
+/// Under the lean path's limit, over it, and far more than the sockets
+/// buffer: a server that refuses a conditional write on its headers (as
+/// s3s-fs does) closes the connection long before such a body is sent.
+const SIZES: [usize; 3] = [30_000, 2 * 1024 * 1024 + 3, 32 * 1024 * 1024];
 
 async fn store(vars: HashMap<String, String>) -> S3Store {
     let config = Config::from_vars(&Vars::new(vars)).expect("config");
