@@ -260,8 +260,12 @@ async fn a_killed_worker_s_chunk_is_taken_over_after_its_lease() {
     vars.insert("NOODLE_MIGRATE_LEASE_SECS".into(), "2".into());
     let mut crew = workers(2, &vars, &lease).await;
     let app = env.spawn(vars).await;
+    // Held back, so that a chunk lasts several heartbeats: unpaced, a
+    // process can take a chunk, move it and let it go between two of them.
     let batch = app
-        .start(r#"{"direction":"toS3","concurrency":1,"deleteSource":true}"#)
+        .start(
+            r#"{"direction":"toS3","concurrency":1,"deleteSource":true,"bandwidthLimit":"256k"}"#,
+        )
         .await;
     // Kill the first worker while it holds a chunk it has begun.
     let victim = crew[0].pid().to_string();
