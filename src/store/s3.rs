@@ -322,7 +322,7 @@ impl S3Store {
             sha1: Self::meta_sha1(out.metadata()),
             etag: out.e_tag().map(str::to_string),
         };
-        let body = match (&meta.etag, meta.size >= SEGMENTED_FROM) {
+        let body = match (&meta.etag, meta.size > SEGMENT) {
             (Some(etag), true) => match self
                 .extra_streams
                 .clone()
@@ -960,12 +960,13 @@ impl WriteIf {
     }
 }
 
-/// Objects at least this large come over several connections.
-const SEGMENTED_FROM: u64 = 32 * 1024 * 1024;
-/// The bytes each ranged GET asks for: large, because a server pays for
-/// every request (Garage looks the object up again for each), while the
-/// bytes of a segment not yet read wait in its connection, not here.
-const SEGMENT: u64 = 8 * 1024 * 1024;
+/// The bytes each ranged GET asks for; an object larger than this comes
+/// over several connections. Large, because a server pays for every
+/// request (Garage looks the object up again for each: serving 256 MB
+/// objects in 32 MB segments costs it about a tenth less CPU per MB than
+/// in 8 MB ones), while the bytes of a segment not yet read wait in its
+/// connection, not here.
+const SEGMENT: u64 = 32 * 1024 * 1024;
 /// Connections per large download, the first GET's included.
 const STREAMS_PER_DOWNLOAD: u32 = 4;
 /// Extra connections for the whole process. A large download that finds

@@ -330,7 +330,10 @@ async fn a_large_download_is_whole_and_never_mixes_two_versions() {
     let config = Config::from_vars(&Vars::new(env.vars("disk", ""))).expect("config");
     let metrics = std::sync::Arc::new(Metrics::new().expect("metrics"));
     let s3 = S3Store::connect(&config.s3, metrics).await;
-    let first = crate::seed::content(11, 40 * 1024 * 1024 + 5);
+    // More segments than go ahead at once (32 MiB each, four at a time),
+    // so that one is asked for after the object is replaced.
+    let size = 4 * 32 * 1024 * 1024 + 5;
+    let first = crate::seed::content(11, size);
     env.put_object("big.mov", &first).await;
 
     let mut download = s3.get("big.mov").await.expect("get");
@@ -345,7 +348,7 @@ async fn a_large_download_is_whole_and_never_mixes_two_versions() {
 
     let mut download = s3.get("big.mov").await.expect("get");
     download.next_chunk().await.expect("first segment");
-    env.put_object("big.mov", &crate::seed::content(12, 40 * 1024 * 1024 + 5))
+    env.put_object("big.mov", &crate::seed::content(12, size))
         .await;
     let error = loop {
         match download.next_chunk().await {
