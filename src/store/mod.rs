@@ -11,6 +11,7 @@
 mod direct;
 pub mod disk;
 pub mod hash;
+mod http1;
 pub mod quickack;
 pub mod s3;
 mod small_put;

@@ -8,7 +8,8 @@
 //! shared with the S3 server, that CPU is taken from the server. This
 //! path sends the same request (same headers, SigV4 over
 //! `UNSIGNED-PAYLOAD`, same quick-ACK connections) with a fraction of the
-//! work. Everything else, and every upload this path does not fit
+//! work, on connections of its own (`http1`). Everything else, and every
+//! upload this path does not fit
 //! (HTTPS, credentials from the environment's chain, virtual-hosted or
 //! accelerated addressing, server-side encryption, larger bodies), goes
 //! through the SDK.
@@ -18,8 +19,8 @@
 //! throttling code, with an exponential, jittered backoff.
 
 use super::hash::Digest;
-use super::quickack::QuickAckConnector;
-use super::s3::{plain_http, static_credentials, READ_TIMEOUT, SHA1_HEADER};
+use super::http1::{Connections, Failed};
+use super::s3::{plain_http, static_credentials, CONNECT_TIMEOUT, READ_TIMEOUT, SHA1_HEADER};
 use super::StoreError;
 use crate::config::S3Config;
 use aws_sigv4::http_request::{
@@ -29,8 +30,8 @@ use aws_sigv4::http_request::{
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
 use bytes::Bytes;
-use hyper_014::body::HttpBody;
-use hyper_014::{Body, Client, Request, StatusCode};
+use hyper_014::StatusCode;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// Bodies up to this size take this path: above it the request's own
@@ -71,9 +72,12 @@ pub struct SmallPut<'a> {
 
 #[derive(Clone)]
 pub struct SmallPutClient {
-    http: Client<QuickAckConnector, Body>,
-    /// `http://host[:port]/bucket`, every key is appended to it.
-    bucket_url: String,
+    connections: Arc<Connections>,
+    /// `host[:port]`, as the endpoint names it: the Host header, signed.
+    authority: String,
+    /// `/bucket` (after the endpoint's own path, if any): every key is
+    /// appended to it.
+    bucket_path: String,
     region: String,
     identity: Identity,
 }
@@ -83,6 +87,9 @@ struct Failure {
     status: Option<u16>,
     message: String,
     retry: bool,
+    /// Sent on a kept-alive connection the server had closed: worth
+    /// sending again at once on a new one.
+    stale: bool,
 }
 
 impl SmallPutClient {
@@ -97,13 +104,18 @@ impl SmallPutClient {
         {
             return None;
         }
+        // `plain_http` has checked the scheme.
+        let rest = endpoint.get("http://".len()..)?;
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        if authority.is_empty() {
+            return None;
+        }
         Some(SmallPutClient {
-            http: Client::builder()
-                .pool_idle_timeout(Duration::from_secs(90))
-                .build(QuickAckConnector::new()),
-            bucket_url: format!(
+            connections: Arc::new(Connections::new(authority, CONNECT_TIMEOUT)),
+            authority: authority.to_string(),
+            bucket_path: format!(
                 "{}/{}",
-                endpoint.trim_end_matches('/'),
+                path.trim_end_matches('/'),
                 encode_path(&config.bucket)
             ),
             region: config.region.clone(),
@@ -115,7 +127,11 @@ impl SmallPutClient {
     pub async fn put(&self, put: &SmallPut<'_>) -> Result<Option<String>, StoreError> {
         let mut attempt = 1;
         loop {
-            let failure = match self.attempt(put).await {
+            let failure = match self.attempt(put, false).await {
+                Err(failure) if failure.stale => self.attempt(put, true).await,
+                sent => sent,
+            };
+            let failure = match failure {
                 Ok(etag) => return Ok(etag),
                 Err(failure) => failure,
             };
@@ -131,43 +147,46 @@ impl SmallPutClient {
         }
     }
 
-    async fn attempt(&self, put: &SmallPut<'_>) -> Result<Option<String>, Failure> {
-        let request = self.signed_request(put).map_err(|message| Failure {
+    async fn attempt(&self, put: &SmallPut<'_>, fresh: bool) -> Result<Option<String>, Failure> {
+        let head = self.signed_head(put).map_err(|message| Failure {
             status: None,
             message,
             retry: false,
+            stale: false,
         })?;
-        let exchange = async {
-            let response = self.http.request(request).await.map_err(transport)?;
-            let status = response.status();
-            let etag = response
-                .headers()
-                .get(hyper_014::header::ETAG)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            let body = read_capped(response.into_body()).await.map_err(transport)?;
-            Ok::<_, Failure>((status, etag, body))
-        };
-        let (status, etag, body) = tokio::time::timeout(READ_TIMEOUT, exchange)
+        let exchange = self
+            .connections
+            .exchange(&head, &put.data, ERROR_BODY_LIMIT, fresh);
+        let response = tokio::time::timeout(READ_TIMEOUT, exchange)
             .await
             .map_err(|_| Failure {
                 status: None,
                 message: format!("no answer within {}s", READ_TIMEOUT.as_secs()),
                 retry: true,
-            })??;
-        if status.is_success() {
-            return Ok(etag);
+                stale: false,
+            })?
+            .map_err(transport)?;
+        match StatusCode::from_u16(response.status) {
+            Ok(status) if status.is_success() => Ok(response.etag),
+            Ok(status) => Err(refused(status, &response.body)),
+            Err(_) => Err(Failure {
+                status: None,
+                message: format!("an answer with status {}", response.status),
+                retry: true,
+                stale: false,
+            }),
         }
-        Err(refused(status, &body))
     }
 
-    /// The request with its SigV4 headers.
-    fn signed_request(&self, put: &SmallPut<'_>) -> Result<Request<Body>, String> {
-        let url = format!("{}/{}", self.bucket_url, encode_path(put.key));
+    /// The request line and headers, with their SigV4 signature.
+    fn signed_head(&self, put: &SmallPut<'_>) -> Result<Vec<u8>, String> {
+        let path = format!("{}/{}", self.bucket_path, encode_path(put.key));
+        let url = format!("http://{}{path}", self.authority);
         let length = put.data.len().to_string();
         let md5 = put.digest.md5.map(aws_smithy_types::base64::encode);
         let sha1 = hex::encode(put.digest.sha1);
         let mut headers: Vec<(&str, &str)> = vec![
+            ("host", &self.authority),
             ("content-length", &length),
             ("content-type", put.content_type),
             (SHA1_HEADER, &sha1),
@@ -205,22 +224,28 @@ impl SmallPutClient {
         let (instructions, _) = sign(signable, &params)
             .map_err(|e| format!("signing: {e}"))?
             .into_parts();
-        let mut builder = Request::put(&url);
+        let mut head = format!("PUT {path} HTTP/1.1\r\n");
         for (name, value) in headers.iter().copied().chain(instructions.headers()) {
-            builder = builder.header(name, value);
+            if value.contains(['\r', '\n']) {
+                return Err(format!("header {name} of {} holds a line break", put.key));
+            }
+            head.push_str(name);
+            head.push_str(": ");
+            head.push_str(value);
+            head.push_str("\r\n");
         }
-        builder
-            .body(Body::from(put.data.clone()))
-            .map_err(|e| format!("building the request for {}: {e}", put.key))
+        head.push_str("\r\n");
+        Ok(head.into_bytes())
     }
 }
 
 /// A request that got no answer: worth another attempt.
-fn transport(e: hyper_014::Error) -> Failure {
+fn transport(failed: Failed) -> Failure {
     Failure {
         status: None,
-        message: format!("dispatch failure: {e}"),
+        message: format!("dispatch failure: {}", failed.error),
         retry: true,
+        stale: failed.stale,
     }
 }
 
@@ -240,6 +265,7 @@ fn refused(status: StatusCode, body: &[u8]) -> Failure {
         status: Some(status.as_u16()),
         message,
         retry,
+        stale: false,
     }
 }
 
@@ -248,18 +274,6 @@ fn xml_element<'t>(text: &'t str, name: &str) -> Option<&'t str> {
     let start = text.find(&format!("<{name}>"))? + name.len() + 2;
     let end = start + text[start..].find(&format!("</{name}>"))?;
     Some(text[start..end].trim())
-}
-
-/// The answer's body, up to [`ERROR_BODY_LIMIT`]: read to its end so the
-/// connection can carry the next request.
-async fn read_capped(mut body: Body) -> Result<Vec<u8>, hyper_014::Error> {
-    let mut out = Vec::new();
-    while let Some(chunk) = body.data().await {
-        let chunk = chunk?;
-        let room = ERROR_BODY_LIMIT.saturating_sub(out.len());
-        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
-    }
-    Ok(out)
 }
 
 /// The wait before attempt `attempt + 1`: full jitter over an exponential
