@@ -74,7 +74,8 @@ impl Connections {
         keep: usize,
         fresh: bool,
     ) -> Result<Response, Failed> {
-        let (mut stream, reused) = match (!fresh).then(|| self.take_idle()).flatten() {
+        let idle = if fresh { None } else { self.take_idle() };
+        let (mut stream, reused) = match idle {
             Some(stream) => (stream, true),
             None => (self.connect().await.map_err(Failed::new)?, false),
         };
@@ -305,8 +306,8 @@ impl Reader {
             self.buf.reserve(8192);
         }
         // The server's answer is acknowledged at once, not after the
-        // delayed-ACK timer (see `quickack`).
-        let _ = socket2::SockRef::from(&*stream).set_quickack(true);
+        // delayed-ACK timer.
+        super::quickack::arm(stream);
         let n = stream.read_buf(&mut self.buf).await?;
         if n == 0 {
             return Err(io::Error::new(

@@ -73,6 +73,12 @@ pub struct QuickAckStream {
     stream: TcpStream,
 }
 
+/// Arms quick-ACK mode on `stream`, for its next read; a socket that
+/// refuses it just keeps the kernel's delayed acknowledgements.
+pub(super) fn arm(stream: &TcpStream) {
+    let _ = socket2::SockRef::from(stream).set_quickack(true);
+}
+
 impl QuickAckStream {
     fn new(stream: TcpStream) -> QuickAckStream {
         let s = QuickAckStream { stream };
@@ -80,10 +86,8 @@ impl QuickAckStream {
         s
     }
 
-    /// Arms quick-ACK mode; a socket that refuses it just keeps the
-    /// kernel's delayed acknowledgements.
     fn arm(&self) {
-        let _ = socket2::SockRef::from(&self.stream).set_quickack(true);
+        arm(&self.stream);
     }
 }
 

@@ -7,9 +7,9 @@
 //! cost as much CPU as the rest of a file's move: on a two-core machine
 //! shared with the S3 server, that CPU is taken from the server. This
 //! path sends the same request (same headers, SigV4 over
-//! `UNSIGNED-PAYLOAD`, same quick-ACK connections) with a fraction of the
-//! work, on connections of its own (`http1`). Everything else, and every
-//! upload this path does not fit
+//! `UNSIGNED-PAYLOAD`) with a fraction of the work, on quick-ACK
+//! connections of its own (`http1`). Everything else, and every upload
+//! this path does not fit
 //! (HTTPS, credentials from the environment's chain, virtual-hosted or
 //! accelerated addressing, server-side encryption, larger bodies), goes
 //! through the SDK.
