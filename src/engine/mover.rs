@@ -20,7 +20,7 @@ use crate::model::{Direction, FileKind, Reason};
 use crate::paths::{Location, Plan};
 use crate::store::disk::{Loaded, TempFile};
 use crate::store::s3::MULTIPART_THRESHOLD;
-use crate::store::{Digest, Hasher, ObjectMeta, StoreError, WriteIf};
+use crate::store::{Digest, Hasher, ObjectMeta, StoreError, StreamHasher, WriteIf};
 use actix::{Actor, Addr, AtomicResponse, Context, Handler, WrapFuture};
 use std::path::Path;
 use std::sync::Arc;
@@ -751,27 +751,30 @@ async fn to_disk(
     temp.expect(download.meta.size);
     // The SHA-1 we stored with the object decides alone; MD5 is only
     // needed where a plain ETag is all there is to check against.
-    let mut hasher = if download.meta.sha1.is_some() {
+    let mut hasher = StreamHasher::new(if download.meta.sha1.is_some() {
         Hasher::without_md5()
     } else {
         Hasher::new()
-    };
-    let streamed: Result<(), StoreError> = async {
+    });
+    let streamed: Result<Digest, StoreError> = async {
         while let Some(chunk) = download.next_chunk().await? {
             temp.write(&chunk).await?;
-            hasher.update(chunk).await;
+            hasher.update(chunk).await?;
             crash_point("mid-download");
         }
         // On disk before the mover takes its next file: what waits for the
         // commit holds no memory.
-        temp.write_out().await
+        temp.write_out().await?;
+        hasher.finish().await
     }
     .await;
-    if let Err(e) = streamed {
-        temp.discard().await;
-        return Err(e.into());
-    }
-    let digest = hasher.finish();
+    let digest = match streamed {
+        Ok(digest) => digest,
+        Err(e) => {
+            temp.discard().await;
+            return Err(e.into());
+        }
+    };
     let meta = &download.meta;
     let problem = if digest.size != meta.size {
         Some(format!(

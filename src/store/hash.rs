@@ -2,11 +2,15 @@
 //! Content-MD5) and SHA-1 (what the gallery stores in `asset.checksum`),
 //! computed together in one pass over the bytes.
 
+use super::StoreError;
 use bytes::Bytes;
 use md5::Digest as _;
 
 /// Chunks at least this large are hashed off the async thread.
 const BLOCKING_HASH_THRESHOLD: usize = 512 * 1024;
+
+/// Bytes of a stream gathered before they are hashed off the async thread.
+const STREAM_BATCH: usize = 1024 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Digest {
@@ -55,22 +59,6 @@ impl Hasher {
         self.size += data.len() as u64;
     }
 
-    /// Hashes a chunk without blocking the actor thread on large chunks.
-    pub async fn update(&mut self, data: Bytes) {
-        if data.len() < BLOCKING_HASH_THRESHOLD {
-            self.update_sync(&data);
-            return;
-        }
-        let mut hasher = std::mem::take(self);
-        // A join error only happens at shutdown; the hash is moot then.
-        *self = tokio::task::spawn_blocking(move || {
-            hasher.update_sync(&data);
-            hasher
-        })
-        .await
-        .unwrap_or_default();
-    }
-
     pub fn size(&self) -> u64 {
         self.size
     }
@@ -81,6 +69,78 @@ impl Hasher {
             md5: self.md5.map(|m| m.finalize().into()),
             sha1: self.sha1.finalize().into(),
         }
+    }
+}
+
+/// Hashes a stream of chunks (a download) as it arrives: a batch of about
+/// `STREAM_BATCH` bytes at a time on the blocking pool, while the next
+/// batch is being received. A download's bytes come in small chunks, and
+/// hashing them in place kept the one async thread (which also reads every
+/// connection) busy for most of a large download; a batch waits only for
+/// the one before it. A stream shorter than a batch is hashed in place.
+pub struct StreamHasher {
+    /// The state, when no batch is being hashed.
+    idle: Option<Hasher>,
+    /// The batch being hashed, which hands the state back.
+    running: Option<tokio::task::JoinHandle<Hasher>>,
+    batch: Vec<Bytes>,
+    batched: usize,
+}
+
+impl StreamHasher {
+    pub fn new(hasher: Hasher) -> StreamHasher {
+        StreamHasher {
+            idle: Some(hasher),
+            running: None,
+            batch: Vec::new(),
+            batched: 0,
+        }
+    }
+
+    pub async fn update(&mut self, chunk: Bytes) -> Result<(), StoreError> {
+        self.batched += chunk.len();
+        self.batch.push(chunk);
+        if self.batched < STREAM_BATCH {
+            return Ok(());
+        }
+        let mut hasher = self.state().await?;
+        let batch = std::mem::take(&mut self.batch);
+        self.batched = 0;
+        self.running = Some(tokio::task::spawn_blocking(move || {
+            for chunk in &batch {
+                hasher.update_sync(chunk);
+            }
+            hasher
+        }));
+        Ok(())
+    }
+
+    pub async fn finish(mut self) -> Result<Digest, StoreError> {
+        let mut hasher = self.state().await?;
+        for chunk in &self.batch {
+            hasher.update_sync(chunk);
+        }
+        Ok(hasher.finish())
+    }
+
+    /// The state once every batch sent off is hashed.
+    async fn state(&mut self) -> Result<Hasher, StoreError> {
+        if let Some(running) = self.running.take() {
+            // Only when the blocking pool goes away (the process is
+            // shutting down).
+            return running.await.map_err(stopped);
+        }
+        self.idle
+            .take()
+            .ok_or_else(|| stopped("an earlier batch was lost"))
+    }
+}
+
+fn stopped(e: impl std::fmt::Display) -> StoreError {
+    StoreError::S3 {
+        operation: "GetObject",
+        status: None,
+        message: format!("hashing the body stopped: {e}"),
     }
 }
 
@@ -124,12 +184,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn chunked_equals_whole() {
-        let data: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
-        let mut h = Hasher::new();
-        for chunk in data.chunks(700_000) {
-            h.update(Bytes::copy_from_slice(chunk)).await;
+    async fn streamed_equals_whole() {
+        let data: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
+        // Chunks smaller than a batch, one larger, and a stream that ends
+        // before its first batch.
+        for (size, len) in [
+            (16_384, data.len()),
+            (1_500_000, data.len()),
+            (1000, 30_000),
+        ] {
+            let mut h = StreamHasher::new(Hasher::new());
+            for chunk in data[..len].chunks(size) {
+                h.update(Bytes::copy_from_slice(chunk)).await.unwrap();
+            }
+            assert_eq!(h.finish().await.unwrap(), digest_of(&data[..len]));
         }
-        assert_eq!(h.finish(), digest_of(&data));
     }
 }

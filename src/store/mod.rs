@@ -17,7 +17,7 @@ pub mod s3;
 mod small_put;
 
 pub use disk::DiskStore;
-pub use hash::{Digest, Hasher};
+pub use hash::{Digest, Hasher, StreamHasher};
 pub use s3::{ObjectMeta, S3Store, WriteIf};
 
 /// One side of the library. Names are the side's own: a path on this

@@ -10,7 +10,7 @@
 //! and a SHA-256 of every byte sent would cost more CPU than the copy.
 
 use super::disk::Loaded;
-use super::hash::{digest_of, md5_of, Digest, Hasher};
+use super::hash::{digest_of, md5_of, Digest, Hasher, StreamHasher};
 use super::small_put::{SmallPut, SmallPutClient, SMALL_PUT_MAX};
 use super::{BucketProblem, DiskStore, Listed, Store, StoreError, StoreListing, StoreWriter};
 use crate::bandwidth::Throttle;
@@ -377,11 +377,11 @@ impl S3Store {
     /// fingerprint can decide whether two copies are the same).
     pub async fn hash_object(&self, key: &str) -> Result<Digest, StoreError> {
         let mut download = self.get(key).await?;
-        let mut hasher = Hasher::new();
+        let mut hasher = StreamHasher::new(Hasher::new());
         while let Some(chunk) = download.next_chunk().await? {
-            hasher.update(chunk).await;
+            hasher.update(chunk).await?;
         }
-        Ok(hasher.finish())
+        hasher.finish().await
     }
 
     fn content_type(key: &str) -> String {
