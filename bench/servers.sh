@@ -24,6 +24,8 @@ SIZE="${BENCH_FILE_SIZE:-30000}"
 REMOTE_FILES="${BENCH_REMOTE_FILES:-2000}"
 LARGE_COUNT="${BENCH_LARGE_COUNT:-8}"
 LARGE_MB="${BENCH_LARGE_MB:-256}"
+# Rounds of the rows the targets are read from (their median is reported).
+ROUNDS="${BENCH_ROUNDS:-5}"
 DELAY=0.020
 WORK="$RUN_DIR/bench-servers"
 RID=$(date +%s)
@@ -52,6 +54,16 @@ xacts() { psqla -c "SELECT xact_commit FROM pg_stat_database WHERE datname = '$1
 pct() { python3 -c "print(f'{100 * $1 / $2:.0f} %')"; }
 # The upload bound at concurrency 5, in files/s, from a mean PUT time in ms.
 bound_of() { python3 -c "print(f'{5 / ($1 / 1000):.0f}')"; }
+mean() { python3 -c "import statistics, sys; print(f'{statistics.mean(map(float, sys.argv[1:])):.3f}')" "$@"; }
+# The mean PUT times (plain, then as a migration sends them) of 1000 PUTs
+# over five connections from a settled machine, into a bucket of their own
+# named after $1: "plain_ms shaped_ms".
+bound_puts() {
+  make_bucket "$(b "$1")"
+  settle
+  python3 bench/bare-client.py "$ENDPOINT" "$(b "$1")" 1000 "$SIZE" "$AK" "$SK" 5 bound |
+    python3 -c "import json,sys; d=json.load(sys.stdin); print(d['put_concurrent_ms'], d['shaped_concurrent_ms'])"
+}
 median() { python3 -c "import statistics, sys; print(f'{statistics.median(map(float, sys.argv[1:])):.1f}')" "$@"; }
 max() { python3 -c "import sys; print(max(map(int, sys.argv[1:])))" "$@"; }
 # A proxy in front of $ENDPOINT that adds $1 seconds per request; sets
@@ -86,32 +98,35 @@ bench_server() {
   R[put_ms]=$put; R[get_ms]=$get; R[get_qa_ms]=$get_qa; R[put_c_ms]=$put_c
   R[shaped_ms]=$shaped; R[shaped_c_ms]=$shaped_c
 
-  # The rows the targets are read from, three rounds each, the clients'
+  # The rows the targets are read from, $ROUNDS rounds each, the clients'
   # order alternating from round to round (the server slows down as it
   # fills, and this machine's speed drifts): the medians are reported.
   start_proxy 0; quick=$PROXY
   local up_nm=() up_rc=() down_nm=() down_rc=() quick_nm=() quick_rc=() lup_nm=() lup_rc=() ldown_nm=() ldown_rc=()
-  local bound_r=() shaped_r=() pct_r=() pct_shaped_r=() pc sc
+  local bound_r=() bound_pre_r=() bound_post_r=() shaped_r=() pct_r=() pct_shaped_r=() pc sc pc0 sc0 pc1 sc1
   local round order client
-  for round in 1 2 3; do
+  for round in $(seq 1 "$ROUNDS"); do
     order="nm rc"; [ $((round % 2)) = 0 ] && order="rc nm"
-    log "$label: round $round of 3 ($order): $FILES small files up and down at concurrency 5, $LARGE_COUNT × $LARGE_MB MB"
+    log "$label: round $round of $ROUNDS ($order): $FILES small files up and down at concurrency 5, $LARGE_COUNT × $LARGE_MB MB"
     for client in $order; do
       if [ "$client" = nm ]; then
         nm_library "up-$round-nm" bench_run; make_bucket "$(b nm-small-5-$round)"
-        # The bound of this round, measured just before the upload: the
-        # server's PUTs cost more as it fills (s3s-fs keeps a file and its
-        # folders per object), so one measured at the start holds only for
-        # the first round.
-        make_bucket "$(b bound-$round)"
-        settle
-        read -r pc sc < <(python3 bench/bare-client.py "$ENDPOINT" "$(b bound-$round)" 1000 "$SIZE" "$AK" "$SK" 5 bound |
-          python3 -c "import json,sys; d=json.load(sys.stdin); print(d['put_concurrent_ms'], d['shaped_concurrent_ms'])")
+        # The bound of this round, measured just before the upload and
+        # again just after it: the server's PUTs cost more as it fills
+        # (s3s-fs keeps a file and its folders per object; Garage's PUTs
+        # drift by a fifth within a minute), so one measured at the start
+        # holds only for the first round, and one measured before the
+        # upload alone misses what the server did during it. The bound is
+        # 5 ÷ the mean of the two PUT times.
+        read -r pc0 sc0 < <(bound_puts "bound-$round")
         x0=$(xacts bench_run)
         read -r t rss < <(nm_run bench_run "$WORK/up-$round-nm" s3 toS3 5 "$(b nm-small-5-$round)")
         x1=$(xacts bench_run)
+        read -r pc1 sc1 < <(bound_puts "bound-after-$round")
+        pc=$(mean "$pc0" "$pc1"); sc=$(mean "$sc0" "$sc1")
         up_nm+=("$(rate "$FILES" 0 "$t")"); R[rss_5]=$((rss / 1024))
         bound_r+=("$(bound_of "$pc")")
+        bound_pre_r+=("$(bound_of "$pc0")"); bound_post_r+=("$(bound_of "$pc1")")
         shaped_r+=("$(bound_of "$sc")")
         pct_r+=("$(python3 -c "print(f'{100 * ${up_nm[-1]} / ${bound_r[-1]}:.0f}')")")
         pct_shaped_r+=("$(python3 -c "print(f'{100 * ${up_nm[-1]} / ${shaped_r[-1]}:.0f}')")")
@@ -156,7 +171,7 @@ bench_server() {
       fi
     done
     drop_bucket "$(b rc-small-5-$round)"; drop_bucket "$(b nm-large-$round)"; drop_bucket "$(b rc-large-$round)"
-    drop_bucket "$(b bound-$round)"
+    drop_bucket "$(b bound-$round)"; drop_bucket "$(b bound-after-$round)"
     rm -rf "$WORK/up-$round-nm" "$WORK/up-$round-rc"
     [ "$round" = 1 ] || drop_bucket "$(b nm-small-5-$round)"
   done
@@ -169,6 +184,7 @@ bench_server() {
   R[runs_quick]="${quick_nm[*]} / ${quick_rc[*]}"
   R[runs_lup]="${lup_nm[*]} / ${lup_rc[*]}"; R[runs_ldown]="${ldown_nm[*]} / ${ldown_rc[*]}"
   R[runs_bound]="${bound_r[*]}"; R[runs_shaped]="${shaped_r[*]}"
+  R[runs_bound_pre]="${bound_pre_r[*]}"; R[runs_bound_post]="${bound_post_r[*]}"
   R[pct]=$(median "${pct_r[@]}"); R[pct_shaped]=$(median "${pct_shaped_r[@]}")
   R[runs_pct]="${pct_r[*]}"; R[runs_pct_shaped]="${pct_shaped_r[*]}"
 
@@ -222,20 +238,20 @@ bench_server() {
   echo
   echo "Bare client, requests signed before the clock starts, $SIZE-byte objects, each with bytes of its own. One kept-alive connection: PUT ${R[put_ms]} ms, GET ${R[get_ms]} ms (${R[get_qa_ms]} ms when it re-arms TCP_QUICKACK before every read). Five connections at once: PUT ${R[put_c_ms]} ms, so 5 ÷ ${R[put_c_ms]} ms = $bound files/s at the start of the run (5 ÷ the one-connection PUT time would be $bound_one). The PUT a migration sends (If-None-Match, Content-MD5, Content-Type, the SHA-1 as metadata, payload unsigned), at keys shaped as a migration writes them (upload/<owner>/<xx>/<yy>/<uuid>.jpg): ${R[shaped_ms]} ms on one connection, ${R[shaped_c_ms]} ms with five at once ($bound_shaped files/s)."
   echo
-  echo "The upload bound at concurrency 5 is measured again in each round, just before noodle-migrate's upload (1000 PUTs over five connections, each kind): the server's PUTs cost more as it fills. Each round's bound, plain PUT: ${R[runs_bound]} files/s; the PUT a migration sends: ${R[runs_shaped]} files/s. noodle-migrate's upload of that round reached ${R[runs_pct]} % of the first and ${R[runs_pct_shaped]} % of the second."
+  echo "The upload bound at concurrency 5 is measured again in each round, just before noodle-migrate's upload and just after it (1000 PUTs over five connections, each kind, from a settled machine): the server's PUTs cost more as it fills, and drift meanwhile. A round's bound is 5 ÷ the mean of its two PUT times. Each round's bound, plain PUT: ${R[runs_bound]} files/s (before the upload ${R[runs_bound_pre]}, after it ${R[runs_bound_post]}); the PUT a migration sends: ${R[runs_shaped]} files/s. noodle-migrate's upload of that round reached ${R[runs_pct]} % of the first and ${R[runs_pct_shaped]} % of the second."
   echo
-  echo "Rows marked ³ are the median of three rounds, the clients taking turns to go first (each round's figures, noodle-migrate / rclone: up ${R[runs_up]}; down ${R[runs_down]}; through the quick proxy ${R[runs_quick]}; large up ${R[runs_lup]}; large down ${R[runs_ldown]})."
+  echo "Rows marked † are the median of $ROUNDS rounds, the clients taking turns to go first (each round's figures, noodle-migrate / rclone: up ${R[runs_up]}; down ${R[runs_down]}; through the quick proxy ${R[runs_quick]}; large up ${R[runs_lup]}; large down ${R[runs_ldown]})."
   echo
   echo "| scenario | noodle-migrate | rclone, same concurrency | ratio |"
   echo "|---|---|---|---|"
-  echo "| $FILES × $SIZE B, disk → S3, c=5 ³ | ${R[nm_up_5]} files/s (median of the rounds: ${R[pct]} % of their bound, ${R[pct_shaped]} % of the migration PUT's) | ${R[rc_up_5]} files/s | $(ratio "${R[nm_up_5]}" "${R[rc_up_5]}") |"
+  echo "| $FILES × $SIZE B, disk → S3, c=5 † | ${R[nm_up_5]} files/s (median of the rounds: ${R[pct]} % of their bound, ${R[pct_shaped]} % of the migration PUT's) | ${R[rc_up_5]} files/s | $(ratio "${R[nm_up_5]}" "${R[rc_up_5]}") |"
   echo "| $FILES × $SIZE B, disk → S3, c=20 | ${R[nm_up_20]} files/s | ${R[rc_up_20]} files/s | $(ratio "${R[nm_up_20]}" "${R[rc_up_20]}") |"
   echo "| $FILES × $SIZE B, disk → S3, aws s3 sync | | ${R[aws_up]} files/s (aws) | $(ratio "${R[nm_up_5]}" "${R[aws_up]}") (c=5) |"
-  echo "| $FILES × $SIZE B, S3 → disk, c=5 ³ | ${R[nm_down_5]} files/s | ${R[rc_down_5]} files/s | $(ratio "${R[nm_down_5]}" "${R[rc_down_5]}") |"
+  echo "| $FILES × $SIZE B, S3 → disk, c=5 † | ${R[nm_down_5]} files/s | ${R[rc_down_5]} files/s | $(ratio "${R[nm_down_5]}" "${R[rc_down_5]}") |"
   echo "| $FILES × $SIZE B, S3 → disk, c=20 | ${R[nm_down_20]} files/s | ${R[rc_down_20]} files/s | $(ratio "${R[nm_down_20]}" "${R[rc_down_20]}") |"
-  echo "| $FILES × $SIZE B, S3 → disk, c=5, through a proxy that answers at once ³ | ${R[nm_quick]} files/s | ${R[rc_quick]} files/s | $(ratio "${R[nm_quick]}" "${R[rc_quick]}") |"
-  echo "| $LARGE_COUNT × $LARGE_MB MB, disk → S3, c=5 ³ | ${R[nm_large_up]} MB/s, peak RSS ${R[rss_large_up]} MB | ${R[rc_large_up]} MB/s | $(ratio "${R[nm_large_up]}" "${R[rc_large_up]}") |"
-  echo "| $LARGE_COUNT × $LARGE_MB MB, S3 → disk, c=5 ³ | ${R[nm_large_down]} MB/s, peak RSS ${R[rss_large_down]} MB | ${R[rc_large_down]} MB/s | $(ratio "${R[nm_large_down]}" "${R[rc_large_down]}") |"
+  echo "| $FILES × $SIZE B, S3 → disk, c=5, through a proxy that answers at once † | ${R[nm_quick]} files/s | ${R[rc_quick]} files/s | $(ratio "${R[nm_quick]}" "${R[rc_quick]}") |"
+  echo "| $LARGE_COUNT × $LARGE_MB MB, disk → S3, c=5 † | ${R[nm_large_up]} MB/s, peak RSS ${R[rss_large_up]} MB | ${R[rc_large_up]} MB/s | $(ratio "${R[nm_large_up]}" "${R[rc_large_up]}") |"
+  echo "| $LARGE_COUNT × $LARGE_MB MB, S3 → disk, c=5 † | ${R[nm_large_down]} MB/s, peak RSS ${R[rss_large_down]} MB | ${R[rc_large_down]} MB/s | $(ratio "${R[nm_large_down]}" "${R[rc_large_down]}") |"
   for c in 5 20; do
     echo "| remote (+20 ms), $REMOTE_FILES × $SIZE B, disk → S3, c=$c | ${R[nm_rup_$c]} files/s (bound $(rbound_up "$c")) | ${R[rc_rup_$c]} files/s | $(ratio "${R[nm_rup_$c]}" "${R[rc_rup_$c]}") |"
     echo "| remote (+20 ms), $REMOTE_FILES × $SIZE B, S3 → disk, c=$c | ${R[nm_rdown_$c]} files/s (bound $(rbound_down "$c")) | ${R[rc_rdown_$c]} files/s | $(ratio "${R[nm_rdown_$c]}" "${R[rc_rdown_$c]}") |"
