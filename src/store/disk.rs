@@ -285,13 +285,15 @@ fn resolve(path: &Path) -> Result<PathBuf, StoreError> {
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(work).await.map_err(|e| {
-        StoreError::io(
-            "file work stopped:",
-            Path::new(""),
-            std::io::Error::other(e),
-        )
-    })?
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| work_stopped(Path::new(""), e))?
+}
+
+/// A trip to the blocking pool that never came back (the pool went away:
+/// the process is shutting down).
+fn work_stopped(path: &Path, e: tokio::task::JoinError) -> StoreError {
+    StoreError::io("file work stopped:", path, std::io::Error::other(e))
 }
 
 /// Bytes a temporary file gathers before they are written out: a small
@@ -457,9 +459,7 @@ impl TempFile {
         let Some(writing) = self.writing.take() else {
             return Ok(None);
         };
-        let written = writing.await.map_err(|e| {
-            StoreError::io("file work stopped:", &self.temp, std::io::Error::other(e))
-        })??;
+        let written = writing.await.map_err(|e| work_stopped(&self.temp, e))??;
         self.file = Some(written.file);
         self.direct = written.direct;
         self.flushed += written.len as u64;
