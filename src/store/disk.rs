@@ -97,13 +97,24 @@ impl DiskStore {
         .await
     }
 
-    /// Hashes a whole file, streaming, in one trip to the blocking pool.
+    /// Hashes a whole file (SHA-1 and MD5), streaming, in one trip to the
+    /// blocking pool.
     pub async fn hash_file(&self, path: &Path) -> Result<Digest, StoreError> {
+        self.hash_file_with(path, Hasher::new()).await
+    }
+
+    /// As [`DiskStore::hash_file`], SHA-1 alone: for a multipart upload,
+    /// whose ETag is no MD5 of the whole and whose parts carry their own.
+    /// MD5 is the costlier of the two (about 0.65 GB/s here, SHA-1 1.8).
+    pub async fn sha1_file(&self, path: &Path) -> Result<Digest, StoreError> {
+        self.hash_file_with(path, Hasher::without_md5()).await
+    }
+
+    async fn hash_file_with(&self, path: &Path, mut hasher: Hasher) -> Result<Digest, StoreError> {
         let path = path.to_path_buf();
         blocking(move || {
             let mut file =
                 std::fs::File::open(&path).map_err(|e| StoreError::io("cannot open", &path, e))?;
-            let mut hasher = Hasher::new();
             let mut buf = vec![0u8; READ_CHUNK];
             loop {
                 let n = std::io::Read::read(&mut file, &mut buf)
@@ -1020,6 +1031,15 @@ mod tests {
         assert_eq!(
             hex::encode(d.sha1),
             "a9993e364706816aba3e25717850c26c9cd0d89d"
+        );
+        assert_eq!(
+            d.md5.map(hex::encode).as_deref(),
+            Some("900150983cd24fb0d6963f7d28e17f72")
+        );
+        let only_sha1 = DiskStore.sha1_file(&path).await.unwrap();
+        assert_eq!(
+            (only_sha1.size, only_sha1.sha1, only_sha1.md5),
+            (3, d.sha1, None)
         );
     }
 }

@@ -42,8 +42,9 @@ impl Hasher {
         }
     }
 
-    /// SHA-1 alone, for a download whose object carries the SHA-1 we
-    /// stored: MD5 is the costlier of the two, and nothing needs it then.
+    /// SHA-1 alone, where nothing needs the MD5 of the whole (a download
+    /// whose object carries the SHA-1 we stored, a multipart upload): MD5
+    /// is the costlier of the two.
     pub fn without_md5() -> Hasher {
         Hasher {
             md5: None,

@@ -576,7 +576,7 @@ impl S3Store {
     ) -> Result<Digest, StoreError> {
         let Source { disk, path, size } = *source;
         let before = disk.version(path).await?;
-        let digest = disk.hash_file(path).await?;
+        let digest = disk.sha1_file(path).await?;
         if digest.size != size {
             return Err(StoreError::SourceChanged(path.display().to_string()));
         }
