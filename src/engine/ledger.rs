@@ -3,15 +3,17 @@
 //! per group. The orchestrator's own writes (opening and closing the
 //! batch) and the movers' reads go straight to the pool. A group
 //! commits once it holds `GROUP_TARGET` records or its first record has
-//! waited `LINGER`, or at once when the orchestrator says no mover is
-//! copying (`Flush`); records that arrive while one commit is in flight go
-//! into the next.
+//! waited `LINGER`, or at once while the orchestrator says no mover is
+//! copying (from `Flush` to `Copying`: a file's record comes a moment
+//! after its copy, and the last files of a run would otherwise wait out
+//! the linger); records that arrive while one commit is in flight go into
+//! the next.
 //!
 //! Movers do not wait for commits; each file's own task does, and deletes
 //! the source only after its record is committed, so a source is never
 //! deleted before the database stops needing it.
 
-use super::messages::{Flush, Record, StatsEvent};
+use super::messages::{Copying, Flush, Record, StatsEvent};
 use super::stats::Stats;
 use super::EngineError;
 use crate::db::ledger::{commit, Committed, GroupResult, LedgerBatch, PathChange, Unmoved};
@@ -51,7 +53,7 @@ pub struct Ledger {
     timer: Option<actix::SpawnHandle>,
     /// A commit is in flight; records arriving meanwhile form the next group.
     committing: bool,
-    /// No more records are on their way for now: what is pending commits
+    /// No mover is copying: what is pending, and what comes, commits
     /// without lingering.
     hurry: bool,
     /// The connection commits run on, between commits.
@@ -100,9 +102,6 @@ impl Ledger {
         self.committing = true;
         let take = self.pending.len().min(MAX_GROUP);
         let group: Vec<Pending> = self.pending.drain(..take).collect();
-        if self.pending.is_empty() {
-            self.hurry = false;
-        }
         self.first_at = if self.pending.is_empty() {
             None
         } else {
@@ -208,10 +207,16 @@ impl Handler<Flush> for Ledger {
     type Result = ();
 
     fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) {
-        if !self.pending.is_empty() {
-            self.hurry = true;
-            self.consider(ctx);
-        }
+        self.hurry = true;
+        self.consider(ctx);
+    }
+}
+
+impl Handler<Copying> for Ledger {
+    type Result = ();
+
+    fn handle(&mut self, _: Copying, _: &mut Context<Self>) {
+        self.hurry = false;
     }
 }
 

@@ -103,10 +103,17 @@ pub enum Record {
 }
 
 /// Orchestrator → ledger: no mover is copying, so no record is coming to
-/// keep the pending ones company: commit them without lingering.
+/// keep the pending ones company: commit them, and the records of files
+/// already copied as they come, without lingering (until `Copying`).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Flush;
+
+/// Orchestrator → ledger: movers are copying again, so records may linger
+/// for company again.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Copying;
 
 /// Events for the stats actor (fire-and-forget: they are tiny and there is
 /// at most a handful per file in flight).

@@ -201,6 +201,9 @@ pub struct RunContext {
     pub targets: targets::TargetSnapshot,
     /// Concurrency, bandwidth limit and pause, as they are now.
     pub control: Arc<control::RunControl>,
+    /// Woken when this process has cut a chunk (or the last): its own
+    /// dispatch, finding none to lease, need not wait for its next look.
+    pub chunks_added: tokio::sync::Notify,
 }
 
 impl RunContext {

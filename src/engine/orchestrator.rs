@@ -16,8 +16,8 @@ use super::control::{RunControl, Settings};
 use super::lease::Heartbeat;
 use super::ledger::Ledger;
 use super::messages::{
-    BatchCounts, Cancel, Flush, GetControl, GetStatus, Handoff, Join, MoveFile, Outcome, RunEnded,
-    Start, StartReply, StatsEvent,
+    BatchCounts, Cancel, Copying, Flush, GetControl, GetStatus, Handoff, Join, MoveFile, Outcome,
+    RunEnded, Start, StartReply, StatsEvent,
 };
 use super::mover::{self, Ahead, Mover};
 use super::run_state::{CancelSignal, RunState};
@@ -182,6 +182,7 @@ impl Handler<Start> for Orchestrator {
                         side_work: tokio::sync::Semaphore::new(options.concurrency.get().into()),
                         targets: Default::default(),
                         control,
+                        chunks_added: tokio::sync::Notify::new(),
                     });
                     act.stats.do_send(StatsEvent::RunStarted {
                         batch_id: batch.batch_id,
@@ -259,6 +260,7 @@ impl Handler<Join> for Orchestrator {
             side_work: tokio::sync::Semaphore::new(options.concurrency.get().into()),
             targets: Default::default(),
             control,
+            chunks_added: tokio::sync::Notify::new(),
         });
         let earlier = BatchCounts::of(&batch);
         self.stats.do_send(StatsEvent::RunStarted {
@@ -782,6 +784,7 @@ async fn write_chunks(run: &RunContext, kinds: &[FileKind]) -> Result<(), Engine
                     Ok(chunks::add(&mut conn, run.batch_id, std::slice::from_ref(&chunk)).await?)
                 })
                 .await?;
+                run.chunks_added.notify_one();
             }
             match page.next {
                 Some(next) => after = next,
@@ -794,6 +797,7 @@ async fn write_chunks(run: &RunContext, kinds: &[FileKind]) -> Result<(), Engine
         Ok(chunks::set_chunked(&mut conn, run.batch_id).await?)
     })
     .await?;
+    run.chunks_added.notify_one();
     tracing::info!(chunks = seq, "Batch cut into chunks");
     Ok(())
 }
@@ -874,6 +878,8 @@ async fn dispatch_all(
     };
     let mut error = None;
     let lease_secs = run.shared.config.lease_secs;
+    // The ledger was told that no mover is copying (see `Flush`).
+    let mut told_idle = false;
     'chunks: loop {
         if run.cancelled() || run.ended() {
             break;
@@ -910,9 +916,12 @@ async fn dispatch_all(
                 loop {
                     if copying.is_empty() {
                         ledger.do_send(Flush);
+                        told_idle = true;
                     }
                     tokio::select! {
                         _ = &mut pause => break,
+                        // A chunk this process cut: no need to wait the pause out.
+                        _ = run.chunks_added.notified() => break,
                         Some((slot, handoff, chunk)) = copying.next(), if !copying.is_empty() => {
                             movers.done(slot);
                             committing.push(settle_in(run, handoff, chunk));
@@ -1016,6 +1025,9 @@ async fn dispatch_all(
             chunk.left.fetch_add(1, Ordering::SeqCst);
             let this = chunk.clone();
             let mover = movers.addr(slot);
+            if std::mem::take(&mut told_idle) {
+                ledger.do_send(Copying);
+            }
             copying.push(async move {
                 let handoff = mover
                     .send(MoveFile {
