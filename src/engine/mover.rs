@@ -647,7 +647,7 @@ pub(super) async fn check_object_target(
         return Ok((size, Target::Absent));
     };
     if existing.size == size {
-        let local = disk.hash_file(src).await?;
+        let local = digest_to_compare(shared, src, &existing).await?;
         if same_content(shared, key, &existing, &local).await? {
             return Ok((size, Target::Identical(local)));
         }
@@ -673,7 +673,7 @@ pub(super) async fn check_disk_target(
     };
     let source = s3.head(key).await?.ok_or_else(|| object_missing(key))?;
     if size == source.size {
-        let local = disk.hash_file(dst).await?;
+        let local = digest_to_compare(shared, dst, &source).await?;
         if same_content(shared, key, &source, &local).await? {
             return Ok(Target::Identical(local));
         }
@@ -801,6 +801,21 @@ async fn to_disk(
         replaced,
         temp: Some(temp),
     })
+}
+
+/// The digest of a local file that `same_content` compares with `object`:
+/// the MD5 (the costlier hash) only when the object offers no SHA-1 of ours
+/// but a plain ETag.
+async fn digest_to_compare(
+    shared: &Shared,
+    path: &Path,
+    object: &ObjectMeta,
+) -> Result<Digest, StoreError> {
+    if object.sha1.is_none() && object.md5.is_some() {
+        shared.disk.hash_file(path).await
+    } else {
+        shared.disk.sha1_file(path).await
+    }
 }
 
 /// Whether an object holds the same bytes as a local file of the same size:
