@@ -18,7 +18,8 @@ pub const TEMP_MARKER: &str = ".noodle-tmp-";
 
 /// A file read for an upload.
 pub enum Loaded {
-    /// Small enough for one request: its bytes and their digest.
+    /// Small enough for one request: its bytes and their digest (SHA-1
+    /// only; the upload adds the MD5 where the server needs it).
     Whole { data: bytes::Bytes, digest: Digest },
     /// Sent in parts: its size.
     Large(u64),
@@ -263,7 +264,7 @@ fn read_loaded(
     let mut data = Vec::with_capacity(meta.len() as usize);
     std::io::Read::read_to_end(&mut file, &mut data)
         .map_err(|e| StoreError::io("cannot read", path, e))?;
-    let digest = super::hash::digest_of(&data);
+    let digest = super::hash::sha1_digest_of(&data);
     Ok(Loaded::Whole {
         data: bytes::Bytes::from(data),
         digest,
@@ -904,7 +905,7 @@ mod tests {
         {
             Ok(Some(Loaded::Whole { data, digest })) => {
                 assert_eq!(&data[..], b"1234");
-                assert_eq!(digest, crate::store::hash::digest_of(b"1234"));
+                assert_eq!(digest, crate::store::hash::sha1_digest_of(b"1234"));
             }
             _ => panic!("a file under the root is read"),
         }
@@ -983,7 +984,8 @@ mod tests {
         match DiskStore.load(&path, 6).await.unwrap() {
             Some(Loaded::Whole { data, digest }) => {
                 assert_eq!(&data[..], b"abcdef");
-                assert_eq!(digest, crate::store::hash::digest_of(b"abcdef"));
+                assert_eq!(digest, crate::store::hash::sha1_digest_of(b"abcdef"));
+                assert_eq!(digest.md5, None, "the MD5 waits until a server needs it");
             }
             _ => panic!("read whole"),
         }

@@ -166,6 +166,14 @@ pub fn digest_of(data: &[u8]) -> Digest {
     h.finish()
 }
 
+/// The SHA-1 alone of a whole byte slice: a small upload sends it for the
+/// server to check, and needs the MD5 only from a server that does not.
+pub fn sha1_digest_of(data: &[u8]) -> Digest {
+    let mut h = Hasher::without_md5();
+    h.update_sync(data);
+    h.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,7 +41,19 @@ pub struct Connections {
 pub struct Response {
     pub status: u16,
     pub etag: Option<String>,
+    /// `x-amz-checksum-sha1`: a server that checked the body against the
+    /// one sent names it here.
+    pub checksum_sha1: Option<String>,
     pub body: Vec<u8>,
+}
+
+/// What the head of an answer says.
+struct Head {
+    status: u16,
+    etag: Option<String>,
+    checksum_sha1: Option<String>,
+    framing: Framing,
+    keep_alive: bool,
 }
 
 /// Why an exchange failed, and whether a request may have reached the
@@ -211,7 +223,13 @@ impl Reader {
         keep: usize,
     ) -> io::Result<(Response, bool)> {
         loop {
-            let (status, etag, framing, mut reusable) = self.head(stream).await?;
+            let Head {
+                status,
+                etag,
+                checksum_sha1,
+                framing,
+                keep_alive: mut reusable,
+            } = self.head(stream).await?;
             // An interim answer (100 Continue, 103 Early Hints) comes before
             // the real one.
             if (100..200).contains(&status) && status != 101 {
@@ -228,15 +246,18 @@ impl Reader {
             }
             // Anything after the answer was never asked for.
             reusable &= self.at == self.buf.len();
-            return Ok((Response { status, etag, body }, reusable));
+            let response = Response {
+                status,
+                etag,
+                checksum_sha1,
+                body,
+            };
+            return Ok((response, reusable));
         }
     }
 
-    /// The status line and headers: status, ETag, framing, keep-alive.
-    async fn head(
-        &mut self,
-        stream: &mut TcpStream,
-    ) -> io::Result<(u16, Option<String>, Framing, bool)> {
+    /// The status line and the headers this client acts on.
+    async fn head(&mut self, stream: &mut TcpStream) -> io::Result<Head> {
         loop {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut response = httparse::Response::new(&mut headers);
@@ -245,6 +266,7 @@ impl Reader {
                     let status = response.code.unwrap_or(0);
                     let http11 = response.version == Some(1);
                     let mut etag = None;
+                    let mut checksum_sha1 = None;
                     let mut length = None;
                     let mut chunked = false;
                     let mut keep_alive = http11;
@@ -253,6 +275,8 @@ impl Reader {
                         let name = header.name;
                         if name.eq_ignore_ascii_case("etag") {
                             etag = Some(value.to_string());
+                        } else if name.eq_ignore_ascii_case("x-amz-checksum-sha1") {
+                            checksum_sha1 = Some(value.to_string());
                         } else if name.eq_ignore_ascii_case("content-length") {
                             length = Some(value.parse::<u64>().map_err(|_| {
                                 invalid(format!("Content-Length {value:?} is not a number"))
@@ -283,7 +307,13 @@ impl Reader {
                     } else {
                         Framing::Close
                     };
-                    return Ok((status, etag, framing, keep_alive));
+                    return Ok(Head {
+                        status,
+                        etag,
+                        checksum_sha1,
+                        framing,
+                        keep_alive,
+                    });
                 }
                 Ok(httparse::Status::Partial) => {
                     if self.buf.len() - self.at > MAX_HEAD {
@@ -487,7 +517,7 @@ mod tests {
     async fn answers_by_length_keep_the_connection_for_the_next_request() {
         let authority = server(
             vec![
-                b"HTTP/1.1 200 OK\r\nETag: \"abc\"\r\nContent-Length: 0\r\n\r\n",
+                b"HTTP/1.1 200 OK\r\nETag: \"abc\"\r\nX-Amz-Checksum-Sha1: qZk+NkcGgWq6PiVxeFDCbJzQ2J0=\r\nContent-Length: 0\r\n\r\n",
                 b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 412 Precondition Failed\r\nContent-Length: 11\r\n\r\nhello world",
             ],
             false,
@@ -497,6 +527,10 @@ mod tests {
         let first = put(&connections, 100).await.unwrap();
         assert_eq!(first.status, 200);
         assert_eq!(first.etag.as_deref(), Some("\"abc\""));
+        assert_eq!(
+            first.checksum_sha1.as_deref(),
+            Some("qZk+NkcGgWq6PiVxeFDCbJzQ2J0=")
+        );
         assert_eq!(connections.idle.lock().unwrap().len(), 1);
         // The same connection: the server answers a second one only there.
         let second = put(&connections, 5).await.unwrap();

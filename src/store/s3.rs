@@ -10,8 +10,8 @@
 //! and a SHA-256 of every byte sent would cost more CPU than the copy.
 
 use super::disk::Loaded;
-use super::hash::{digest_of, md5_of, Digest, Hasher, StreamHasher};
-use super::small_put::{SmallPut, SmallPutClient, SMALL_PUT_MAX};
+use super::hash::{md5_of, sha1_digest_of, Digest, Hasher, StreamHasher};
+use super::small_put::{SmallPut, SmallPutClient, Stored, SMALL_PUT_MAX};
 use super::{BucketProblem, DiskStore, Listed, Store, StoreError, StoreListing, StoreWriter};
 use crate::bandwidth::Throttle;
 use crate::config::{S3Config, Sse};
@@ -503,7 +503,10 @@ impl S3Store {
         }
     }
 
-    /// One PutObject, checked end to end with Content-MD5 and the ETag.
+    /// One PutObject, checked end to end: by the server against the SHA-1
+    /// sent, when it says it did; otherwise with Content-MD5 (through the
+    /// SDK) and the ETag. `digest` may lack the MD5; it is computed only
+    /// where it is needed.
     async fn put_bytes(
         &self,
         key: &str,
@@ -517,7 +520,7 @@ impl S3Store {
             Some(client) if data.len() <= SMALL_PUT_MAX => {
                 let put = SmallPut {
                     key,
-                    data,
+                    data: data.clone(),
                     digest,
                     content_type: &Self::content_type(key),
                     if_none_match: if_none_match.as_deref(),
@@ -529,37 +532,53 @@ impl S3Store {
                     .map_err(|e| self.write_refused(key, e))
             }
             _ => {
+                let md5 = match digest.md5 {
+                    Some(md5) => md5,
+                    None => md5_of(data.clone()).await,
+                };
                 let (sse, kms_key) = self.sse_params();
                 object_call!(self, put_object, key)
                     .set_if_none_match(if_none_match)
                     .set_if_match(if_match)
                     .content_length(data.len() as i64)
-                    .set_content_md5(digest.md5.map(aws_smithy_types::base64::encode))
+                    .content_md5(aws_smithy_types::base64::encode(md5))
                     .content_type(Self::content_type(key))
                     .metadata(SHA1_METADATA, hex::encode(digest.sha1))
                     .set_server_side_encryption(sse)
                     .set_ssekms_key_id(kms_key)
-                    .body(ByteStream::from(data))
+                    .body(ByteStream::from(data.clone()))
                     .customize()
                     .disable_payload_signing()
                     .send()
                     .await
-                    .map(|out| out.e_tag)
+                    .map(|out| Stored {
+                        etag: out.e_tag,
+                        // Content-MD5 was sent: the server checked that.
+                        sha1_checked: false,
+                    })
                     .map_err(|e| self.write_failed("PutObject", key, e))
             }
         };
-        let etag = match sent {
-            Ok(etag) => etag,
+        let stored = match sent {
+            Ok(stored) => stored,
             Err(e) => return Err(self.unanswered_write(key, write_if, e).await),
         };
-        if let (Some(md5), Some(sent)) = (self.etag_md5(etag.as_deref()), digest.md5) {
-            if md5 != sent {
-                return Err(StoreError::S3 {
-                    operation: "PutObject",
-                    status: None,
-                    message: "the ETag returned does not match the MD5 of the data sent".into(),
-                });
-            }
+        if stored.sha1_checked {
+            return Ok(());
+        }
+        let Some(etag_md5) = self.etag_md5(stored.etag.as_deref()) else {
+            return Ok(());
+        };
+        let md5 = match digest.md5 {
+            Some(md5) => md5,
+            None => md5_of(data).await,
+        };
+        if etag_md5 != md5 {
+            return Err(StoreError::S3 {
+                operation: "PutObject",
+                status: None,
+                message: "the ETag returned does not match the MD5 of the data sent".into(),
+            });
         }
         Ok(())
     }
@@ -874,7 +893,7 @@ impl ObjectWriter<'_> {
     pub async fn finish(&mut self) -> Result<u64, StoreError> {
         let rest = std::mem::take(&mut self.buffer).freeze();
         if self.upload_id.is_none() {
-            let digest = digest_of(&rest);
+            let digest = sha1_digest_of(&rest);
             self.store
                 .put_bytes(&self.key, rest, &digest, &WriteIf::Any)
                 .await?;

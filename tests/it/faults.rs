@@ -1,6 +1,7 @@
 //! S3 faults: a small HTTP proxy on loopback sits between the engine and
 //! the S3 server and answers 500/503 SlowDown, drops connections or stalls
-//! on a share of the requests (or always, for "poisoned" requests).
+//! on a share of the requests (or always, for "poisoned" requests), or
+//! tampers with what passes through it.
 
 use crate::helpers::{EnvOptions, TestEnv};
 use crate::seed::SeedSpec;
@@ -31,18 +32,38 @@ struct Plan {
     poison: Option<String>,
     /// Added to every request.
     delay: Duration,
+    tamper: Tamper,
+}
+
+/// What the proxy changes in every PUT that passes through it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tamper {
+    Nothing,
+    /// One bit of the body flipped on its way to the server.
+    Body,
+    /// The answer without `x-amz-checksum-sha1`: a server that ignores it.
+    HideChecksum,
+    /// As `HideChecksum`, and the ETag of other bytes than those sent.
+    HideChecksumWrongEtag,
+    /// The ETag of other bytes, the checksums kept.
+    WrongEtag,
 }
 
 impl FaultProxy {
     /// `rate`: share of requests that get a fault; requests whose first line
     /// contains `poison` always fail with 500.
     pub async fn start(upstream: &str, rate: f64, poison: Option<String>) -> FaultProxy {
-        Self::launch(upstream, rate, poison, Duration::ZERO).await
+        Self::launch(upstream, rate, poison, Duration::ZERO, Tamper::Nothing).await
     }
 
     /// No faults, only a delay on every request: a slow server.
     pub async fn slow(upstream: &str, delay: Duration) -> FaultProxy {
-        Self::launch(upstream, 0.0, None, delay).await
+        Self::launch(upstream, 0.0, None, delay, Tamper::Nothing).await
+    }
+
+    /// Every PUT changed as `tamper` says.
+    pub async fn tampering(upstream: &str, tamper: Tamper) -> FaultProxy {
+        Self::launch(upstream, 0.0, None, Duration::ZERO, tamper).await
     }
 
     async fn launch(
@@ -50,6 +71,7 @@ impl FaultProxy {
         rate: f64,
         poison: Option<String>,
         delay: Duration,
+        tamper: Tamper,
     ) -> FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
@@ -59,6 +81,7 @@ impl FaultProxy {
             rate,
             poison,
             delay,
+            tamper,
         };
         let c = counters.clone();
         tokio::spawn(async move {
@@ -148,13 +171,51 @@ async fn serve(mut client: TcpStream, plan: Plan, counters: Arc<Counters>) -> st
         }
     }
     tokio::time::sleep(plan.delay).await;
+    let put = first.starts_with("PUT ");
+    if put && plan.tamper == Tamper::Body && !body.is_empty() {
+        body[0] ^= 1;
+    }
     let mut upstream = TcpStream::connect(&plan.upstream).await?;
     upstream.write_all(forwarded.as_bytes()).await?;
     upstream.write_all(&body).await?;
     let mut answer = Vec::new();
     upstream.read_to_end(&mut answer).await?;
+    let (hide, wrong_etag) = match plan.tamper {
+        Tamper::HideChecksum => (true, false),
+        Tamper::HideChecksumWrongEtag => (true, true),
+        Tamper::WrongEtag => (false, true),
+        Tamper::Nothing | Tamper::Body => (false, false),
+    };
+    if put && (hide || wrong_etag) {
+        answer = edit_answer_head(&answer, hide, wrong_etag);
+    }
     client.write_all(&answer).await?;
     client.shutdown().await
+}
+
+/// The answer without its `x-amz-checksum-*` headers when `hide`, with
+/// the ETag of other bytes when `wrong_etag`.
+fn edit_answer_head(answer: &[u8], hide: bool, wrong_etag: bool) -> Vec<u8> {
+    let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return answer.to_vec();
+    };
+    let head = String::from_utf8_lossy(&answer[..end]);
+    let mut edited = String::new();
+    for line in head.split("\r\n") {
+        let lower = line.to_ascii_lowercase();
+        if hide && lower.starts_with("x-amz-checksum-") {
+            continue;
+        }
+        if wrong_etag && lower.starts_with("etag:") {
+            edited.push_str("ETag: \"0123456789abcdef0123456789abcdef\"\r\n");
+            continue;
+        }
+        edited.push_str(line);
+        edited.push_str("\r\n");
+    }
+    let mut out = edited.into_bytes();
+    out.extend_from_slice(&answer[end + 2..]);
+    out
 }
 
 fn with_big_file(env: &TestEnv) -> (Uuid, String, Vec<u8>) {
