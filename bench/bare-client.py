@@ -12,9 +12,10 @@ Prints, as JSON, in milliseconds:
   at once, each its own share of the objects (what the server does when
   as many requests as a migration sends are in flight on this machine);
 - shaped_ms, shaped_concurrent_ms: the same two for the PUT a migration
-  sends (If-None-Match: *, Content-MD5, a Content-Type and the file's SHA-1
-  as metadata, the payload unsigned), which asks the server for more: a
-  look for an object already there, and a digest to check; at the keys a
+  sends (If-None-Match: *, the file's SHA-1 as x-amz-checksum-sha1 and as
+  metadata, a Content-Type, the payload unsigned), which asks the server
+  for more: a look for an object already there, and a digest to check; at
+  the keys a
   migration writes (upload/<owner>/<xx>/<yy>/<uuid>.jpg), which a server
   that keeps a file per object pays for in folders.
 
@@ -66,9 +67,10 @@ def signed(method, key, body=b"", shaped=False):
     if shaped:
         req.headers["x-amz-content-sha256"] = "UNSIGNED-PAYLOAD"
         req.headers["If-None-Match"] = "*"
-        req.headers["Content-MD5"] = base64.b64encode(hashlib.md5(body).digest()).decode()
+        sha1 = hashlib.sha1(body)
+        req.headers["x-amz-checksum-sha1"] = base64.b64encode(sha1.digest()).decode()
         req.headers["Content-Type"] = "image/jpeg"
-        req.headers["x-amz-meta-noodle-sha1"] = hashlib.sha1(body).hexdigest()
+        req.headers["x-amz-meta-noodle-sha1"] = sha1.hexdigest()
     else:
         req.headers["x-amz-content-sha256"] = hashlib.sha256(body).hexdigest()
     signer.add_auth(req)
