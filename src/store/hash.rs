@@ -161,17 +161,18 @@ pub async fn md5_of(data: Bytes) -> [u8; 16] {
 
 /// Hashes a whole byte slice (small files, already in memory).
 pub fn digest_of(data: &[u8]) -> Digest {
-    let mut h = Hasher::new();
-    h.update_sync(data);
-    h.finish()
+    whole(Hasher::new(), data)
 }
 
 /// The SHA-1 alone of a whole byte slice: a small upload sends it for the
 /// server to check, and needs the MD5 only from a server that does not.
 pub fn sha1_digest_of(data: &[u8]) -> Digest {
-    let mut h = Hasher::without_md5();
-    h.update_sync(data);
-    h.finish()
+    whole(Hasher::without_md5(), data)
+}
+
+fn whole(mut hasher: Hasher, data: &[u8]) -> Digest {
+    hasher.update_sync(data);
+    hasher.finish()
 }
 
 #[cfg(test)]

@@ -516,8 +516,18 @@ impl S3Store {
     ) -> Result<(), StoreError> {
         let (if_none_match, if_match) = write_if.headers();
         self.throttle.pass(data.len() as u64).await;
-        let sent = match &self.small_put {
-            Some(client) if data.len() <= SMALL_PUT_MAX => {
+        let lean = self
+            .small_put
+            .as_ref()
+            .filter(|_| data.len() <= SMALL_PUT_MAX);
+        // The SDK's request carries Content-MD5; the lean one needs the
+        // MD5 only when its answer does not confirm the SHA-1.
+        let mut md5 = digest.md5;
+        if lean.is_none() && md5.is_none() {
+            md5 = Some(md5_of(data.clone()).await);
+        }
+        let sent = match lean {
+            Some(client) => {
                 let put = SmallPut {
                     key,
                     data: data.clone(),
@@ -531,17 +541,13 @@ impl S3Store {
                     .await
                     .map_err(|e| self.write_refused(key, e))
             }
-            _ => {
-                let md5 = match digest.md5 {
-                    Some(md5) => md5,
-                    None => md5_of(data.clone()).await,
-                };
+            None => {
                 let (sse, kms_key) = self.sse_params();
                 object_call!(self, put_object, key)
                     .set_if_none_match(if_none_match)
                     .set_if_match(if_match)
                     .content_length(data.len() as i64)
-                    .content_md5(aws_smithy_types::base64::encode(md5))
+                    .set_content_md5(md5.map(aws_smithy_types::base64::encode))
                     .content_type(Self::content_type(key))
                     .metadata(SHA1_METADATA, hex::encode(digest.sha1))
                     .set_server_side_encryption(sse)
@@ -569,7 +575,7 @@ impl S3Store {
         let Some(etag_md5) = self.etag_md5(stored.etag.as_deref()) else {
             return Ok(());
         };
-        let md5 = match digest.md5 {
+        let md5 = match md5 {
             Some(md5) => md5,
             None => md5_of(data).await,
         };
