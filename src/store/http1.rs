@@ -275,7 +275,7 @@ impl Reader {
                         let name = header.name;
                         if name.eq_ignore_ascii_case("etag") {
                             etag = Some(value.to_string());
-                        } else if name.eq_ignore_ascii_case("x-amz-checksum-sha1") {
+                        } else if name.eq_ignore_ascii_case(super::s3::CHECKSUM_SHA1_HEADER) {
                             checksum_sha1 = Some(value.to_string());
                         } else if name.eq_ignore_ascii_case("content-length") {
                             length = Some(value.parse::<u64>().map_err(|_| {

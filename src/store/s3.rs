@@ -38,6 +38,9 @@ macro_rules! sha1_metadata {
 const SHA1_METADATA: &str = sha1_metadata!();
 /// The same, as the header a PutObject carries it in.
 pub(super) const SHA1_HEADER: &str = concat!("x-amz-meta-", sha1_metadata!());
+/// The standard header a PutObject names the body's SHA-1 in (base64), and
+/// the answer of a server that checked it repeats.
+pub(super) const CHECKSUM_SHA1_HEADER: &str = "x-amz-checksum-sha1";
 /// How long a connection may take to open, on either request path.
 pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a request may wait for its answer, on either request path.

@@ -23,7 +23,10 @@
 
 use super::hash::Digest;
 use super::http1::{Connections, Failed};
-use super::s3::{plain_http, static_credentials, CONNECT_TIMEOUT, READ_TIMEOUT, SHA1_HEADER};
+use super::s3::{
+    plain_http, static_credentials, CHECKSUM_SHA1_HEADER, CONNECT_TIMEOUT, READ_TIMEOUT,
+    SHA1_HEADER,
+};
 use super::StoreError;
 use crate::config::S3Config;
 use aws_sigv4::http_request::{
@@ -210,7 +213,7 @@ impl SmallPutClient {
             // The server checks the body against it (what Content-MD5
             // would do) and, when it does, says so in its answer: the MD5
             // is then never computed.
-            ("x-amz-checksum-sha1", checksum),
+            (CHECKSUM_SHA1_HEADER, checksum),
         ];
         if let Some(md5) = &md5 {
             headers.push(("content-md5", md5));
